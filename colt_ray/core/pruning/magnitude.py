@@ -1,0 +1,68 @@
+"""Pruning = score x budget x selection.
+
+* score: how much a weight matters (``magnitude_scores``: |w|);
+* budget: how many of the surviving weights each tensor loses (``global`` shares one threshold across all
+  tensors, ``layerwise`` prunes the same fraction of every tensor);
+* selection: the lowest-scoring *surviving* weights go, ties broken by flat index (lower index first, in
+  the mask's tensor order), so a mask is the same on every machine and a pruned weight never returns.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import torch
+
+from colt_ray.core.pruning.mask import Mask
+from colt_ray.core.registry import Registry
+
+ScoreFn = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
+SCORES: Registry[ScoreFn] = Registry("score")
+
+
+@SCORES.register("magnitude")
+def magnitude_scores(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """|w| per weight (as float32 on the CPU)."""
+    return {n: w.detach().to("cpu", torch.float32).abs() for n, w in weights.items()}
+
+
+def count_to_prune(fraction: float, alive: int) -> int:
+    """round(fraction * alive), the count torch.nn.utils.prune uses for a float amount."""
+    return int(round(fraction * alive))
+
+
+def prune(scores: Mapping[str, torch.Tensor], mask: Mask, fraction: float, budget: str = "global") -> Mask:
+    """Prune ``fraction`` of the weights still alive in ``mask`` by lowest score; return the new mask.
+
+    The result is a subset of ``mask``. ``budget`` is ``"global"`` or ``"layerwise"``.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"prune fraction must be in [0, 1], got {fraction}")
+    mask.check_like(scores)
+    if budget == "global":
+        return _select(scores, mask, mask.names(), fraction)
+    if budget == "layerwise":
+        out: dict[str, torch.Tensor] = {}
+        for n in mask:
+            out.update(_select(scores, mask, [n], fraction).items())
+        return Mask(out)
+    raise ValueError(f"unknown budget {budget!r}; valid: global, layerwise")
+
+
+def _select(scores: Mapping[str, torch.Tensor], mask: Mask, names: list[str], fraction: float) -> Mask:
+    """Prune the ``fraction`` lowest-scoring alive weights across ``names`` (one shared threshold)."""
+    alive_idx = [mask[n].reshape(-1).nonzero().squeeze(1) for n in names]
+    alive_scores = torch.cat([scores[n].reshape(-1).to(torch.float32)[i] for n, i in zip(names, alive_idx)])
+    k = count_to_prune(fraction, alive_scores.numel())
+    out = {n: mask[n].clone() for n in names}
+    if k == 0:
+        return Mask(out)
+    # stable sort keeps equal scores in concatenation order = (tensor order, flat index): the tie-break
+    order = torch.sort(alive_scores, stable=True).indices[:k]
+    offsets = torch.tensor([0] + [len(i) for i in alive_idx]).cumsum(0)
+    for j, n in enumerate(names):
+        lo, hi = int(offsets[j]), int(offsets[j + 1])
+        hit = order[(order >= lo) & (order < hi)] - lo
+        flat = out[n].view(-1)
+        flat[alive_idx[j][hit]] = False
+    return Mask(out)

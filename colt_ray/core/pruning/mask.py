@@ -1,0 +1,138 @@
+"""A mask is one boolean tensor per prunable weight tensor, plus a few pure functions over masks.
+
+``Mask`` is an ordered, checked value: every entry is a CPU ``torch.bool`` tensor, keys keep the model's
+parameter order, and the functions here (density, intersection, vote, overlap) never mutate their inputs.
+Masks travel between processes as ``{name: numpy bool array}`` (``to_numpy``/``from_numpy``).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+
+class Mask:
+    """An ordered mapping ``parameter name -> bool tensor`` (True = weight kept)."""
+
+    __slots__ = ("_t",)
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor]):
+        t: dict[str, torch.Tensor] = {}
+        for name, v in tensors.items():
+            v = torch.as_tensor(v)
+            if v.dtype != torch.bool:
+                if not bool(((v == 0) | (v == 1)).all()):
+                    raise ValueError(f"mask entry {name!r} holds values other than 0 and 1")
+                v = v.to(torch.bool)
+            t[name] = v.detach().to("cpu").contiguous()
+        self._t = t
+
+    # ---- construction -----------------------------------------------------------------------------
+    @classmethod
+    def ones_like(cls, tensors: Mapping[str, torch.Tensor]) -> "Mask":
+        return cls({n: torch.ones(v.shape, dtype=torch.bool) for n, v in tensors.items()})
+
+    @classmethod
+    def from_numpy(cls, arrays: Mapping[str, np.ndarray]) -> "Mask":
+        return cls({n: torch.from_numpy(np.asarray(a, dtype=bool).copy()) for n, a in arrays.items()})
+
+    def to_numpy(self) -> dict[str, np.ndarray]:
+        return {n: v.numpy().copy() for n, v in self._t.items()}
+
+    # ---- mapping protocol -------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._t[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._t)
+
+    def __len__(self) -> int:
+        return len(self._t)
+
+    def names(self) -> list[str]:
+        return list(self._t)
+
+    def items(self):
+        return self._t.items()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mask) or self.names() != other.names():
+            return False
+        return all(torch.equal(self[n], other[n]) for n in self)
+
+    def __repr__(self) -> str:
+        return f"Mask({len(self)} tensors, sparsity={self.sparsity():.4f})"
+
+    # ---- checks -----------------------------------------------------------------------------------
+    def check_like(self, other: "Mask | Mapping[str, torch.Tensor]") -> None:
+        """Raise ValueError unless ``other`` has the same names (in order) and shapes."""
+        names = list(other.keys()) if not isinstance(other, Mask) else other.names()
+        if names != self.names():
+            missing = sorted(set(self.names()) ^ set(names))
+            raise ValueError(f"mask names differ: {missing[:5]}")
+        for n in self:
+            if tuple(self[n].shape) != tuple(other[n].shape):
+                raise ValueError(f"mask entry {n!r} has shape {tuple(other[n].shape)}, expected {tuple(self[n].shape)}")
+
+    def check_subset_of(self, previous: "Mask") -> None:
+        """Raise ValueError if any weight pruned in ``previous`` is kept here (a pruned weight never returns)."""
+        previous.check_like(self)
+        for n in self:
+            if bool((self[n] & ~previous[n]).any()):
+                raise ValueError(f"mask entry {n!r} revives weights pruned earlier")
+
+    # ---- measures ---------------------------------------------------------------------------------
+    def numel(self, names: Iterable[str] | None = None) -> int:
+        return sum(self[n].numel() for n in (self if names is None else names))
+
+    def kept(self, names: Iterable[str] | None = None) -> int:
+        return sum(int(self[n].sum()) for n in (self if names is None else names))
+
+    def sparsity(self, names: Iterable[str] | None = None) -> float:
+        """Fraction of pruned weights over ``names`` (default: all tensors); 0.0 over an empty set."""
+        names = list(self if names is None else names)
+        total = self.numel(names)
+        return 0.0 if total == 0 else 1.0 - self.kept(names) / total
+
+    def density(self) -> dict[str, float]:
+        """Per-tensor fraction of kept weights."""
+        return {n: float(v.sum()) / v.numel() for n, v in self.items()}
+
+
+def intersect(masks: Sequence[Mask]) -> Mask:
+    """Keep a weight only if every mask keeps it (COLT's AND)."""
+    return vote(masks, len(masks))
+
+
+def vote(masks: Sequence[Mask], v: int) -> Mask:
+    """Keep a weight if at least ``v`` of the masks keep it (v = len(masks) is the AND, v = 1 the OR)."""
+    if not masks:
+        raise ValueError("vote needs at least one mask")
+    if not 1 <= v <= len(masks):
+        raise ValueError(f"vote threshold must be in [1, {len(masks)}], got {v}")
+    first = masks[0]
+    for m in masks[1:]:
+        first.check_like(m)
+    out = {}
+    for n in first:
+        count = torch.stack([m[n] for m in masks]).sum(0, dtype=torch.int32)
+        out[n] = count >= v
+    return Mask(out)
+
+
+def jaccard(masks: Sequence[Mask], names: Iterable[str] | None = None) -> float:
+    """|AND| / |OR| of the kept weights over ``names`` (1.0 when all masks agree; 1.0 if nothing is kept)."""
+    names = list(masks[0] if names is None else names)
+    inter = union = 0
+    for n in names:
+        stack = torch.stack([m[n] for m in masks])
+        inter += int(stack.all(0).sum())
+        union += int(stack.any(0).sum())
+    return 1.0 if union == 0 else inter / union
+
+
+def layer_overlap(masks: Sequence[Mask]) -> dict[str, float]:
+    """Per-tensor Jaccard index across the masks."""
+    return {n: jaccard(masks, [n]) for n in masks[0]}
