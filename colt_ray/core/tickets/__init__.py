@@ -1,0 +1,1 @@
+"""Ticket methods (IMP, COLT), the trainer they share, ticket files and transfer."""

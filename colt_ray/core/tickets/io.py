@@ -1,0 +1,104 @@
+"""Ticket files: the rewind point and the mask of one cycle, in safetensors (no unpickling on load).
+
+Keys are ``theta/<state name>`` (every tensor of the model state, float and buffers) and ``mask/<param>``
+(bool). Metadata (strings) records the architecture, input shape, class count, dataset, run and cycle, so
+a ticket can be checked against the model it is loaded into before any tensor is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from colt_ray.core.errors import ConfigError
+from colt_ray.core.pruning import Mask
+
+FORMAT = "colt_ray.ticket/1"
+
+
+@dataclass
+class Ticket:
+    theta: dict[str, np.ndarray]
+    mask: Mask
+    meta: dict[str, Any]
+
+    @property
+    def arch(self) -> str:
+        return self.meta["arch"]
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        return tuple(self.meta["in_shape"])  # type: ignore[return-value]
+
+
+def save_ticket(path: str | os.PathLike, theta: Mapping[str, np.ndarray], mask: Mask, meta: Mapping[str, Any]) -> None:
+    """Write atomically: a temporary file in the same directory, then rename."""
+    from safetensors.torch import save_file
+
+    tensors = {f"theta/{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in theta.items()}
+    tensors.update({f"mask/{k}": v.contiguous() for k, v in mask.items()})
+    # safetensors stores keys sorted; the order of the model's state (and of the mask) is kept here
+    order = {"theta": list(theta), "mask": mask.names()}
+    metadata = {"format": FORMAT, "meta": json.dumps(dict(meta), sort_keys=True, default=str), "order": json.dumps(order)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_ticket(path: str | os.PathLike) -> Ticket:
+    """Read a ticket; a missing, corrupt or foreign file is a ConfigError naming it."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("ticket", f"no such file {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            if metadata.get("format") != FORMAT:
+                raise ConfigError("ticket", f"{path} is not a colt_ray ticket (format {metadata.get('format')!r})")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta, order = json.loads(metadata["meta"]), json.loads(metadata["order"])
+    except ConfigError:
+        raise
+    except Exception as exc:  # safetensors raises several types for a damaged header or body
+        raise ConfigError("ticket", f"{path} is corrupt or unreadable: {str(exc).splitlines()[0][:200]}") from None
+    try:
+        theta = {k: tensors[f"theta/{k}"].numpy() for k in order["theta"]}
+        mask = Mask({k: tensors[f"mask/{k}"] for k in order["mask"]})
+    except KeyError as exc:
+        raise ConfigError("ticket", f"{path} is corrupt: tensor {exc.args[0]!r} is missing") from None
+    return Ticket(theta, mask, meta)
+
+
+def check_ticket_fits(ticket: Ticket, model: torch.nn.Module, skip: tuple[str, ...] = ()) -> None:
+    """ConfigError unless every tensor of the ticket (except ``skip`` names) matches the model's shapes."""
+    state = model.state_dict()
+    for name, value in ticket.theta.items():
+        if name in skip:
+            continue
+        if name not in state:
+            raise ConfigError("ticket", f"ticket of arch {ticket.arch} has tensor {name!r} that this model lacks")
+        if tuple(state[name].shape) != tuple(value.shape):
+            raise ConfigError(
+                "ticket",
+                f"ticket tensor {name} has shape {tuple(value.shape)}, model needs {tuple(state[name].shape)} "
+                f"(ticket made for {ticket.arch} on {'x'.join(map(str, ticket.in_shape))} inputs)",
+            )
+    missing = [n for n in state if n not in ticket.theta and n not in skip]
+    if missing:
+        raise ConfigError("ticket", f"ticket lacks tensor {missing[0]!r} of the model")

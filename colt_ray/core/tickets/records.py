@@ -1,0 +1,88 @@
+"""Metrics as pure functions returning flat dicts, one-to-one with the ``cycles`` and ``layers`` columns."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from colt_ray.core.pruning import Mask, jaccard, layer_overlap
+
+
+@dataclass
+class CycleRecord:
+    """Everything one finished cycle (COLT) or level (IMP) produced, handed to the sink."""
+
+    run_id: str
+    cycle: int
+    mask: Mask  # the ticket's mask at this cycle
+    theta: dict[str, np.ndarray]  # the rewind point of the ticket
+    cycle_rows: list[dict]
+    layer_rows: list[dict]
+    proposals: list[Mask] = field(default_factory=list)  # the shard masks that formed the next cycle's AND
+    done: bool = False
+
+    @property
+    def ticket_row(self) -> dict:
+        return next(r for r in self.cycle_rows if r["shard"] is None)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def mask_summary(mask: Mask, groups: dict[str, str]) -> dict:
+    conv = [n for n in mask if groups.get(n) == "conv"]
+    return {
+        "sparsity": mask.sparsity(),
+        "conv_sparsity": mask.sparsity(conv) if conv else None,
+        "kept_weights": mask.kept(),
+        "prunable_weights": mask.numel(),
+    }
+
+
+def ticket_row(run_id: str, cycle: int, mask: Mask, groups: dict[str, str], metrics: Optional[dict], merged_from: Sequence[Mask]) -> dict:
+    """The merged ticket's row (shard = None). ``metrics`` None when the ticket was not evaluated."""
+    row = {"run_id": run_id, "cycle": cycle, "shard": None, **mask_summary(mask, groups)}
+    row.update(_metric_cols(metrics))
+    row["overlap"] = jaccard(list(merged_from)) if len(merged_from) > 1 else None
+    row["finished_at"] = _now()
+    return row
+
+
+def shard_row(run_id: str, cycle: int, shard: int, mask: Mask, groups: dict[str, str], metrics: dict) -> dict:
+    """One shard's training in this cycle (under the cycle's ticket mask), accuracy on its own test shard."""
+    row = {"run_id": run_id, "cycle": cycle, "shard": shard, **mask_summary(mask, groups)}
+    row.update(_metric_cols(metrics))
+    row["overlap"] = None
+    row["finished_at"] = _now()
+    return row
+
+
+def _metric_cols(metrics: Optional[dict]) -> dict:
+    keys = ("acc_best", "acc_final", "val_acc", "loss", "sample_epochs", "wall_seconds")
+    if metrics is None:
+        return {k: None for k in keys} | {"sample_epochs": 0, "wall_seconds": 0.0}
+    return {k: metrics.get(k) for k in keys}
+
+
+def layer_rows(run_id: str, cycle: int, mask: Mask, groups: dict[str, str], merged_from: Sequence[Mask]) -> list[dict]:
+    """One row per prunable tensor: size, kept weights, density, and Jaccard overlap of the shard masks."""
+    overlaps = layer_overlap(list(merged_from)) if len(merged_from) > 1 else {}
+    rows = []
+    for name, dens in mask.density().items():
+        rows.append(
+            {
+                "run_id": run_id,
+                "cycle": cycle,
+                "layer": name,
+                "group": groups[name],
+                "numel": mask[name].numel(),
+                "kept": int(mask[name].sum()),
+                "density": dens,
+                "overlap": overlaps.get(name),
+            }
+        )
+    return rows

@@ -1,0 +1,217 @@
+"""The one training loop: masked SGD/Adam with warm-up and schedules, opened by callbacks.
+
+Pruned weights stay exactly zero: their gradients are zeroed before every optimizer step (so momentum,
+Adam moments and weight decay never touch them) and the weights are multiplied by the mask after it.
+Both are fused ``torch._foreach_mul_`` calls over the masked tensors, so a masked step costs almost the same
+as a plain one. Data live as tensors (on the training device); batches are index slices, preprocessed and
+augmented as whole-batch tensor ops from a seeded generator, so a run is bit-identical for a given seed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Protocol, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from colt_ray.core.config import RecipeConfig
+from colt_ray.core.data import DatasetBundle, Preprocess, TensorSplit
+from colt_ray.core.pruning.mask import Mask
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, targets, inputs)
+
+
+class Callback(Protocol):
+    """Hooks into ``train``; every method is optional (see ``BaseCallback``)."""
+
+    def on_step_end(self, step: int, model: nn.Module) -> None: ...
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float], model: nn.Module) -> None: ...
+
+
+class BaseCallback:
+    def on_step_end(self, step: int, model: nn.Module) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float], model: nn.Module) -> None:
+        pass
+
+
+@dataclass
+class TrainResult:
+    """What one training produced. Accuracies are fractions in [0, 1]."""
+
+    acc_best: float
+    acc_final: float
+    val_acc: Optional[float]
+    loss: Optional[float]
+    sample_epochs: int
+    wall_seconds: float
+    steps: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("acc_best", "acc_final", "val_acc", "loss", "sample_epochs", "wall_seconds")}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def lr_factor(step: int, steps_per_epoch: int, recipe: RecipeConfig) -> float:
+    """Multiplier of ``recipe.lr`` at ``step`` (0-based): linear warm-up, then the schedule."""
+    epoch = step / steps_per_epoch
+    warm = recipe.warmup_epochs * steps_per_epoch
+    factor = min(1.0, (step + 1) / warm) if warm > 0 else 1.0
+    if recipe.schedule == "step":
+        factor *= recipe.gamma ** math.floor(epoch / recipe.milestones[0])
+    elif recipe.schedule == "multistep":
+        factor *= recipe.gamma ** sum(1 for m in recipe.milestones if epoch >= m)
+    elif recipe.schedule == "cosine":
+        total = max(1, recipe.epochs * steps_per_epoch)
+        factor *= 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    return factor
+
+
+def make_optimizer(params, recipe: RecipeConfig) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
+
+
+def smoothed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Cross-entropy against labels smoothed as true class 1 - alpha, every other class alpha / (C - 1)."""
+    num_classes = logits.shape[1]
+    if alpha == 0.0 or num_classes == 1:
+        return F.cross_entropy(logits, targets)
+    soft = torch.full_like(logits, alpha / (num_classes - 1))
+    soft.scatter_(1, targets.unsqueeze(1), 1.0 - alpha)
+    return -(soft * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+
+class MaskApplier:
+    """Keeps the masked parameters of a model exactly zero (fused multiply over all masked tensors)."""
+
+    def __init__(self, model: nn.Module, mask: Optional[Mask], device: torch.device):
+        params = dict(model.named_parameters())
+        names = [] if mask is None else mask.names()
+        self.params = [params[n] for n in names]
+        self.masks = [mask[n].to(device=device, dtype=params[n].dtype) for n in names]
+
+    @torch.no_grad()
+    def apply_to_weights(self) -> None:
+        if self.params:
+            torch._foreach_mul_(self.params, self.masks)
+
+    @torch.no_grad()
+    def apply_to_grads(self) -> None:
+        pairs = [(p.grad, m) for p, m in zip(self.params, self.masks) if p.grad is not None]
+        if pairs:
+            torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: TensorSplit, prep: Preprocess, device: torch.device, batch_size: int = 1024) -> float:
+    """Top-1 accuracy of ``model`` on ``split`` (eval mode, no augmentation)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for lo in range(0, len(split), batch_size):
+        x = prep(split.x[lo : lo + batch_size].to(device))
+        correct += int((model(x).argmax(1) == split.y[lo : lo + batch_size].to(device)).sum())
+    model.train(was_training)
+    return correct / max(1, len(split))
+
+
+def train(
+    model: nn.Module,
+    data: DatasetBundle,
+    recipe: RecipeConfig,
+    mask: Optional[Mask] = None,
+    *,
+    generator: torch.Generator,
+    device: torch.device = torch.device("cpu"),
+    callbacks: Sequence[Callback] = (),
+    loss_fn: Optional[LossFn] = None,
+    progress: bool = False,
+    desc: str = "train",
+) -> TrainResult:
+    """Train ``model`` in place on ``data.train`` with ``recipe``; pruned weights (``mask`` False) stay 0.
+
+    ``generator`` drives shuffling and augmentation. ``loss_fn(logits, targets, inputs)`` replaces the
+    default (label-smoothed) cross-entropy, e.g. for distillation.
+    """
+    start = time.perf_counter()
+    model.to(device).train()
+    applier = MaskApplier(model, mask, device)
+    applier.apply_to_weights()
+    opt = make_optimizer(model.parameters(), recipe)
+    prep = Preprocess(data.mean, data.std, data.augment, device=device)
+    eval_prep = Preprocess(data.mean, data.std, None, device=device)
+    x_all, y_all = data.train.x.to(device), data.train.y.to(device)
+    n = len(data.train)
+    steps_per_epoch = max(1, math.ceil(n / recipe.batch_size))
+    loss_fn = loss_fn or (lambda logits, y, _x: smoothed_cross_entropy(logits, y, recipe.label_smoothing))
+    history: list[dict[str, float]] = []
+    step, best, best_val, last_loss = 0, 0.0, None, None
+    acc = evaluate(model, data.test, eval_prep, device) if recipe.epochs == 0 else 0.0
+    bar = _progress(recipe.epochs, desc, progress)
+    for epoch in range(recipe.epochs):
+        order = torch.randperm(n, generator=generator).to(device)
+        total_loss = torch.zeros((), device=device)
+        for lo in range(0, n, recipe.batch_size):
+            idx = order[lo : lo + recipe.batch_size]
+            x = prep(x_all[idx], generator)
+            for group in opt.param_groups:
+                group["lr"] = recipe.lr * lr_factor(step, steps_per_epoch, recipe)
+            loss = loss_fn(model(x), y_all[idx], x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            applier.apply_to_grads()
+            opt.step()
+            applier.apply_to_weights()
+            total_loss += loss.detach() * len(idx)
+            step += 1
+            for cb in callbacks:
+                cb.on_step_end(step, model)
+        last_loss = float(total_loss) / n
+        acc = evaluate(model, data.test, eval_prep, device)
+        best = max(best, acc)
+        metrics = {"epoch": epoch + 1, "loss": last_loss, "acc": acc}
+        if data.val is not None:
+            val = evaluate(model, data.val, eval_prep, device)
+            best_val = val if best_val is None else max(best_val, val)
+            metrics["val_acc"] = val
+        history.append(metrics)
+        for cb in callbacks:
+            cb.on_epoch_end(epoch + 1, metrics, model)
+        bar.update(1)
+        bar.set_postfix(loss=f"{last_loss:.3f}", acc=f"{acc:.3f}")
+    bar.close()
+    if recipe.epochs == 0:
+        best = acc
+        if data.val is not None:
+            best_val = evaluate(model, data.val, eval_prep, device)
+    return TrainResult(
+        acc_best=best,
+        acc_final=acc,
+        val_acc=best_val,
+        loss=last_loss,
+        sample_epochs=n * recipe.epochs,
+        wall_seconds=time.perf_counter() - start,
+        steps=step,
+        history=history,
+    )
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="epoch", leave=False, disable=not enabled)
