@@ -117,6 +117,17 @@ class MaskApplier:
             torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
 
 
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, applier: MaskApplier, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One masked optimizer step; returns the detached loss. Pruned weights are exactly 0 afterwards."""
+    loss = loss_fn(model(x), y, x)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    applier.apply_to_grads()  # no gradient, hence no momentum / Adam moment, reaches a pruned weight
+    opt.step()
+    applier.apply_to_weights()  # and weight decay cannot move it either
+    return loss.detach()
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, split: TensorSplit, prep: Preprocess, device: torch.device, batch_size: int = 1024) -> float:
     """Top-1 accuracy of ``model`` on ``split`` (eval mode, no augmentation)."""
@@ -171,13 +182,8 @@ def train(
             x = prep(x_all[idx], generator)
             for group in opt.param_groups:
                 group["lr"] = recipe.lr * lr_factor(step, steps_per_epoch, recipe)
-            loss = loss_fn(model(x), y_all[idx], x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            applier.apply_to_grads()
-            opt.step()
-            applier.apply_to_weights()
-            total_loss += loss.detach() * len(idx)
+            loss = train_step(model, opt, applier, loss_fn, x, y_all[idx])
+            total_loss += loss * len(idx)
             step += 1
             for cb in callbacks:
                 cb.on_step_end(step, model)

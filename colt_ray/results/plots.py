@@ -1,0 +1,130 @@
+"""PNG plots of the report (matplotlib, Agg; imported lazily, no pyplot global state).
+
+Each function draws one figure with a panel per (dataset, arch), saves it to ``path`` and returns the path,
+or returns None (writing nothing) when there is nothing to draw.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import pandas as pd
+
+COLORS = {"colt": "tab:blue", "imp": "tab:orange"}
+DPI = 110
+
+
+def _figure(n: int, title: str) -> tuple[Any, list[Any]]:
+    from matplotlib.figure import Figure
+
+    cols = min(max(n, 1), 2)
+    rows = math.ceil(max(n, 1) / cols)
+    fig = Figure(figsize=(6.4 * cols, 4.6 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    return fig, axes[:n]
+
+
+def _save(fig: Any, path: str) -> str:
+    fig.savefig(path, dpi=DPI, format="png")
+    return path
+
+
+def _color(method: str) -> str:
+    return COLORS.get(method, "tab:green")
+
+
+def accuracy_vs_sparsity(points: pd.DataFrame, best: pd.DataFrame, path: str) -> Optional[str]:
+    """Ticket accuracy vs sparsity: every ticket faded, each method's best run as a line, and each method's
+    mean dense accuracy as a dashed line."""
+    pts = points.dropna(subset=["acc_best"])
+    if pts.empty:
+        return None
+    panels = list(pts.groupby(["dataset", "arch"], sort=True))
+    fig, axes = _figure(len(panels), "Ticket accuracy vs sparsity")
+    best_runs = set(best["run_id"])
+    for ax, ((dataset, arch), g) in zip(axes, panels):
+        for method, m in g.groupby("method", sort=True):
+            ax.scatter(m["sparsity"], m["acc_best"], color=_color(method), alpha=0.3, s=18)
+            for run_id, r in m[m["run_id"].isin(best_runs)].groupby("run_id"):
+                r = r.sort_values("sparsity")
+                ax.plot(r["sparsity"], r["acc_best"], "o-", color=_color(method), label=f"{method} ({run_id})")
+        for method, dense in g.drop_duplicates("run_id").groupby("method", sort=True)["dense_acc"]:
+            if dense.notna().any():
+                d = dense.mean()
+                ax.axhline(d, color=_color(method), ls="--", lw=1.2, label=f"dense, {method} runs ({d:.4f})")
+        ax.set(title=f"{dataset} / {arch}", xlabel="sparsity (fraction of prunable weights pruned)",
+               ylabel="test accuracy (best epoch)")  # fmt: skip
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def pareto(pareto_pts: pd.DataFrame, path: str) -> Optional[str]:
+    """All tickets in (sparsity, accuracy), the Pareto front highlighted; stopped-early trials as crosses."""
+    if pareto_pts.empty:
+        return None
+    panels = list(pareto_pts.groupby(["dataset", "arch"], sort=True))
+    fig, axes = _figure(len(panels), "Pareto front: accuracy vs sparsity (both maximised)")
+    for ax, ((dataset, arch), g) in zip(axes, panels):
+        inc, exc = g[~g["excluded"]], g[g["excluded"]]
+        ax.scatter(inc["sparsity"], inc["acc_best"], color="lightgray", s=20, label="ticket")
+        if len(exc):
+            ax.scatter(exc["sparsity"], exc["acc_best"], color="gray", marker="x", s=20, label="stopped early")
+        front = g[g["pareto"]].sort_values("sparsity")
+        ax.plot(front["sparsity"], front["acc_best"], "-", color="black", lw=1, drawstyle="steps-post",
+                label="front")  # fmt: skip
+        for method, f in front.groupby("method", sort=True):
+            ax.scatter(f["sparsity"], f["acc_best"], color=_color(method), s=40, zorder=3, label=f"front: {method}")
+        ax.set(title=f"{dataset} / {arch}", xlabel="sparsity (fraction of prunable weights pruned)",
+               ylabel="test accuracy (best epoch)")  # fmt: skip
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def layer_density(layers: pd.DataFrame, path: str) -> Optional[str]:
+    """Grouped bars: per layer, the density (fraction kept) of each method's best ticket."""
+    if layers.empty:
+        return None
+    panels = list(layers.groupby(["dataset", "arch"], sort=True))
+    fig, axes = _figure(len(panels), "Per-layer density of the best tickets")
+    for ax, ((dataset, arch), g) in zip(axes, panels):
+        names = list(dict.fromkeys(g["layer"]))
+        methods = sorted(g["method"].unique())
+        width = 0.8 / len(methods)
+        for i, method in enumerate(methods):
+            m = g[g["method"] == method].set_index("layer")["density"].reindex(names)
+            xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(names))]
+            ax.bar(xs, m.to_numpy(dtype=float), width=width, color=_color(method), label=method)
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize="small")
+        ax.set(title=f"{dataset} / {arch}", xlabel="layer", ylabel="density (fraction of weights kept)", ylim=(0, 1.05))
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def mask_overlap(points: pd.DataFrame, layers: pd.DataFrame, runs: list[str], path: str) -> Optional[str]:
+    """COLT shard-mask overlap (Jaccard) per cycle: the whole ticket (thick) and each layer (thin)."""
+    pts = points[points["run_id"].isin(runs)].dropna(subset=["overlap"])
+    if pts.empty:
+        return None
+    panels = list(pts.groupby(["dataset", "arch"], sort=True))
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = _figure(len(panels), "Mask overlap between shards (Jaccard index)")
+    for ax, ((dataset, arch), g) in zip(axes, panels):
+        for run_id, r in g.groupby("run_id"):
+            r = r.sort_values("cycle")
+            ax.plot(r["cycle"], r["overlap"], "o-", lw=2.5, color="black", label=f"all weights ({run_id})")
+            lay = layers[(layers["run_id"] == run_id)].dropna(subset=["overlap"])
+            for name, lg in lay.groupby("layer", sort=False):
+                ax.plot(lg["cycle"].astype(int), lg["overlap"].astype(float), ".-", lw=1, alpha=0.8, label=name)
+        ax.set(title=f"{dataset} / {arch}", xlabel="cycle", ylabel="overlap (Jaccard index)", ylim=(0, 1.05))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small", ncol=2)
+    return _save(fig, path)

@@ -1,0 +1,175 @@
+"""``colt-ray report``: tables and plots from a run's or a sweep's results directory.
+
+:func:`report` loads the results, computes the four tables (see :mod:`colt_ray.results.tables`), saves them
+(``report.md``, or one CSV per table) and the PNG plots into the output directory, and returns them with
+the text that :func:`report_main` prints to stdout.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from colt_ray.core.errors import ConfigError
+from colt_ray.results import layout, plots, tables
+from colt_ray.results.layout import PathLike
+from colt_ray.results.reader import Results, load_results
+from colt_ray.results.writer import check_writable
+
+FORMATS = ("md", "csv")
+TITLES = {
+    "best_tickets": "Best ticket per (method, dataset, arch)",
+    "matched_sparsity": "COLT vs IMP at matched sparsity",
+    "pareto_front": "Pareto front of (acc_best, sparsity) per (dataset, arch)",
+    "layer_density": "Per-layer density of the best tickets",
+}
+EMPTY = {
+    "best_tickets": "no ticket has an accuracy",
+    "matched_sparsity": "needs COLT and IMP runs on the same dataset and arch with overlapping sparsities",
+    "pareto_front": "no ticket has an accuracy",
+    "layer_density": "no layer rows for the best tickets",
+}
+PLOT_FILES = {
+    "accuracy_vs_sparsity": "accuracy_vs_sparsity.png",
+    "pareto_front": "pareto_front.png",
+    "layer_density": "layer_density.png",
+    "mask_overlap": "mask_overlap.png",
+}
+
+
+@dataclass
+class ReportOutput:
+    """What :func:`report` produced: the tables, the printed text, and every file written."""
+
+    tables: dict[str, pd.DataFrame]
+    text: str
+    files: list[str] = field(default_factory=list)
+    out_dir: str = ""
+
+
+def build_tables(results: Results, tol: float = tables.TOL) -> dict[str, pd.DataFrame]:
+    """The four report tables (plus the ``points`` and ``pareto_points`` frames the plots use)."""
+    points = tables.ticket_points(results.runs, results.cycles)
+    best = tables.best_tickets(points, tol)
+    pareto_pts = tables.pareto_points(points, results.trials)
+    return {
+        "best_tickets": best,
+        "matched_sparsity": tables.matched_sparsity(points, best),
+        "pareto_front": tables.pareto_front(pareto_pts),
+        "layer_density": tables.layer_density(best, results.layers),
+        "points": points,
+        "pareto_points": pareto_pts,
+    }
+
+
+def report(results_dir: PathLike, out_dir: Optional[PathLike] = None, fmt: str = "md") -> ReportOutput:
+    """Compute the report of ``results_dir`` and save it (tables + PNG plots) into ``out_dir``
+    (default ``<results_dir>/report``). ``fmt``: ``"md"`` (one ``report.md``) or ``"csv"`` (one CSV per table).
+
+    Raises ConfigError for an unknown format, unreadable/missing results (field ``results``) or an output
+    directory that cannot be written (field ``out``).
+    """
+    if fmt not in FORMATS:
+        raise ConfigError("format", f"unknown {fmt!r}; valid: {', '.join(FORMATS)}")
+    results = load_results(results_dir)
+    out = _out_dir(results_dir, out_dir)
+    check_writable(out)
+    os.makedirs(out, exist_ok=True)
+    all_tables = build_tables(results)
+    shown = {k: all_tables[k] for k in TITLES}
+    pngs = _save_plots(all_tables, results, out)
+    if fmt == "md":
+        text = render_markdown(shown, pngs, results)
+        files = [_write_text(os.path.join(out, "report.md"), text)]
+    else:
+        text = render_csv(shown)
+        files = [_write_text(os.path.join(out, f"{k}.csv"), t.to_csv(index=False)) for k, t in shown.items()]
+    return ReportOutput(tables=shown, text=text, files=files + list(pngs.values()), out_dir=out)
+
+
+def report_main(results_dir: PathLike, out: Optional[PathLike] = None, fmt: str = "md") -> int:
+    """CLI entry: print the report tables to stdout, list the saved files on stderr, return 0.
+
+    ConfigError propagates (the CLI prints it and exits 2).
+    """
+    output = report(results_dir, out, fmt)
+    sys.stdout.write(output.text if output.text.endswith("\n") else output.text + "\n")
+    print(f"report: wrote {len(output.files)} files to {output.out_dir}", file=sys.stderr)
+    return 0
+
+
+def _out_dir(results_dir: PathLike, out_dir: Optional[PathLike]) -> str:
+    if out_dir is not None and os.fspath(out_dir) != "":
+        target = out_dir
+    elif layout.is_uri(results_dir):
+        raise ConfigError("out", f"give a local --out directory for remote results {os.fspath(results_dir)}")
+    else:
+        target = layout.report_dir(results_dir)
+    if layout.is_uri(target):
+        raise ConfigError("out", f"{os.fspath(target)}: the report is written to a local directory")
+    return layout.local_path(target)
+
+
+def _save_plots(t: dict[str, pd.DataFrame], results: Results, out: str) -> dict[str, str]:
+    path = {k: os.path.join(out, v) for k, v in PLOT_FILES.items()}
+    best = t["best_tickets"]
+    colt_runs = best.loc[best["method"] == "colt", "run_id"].tolist()
+    made = {
+        "accuracy_vs_sparsity": plots.accuracy_vs_sparsity(t["points"], best, path["accuracy_vs_sparsity"]),
+        "pareto_front": plots.pareto(t["pareto_points"], path["pareto_front"]),
+        "layer_density": plots.layer_density(t["layer_density"], path["layer_density"]),
+        "mask_overlap": plots.mask_overlap(t["points"], results.layers, colt_runs, path["mask_overlap"]),
+    }
+    for key, p in path.items():  # a plot with nothing to draw must not leave a stale file from an older report
+        if made[key] is None and os.path.exists(p):
+            os.remove(p)
+    return {k: v for k, v in made.items() if v is not None}
+
+
+def render_markdown(shown: dict[str, pd.DataFrame], pngs: dict[str, str], results: Results) -> str:
+    """The report as Markdown: a heading and a table per report table, then links to the plots."""
+    from colt_ray.results.reader import describe
+
+    parts = [f"# colt_ray report: {results.root}", "", describe(results) + ".", ""]
+    for key, title in TITLES.items():
+        parts += [f"## {title}", ""]
+        df = shown[key]
+        parts += [markdown_table(df) if len(df) else f"_No rows: {EMPTY[key]}._", ""]
+    if pngs:
+        parts += ["## Plots", ""] + [f"![{k}]({os.path.basename(p)})" for k, p in pngs.items()] + [""]
+    return "\n".join(parts)
+
+
+def render_csv(shown: dict[str, pd.DataFrame]) -> str:
+    """Every table as CSV, each preceded by a ``# <table>`` line."""
+    return "\n".join(f"# {key}\n{df.to_csv(index=False)}" for key, df in shown.items())
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table of ``df`` (no index); floats to 4 decimals (1 above 100)."""
+    header = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(df[c]) else "---" for c in df.columns) + "|"
+    body = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def _cell(v: Any) -> str:
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.1f}" if abs(v) >= 100 else f"{v:.4f}"
+    return str(v).replace("|", "\\|")
+
+
+def _write_text(path: str, text: str) -> str:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return path

@@ -1,0 +1,199 @@
+"""The report's tables, computed from loaded :class:`~colt_ray.results.reader.Results` (pandas + numpy only).
+
+* :func:`ticket_points` - every ticket row (CYCLES rows with ``shard`` null) with its run's method, dataset,
+  arch, dense accuracy, and the run's compute up to and including that cycle.
+* :func:`best_tickets` - one ticket per (method, dataset, arch) by the rule in ``docs/results.md``.
+* :func:`matched_sparsity` - COLT vs IMP interpolated at common sparsities.
+* :func:`pareto_points` / :func:`pareto_front` - non-dominated (sparsity, acc_best) points.
+* :func:`layer_density` - the per-layer density of each best ticket.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+TOL = 0.01  # "within 1 point": accuracies are fractions, so one percentage point is 0.01
+GRID = (0.5, 0.8, 0.9, 0.95)
+GROUP = ["method", "dataset", "arch"]
+_EPS = 1e-9
+
+POINT_COLUMNS = [
+    "method", "dataset", "arch", "run_id", "cycle", "sparsity", "acc_best", "acc_final", "overlap",
+    "dense_acc", "cum_sample_epochs", "cum_wall_seconds", "sweep", "trial_id",
+]  # fmt: skip
+BEST_COLUMNS = [
+    "method", "dataset", "arch", "run_id", "cycle", "sparsity", "acc_best", "acc_final", "dense_acc",
+    "acc_drop", "cum_sample_epochs", "cum_wall_seconds", "rule",
+]  # fmt: skip
+MATCHED_COLUMNS = [
+    "dataset", "arch", "sparsity", "colt_ticket", "colt_acc", "imp_acc", "acc_diff",
+    "colt_sample_epochs", "imp_sample_epochs", "compute_ratio", "colt_run_id", "imp_run_id",
+]  # fmt: skip
+PARETO_COLUMNS = ["dataset", "arch", "method", "run_id", "cycle", "sparsity", "acc_best"]
+LAYER_COLUMNS = [
+    "method", "dataset", "arch", "run_id", "cycle", "layer", "group", "numel", "kept", "density", "overlap",
+]  # fmt: skip
+
+
+def ticket_points(runs: pd.DataFrame, cycles: pd.DataFrame) -> pd.DataFrame:
+    """Ticket rows joined with their run; ``cum_*`` = the run's compute over all rows of cycles <= this one.
+
+    Per cycle, sample-epochs add up over every row (shards and ticket); wall time is the slowest shard
+    (shards run in parallel) plus the ticket row's training. ``dense_acc`` is ``runs.dense_acc``, else the
+    run's cycle-0 ticket ``acc_best``.
+    """
+    if cycles.empty or runs.empty:
+        return pd.DataFrame(columns=POINT_COLUMNS)
+    per = _cumulative_compute(cycles)
+    tickets = cycles[cycles["shard"].isna()].copy()
+    tickets["cycle"] = tickets["cycle"].astype("int64")
+    tickets = tickets.merge(per, on=["run_id", "cycle"], how="left")
+    info = runs[["run_id", "method", "dataset", "arch", "dense_acc", "sweep", "trial_id"]]
+    pts = tickets.merge(info, on="run_id", how="inner")
+    cycle0 = pts[pts["cycle"] == 0].set_index("run_id")["acc_best"]
+    pts["dense_acc"] = pts["dense_acc"].astype("float64").fillna(pts["run_id"].map(cycle0))
+    for col in ("sparsity", "acc_best", "acc_final", "overlap"):
+        pts[col] = pts[col].astype("float64")
+    return pts[POINT_COLUMNS].sort_values(["dataset", "arch", "method", "run_id", "cycle"]).reset_index(drop=True)
+
+
+def _cumulative_compute(cycles: pd.DataFrame) -> pd.DataFrame:
+    c = cycles.assign(cycle=cycles["cycle"].astype("int64"), wall=cycles["wall_seconds"].astype("float64"))
+    c["se"] = c["sample_epochs"].astype("float64")
+    keys = ["run_id", "cycle"]
+    shard = c[c["shard"].notna()].groupby(keys)["wall"].max().rename("shard_wall")
+    ticket = c[c["shard"].isna()].groupby(keys)["wall"].sum().rename("ticket_wall")
+    se = c.groupby(keys)["se"].sum()
+    per = pd.concat([se, shard, ticket], axis=1).fillna(0.0).sort_index()
+    per["wall"] = per["shard_wall"] + per["ticket_wall"]
+    by_run = per.groupby(level="run_id")
+    per["cum_sample_epochs"] = by_run["se"].cumsum().round().astype("int64")
+    per["cum_wall_seconds"] = by_run["wall"].cumsum()
+    return per[["cum_sample_epochs", "cum_wall_seconds"]].reset_index()
+
+
+def best_tickets(points: pd.DataFrame, tol: float = TOL) -> pd.DataFrame:
+    """One row per (method, dataset, arch): among tickets with sparsity > 0 (all tickets if none), the
+    highest sparsity whose ``acc_best >= dense_acc - tol`` (rule ``within_tol``); if none qualifies, the
+    highest ``acc_best`` (rule ``best_acc``). Ties: higher accuracy, then less compute, then run id/cycle.
+    """
+    rows = []
+    pts = points.dropna(subset=["acc_best"])
+    for _, g in pts.groupby(GROUP, sort=True):
+        cand = g[g["sparsity"] > 0] if (g["sparsity"] > 0).any() else g
+        ok = cand[cand["acc_best"] >= cand["dense_acc"] - tol - _EPS]
+        if len(ok):
+            pick, rule = _first(ok, ["sparsity", "acc_best"]), "within_tol"
+        else:
+            pick, rule = _first(cand, ["acc_best", "sparsity"]), "best_acc"
+        rows.append({**pick.to_dict(), "acc_drop": pick["dense_acc"] - pick["acc_best"], "rule": rule})
+    return pd.DataFrame(rows, columns=BEST_COLUMNS)
+
+
+def _first(df: pd.DataFrame, descending: list[str]) -> pd.Series:
+    cols = descending + ["cum_sample_epochs", "run_id", "cycle"]
+    asc = [False] * len(descending) + [True, True, True]
+    return df.sort_values(cols, ascending=asc, kind="stable").iloc[0]
+
+
+def curve(points: pd.DataFrame, run_id: str) -> pd.DataFrame:
+    """A run's (sparsity, acc_best, cum_sample_epochs) curve, sorted by sparsity, one point per sparsity
+    (the earliest cycle), tickets without accuracy dropped."""
+    c = points[(points["run_id"] == run_id)].dropna(subset=["acc_best"]).sort_values("cycle")
+    c = c.drop_duplicates(subset=["sparsity"], keep="first").sort_values("sparsity")
+    return c[["sparsity", "acc_best", "cum_sample_epochs", "cycle"]].reset_index(drop=True)
+
+
+def matched_sparsity(points: pd.DataFrame, best: pd.DataFrame, grid: Iterable[float] = GRID) -> pd.DataFrame:
+    """COLT vs IMP per (dataset, arch) that has both, on the curves of each method's best-ticket run.
+
+    Sparsities: ``grid`` plus every COLT ticket sparsity (> 0), kept only where both curves cover them
+    (no extrapolation). Accuracy and cumulative sample-epochs are linearly interpolated (``numpy.interp``)
+    along each curve; ``acc_diff = colt_acc - imp_acc``, ``compute_ratio = colt / imp`` sample-epochs.
+    """
+    rows = []
+    for (dataset, arch), g in best.groupby(["dataset", "arch"], sort=True):
+        runs = dict(zip(g["method"], g["run_id"]))
+        if not {"colt", "imp"} <= set(runs):
+            continue
+        cc, ic = curve(points, runs["colt"]), curve(points, runs["imp"])
+        for x, is_colt in _common_grid(cc, ic, grid):
+            c_acc, c_se = _interp(x, cc)
+            i_acc, i_se = _interp(x, ic)
+            rows.append({
+                "dataset": dataset, "arch": arch, "sparsity": x, "colt_ticket": is_colt,
+                "colt_acc": c_acc, "imp_acc": i_acc, "acc_diff": c_acc - i_acc,
+                "colt_sample_epochs": c_se, "imp_sample_epochs": i_se,
+                "compute_ratio": c_se / i_se if i_se > 0 else float("nan"),
+                "colt_run_id": runs["colt"], "imp_run_id": runs["imp"],
+            })  # fmt: skip
+    return pd.DataFrame(rows, columns=MATCHED_COLUMNS)
+
+
+def _common_grid(cc: pd.DataFrame, ic: pd.DataFrame, grid: Iterable[float]) -> list[tuple[float, bool]]:
+    if cc.empty or ic.empty:
+        return []
+    lo = max(cc["sparsity"].min(), ic["sparsity"].min())
+    hi = min(cc["sparsity"].max(), ic["sparsity"].max())
+    colt = {round(float(x), 9): float(x) for x in cc["sparsity"] if x > 0}
+    xs = {round(float(x), 9): float(x) for x in grid}
+    xs.update(colt)
+    return [(x, k in colt) for k, x in sorted(xs.items()) if lo - _EPS <= x <= hi + _EPS]
+
+
+def _interp(x: float, c: pd.DataFrame) -> tuple[float, float]:
+    sp = c["sparsity"].to_numpy(dtype=float)
+    acc = float(np.interp(x, sp, c["acc_best"].to_numpy(dtype=float)))
+    se = float(np.interp(x, sp, c["cum_sample_epochs"].to_numpy(dtype=float)))
+    return acc, se
+
+
+def pareto_points(points: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """``points`` (with accuracy) plus ``excluded`` (the run's trial stopped early) and ``pareto``: not
+    dominated in (sparsity, acc_best), both maximised, within its (dataset, arch), among non-excluded."""
+    pts = points.dropna(subset=["acc_best"]).copy()
+    pts["excluded"] = pts["run_id"].isin(_stopped_early_runs(trials))
+    pts["pareto"] = False
+    for _, g in pts[~pts["excluded"]].groupby(["dataset", "arch"], sort=False):
+        pts.loc[_front_index(g), "pareto"] = True
+    return pts
+
+
+def pareto_front(pareto_pts: pd.DataFrame) -> pd.DataFrame:
+    """The front rows of :func:`pareto_points`, by dataset, arch and sparsity."""
+    front = pareto_pts[pareto_pts["pareto"]]
+    return front.sort_values(["dataset", "arch", "sparsity", "acc_best"])[PARETO_COLUMNS].reset_index(drop=True)
+
+
+def _front_index(g: pd.DataFrame) -> list:
+    """Index labels of the non-dominated points: scan by sparsity descending; a sparsity level's most
+    accurate points are on the front iff they beat every point of higher sparsity."""
+    keep, best = [], -np.inf
+    for sp in sorted(g["sparsity"].unique(), reverse=True):
+        level = g[g["sparsity"] == sp]
+        top = level["acc_best"].max()
+        if top > best:
+            keep.extend(level.index[level["acc_best"] == top])
+            best = top
+    return keep
+
+
+def _stopped_early_runs(trials: pd.DataFrame) -> set:
+    if trials is None or trials.empty:
+        return set()
+    stopped = (trials["status"] == "stopped_early") | trials["stopped_early"].fillna(False).astype(bool)
+    return set(trials.loc[stopped, "run_id"].dropna())
+
+
+def layer_density(best: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+    """The LAYERS rows of each best ticket (its run and cycle), in the order they were written."""
+    if best.empty or layers.empty:
+        return pd.DataFrame(columns=LAYER_COLUMNS)
+    lay = layers.assign(cycle=layers["cycle"].astype("int64"), _order=range(len(layers)))
+    keys = best[GROUP + ["run_id", "cycle"]].assign(cycle=lambda d: d["cycle"].astype("int64"))
+    out = keys.merge(lay, on=["run_id", "cycle"], how="inner").sort_values(GROUP + ["_order"], kind="stable")
+    out["overlap"] = out["overlap"].astype("float64")
+    return out[LAYER_COLUMNS].reset_index(drop=True)

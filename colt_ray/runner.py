@@ -1,0 +1,94 @@
+"""Glue between a ticket search and its results: the Parquet/ticket sink and the driver-side progress line.
+
+Used by the command line (local backend) and by the Ray coordinator, so both write the same files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import sys
+import time
+from typing import Any, Callable, Optional
+
+from colt_ray.core.tickets.io import save_ticket
+from colt_ray.core.tickets.records import CycleRecord
+from colt_ray.core.tickets.search import Prepared
+from colt_ray.results import layout
+from colt_ray.results.writer import ResultsWriter
+
+
+def _versions() -> dict[str, Any]:
+    import torch
+
+    ray_version = sys.modules["ray"].__version__ if "ray" in sys.modules else None
+    return {"torch_version": torch.__version__, "python_version": platform.python_version(), "ray_version": ray_version}
+
+
+class ResultsSink:
+    """Receives one ``CycleRecord`` per cycle: writes its Parquet rows and ticket file, keeps run totals,
+    and rewrites the ``runs`` row as the run starts, finishes or fails."""
+
+    def __init__(self, prepared: Prepared, out: str, extra: Optional[dict[str, Any]] = None, echo: Callable[[str], None] | None = None):
+        self.prepared, self.out = prepared, out
+        self.writer = ResultsWriter(out)
+        self.extra = dict(extra or {})
+        self.echo = echo
+        self.started = dt.datetime.now(dt.timezone.utc)
+        self._t0 = time.perf_counter()
+        self.dense_acc: Optional[float] = None
+        self.last: Optional[CycleRecord] = None
+        self.sample_epochs = 0
+
+    # ---- run row --------------------------------------------------------------------------------
+    def run_row(self, status: str, error: Optional[str] = None) -> dict[str, Any]:
+        p = self.prepared
+        row = {"run_id": p.run_id, **p.cfg.to_flat(), **_versions(), **self.extra}
+        row.update(status=status, error=error, started_at=self.started, num_classes=p.num_classes, dense_acc=self.dense_acc)
+        if status != "running":
+            row.update(finished_at=dt.datetime.now(dt.timezone.utc), wall_seconds=time.perf_counter() - self._t0)
+        if self.last is not None:
+            t = self.last.ticket_row
+            row.update(
+                final_sparsity=t["sparsity"], final_acc_best=t["acc_best"], final_acc_final=t["acc_final"],
+                cycles_done=self.last.cycle, sample_epochs=self.sample_epochs,
+            )
+        return row
+
+    def start(self) -> None:
+        self.writer.write_run(self.run_row("running"))
+
+    def finish(self, status: str = "completed", error: Optional[str] = None) -> None:
+        self.writer.write_run(self.run_row(status, error))
+
+    # ---- per cycle ------------------------------------------------------------------------------
+    def __call__(self, record: CycleRecord) -> None:
+        p = self.prepared
+        meta = {
+            "arch": p.cfg.model.arch, "dataset": p.cfg.data.dataset, "in_shape": list(p.bundle.in_shape),
+            "num_classes": p.num_classes, "run_id": p.run_id, "cycle": record.cycle, "method": p.cfg.ticket.method,
+            "sparsity": record.mask.sparsity(), "prune_groups": list(p.cfg.prune.groups),
+        }
+        save_ticket(layout.ticket_path(self.out, p.run_id, record.cycle), record.theta, record.mask, meta)
+        self.writer.write_cycle(p.run_id, record.cycle, record.cycle_rows, record.layer_rows)
+        self.sample_epochs += sum(int(r["sample_epochs"] or 0) for r in record.cycle_rows)
+        if record.cycle == 0:
+            self.dense_acc = record.ticket_row["acc_best"]
+        self.last = record
+        if self.echo:
+            self.echo(progress_line(record, time.perf_counter() - self._t0))
+
+
+def progress_line(record: CycleRecord, elapsed: float) -> str:
+    """``cycle 2 | sparsity 0.2775 | ticket acc 0.953 | shard acc 0.991 0.978 | 12.3 s``"""
+    t = record.ticket_row
+    parts = [f"cycle {record.cycle}", f"sparsity {t['sparsity']:.4f}"]
+    if t["acc_best"] is not None:
+        parts.append(f"ticket acc {t['acc_best']:.3f}")
+    shards = [r for r in record.cycle_rows if r["shard"] is not None]
+    if shards:
+        parts.append("shard acc " + " ".join(f"{r['acc_best']:.3f}" for r in shards))
+    if t["overlap"] is not None:
+        parts.append(f"overlap {t['overlap']:.3f}")
+    parts.append(f"{elapsed:.1f} s")
+    return " | ".join(parts)

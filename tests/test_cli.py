@@ -1,0 +1,130 @@
+"""End-to-end `colt-ray ticket` / `transfer` on digits, and every bad input -> one line, exit 2, nothing written."""
+
+import json
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from colt_ray.cli import main
+
+FAST = ["--dataset", "digits", "--epochs", "1", "--backend", "local", "--no-progress"]
+
+
+def run_ok(argv):
+    assert main(argv) == 0
+
+
+@pytest.fixture(scope="module")
+def colt_imp_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    run_ok(["ticket", "--method", "colt", "--cycles", "2", "--out", str(out), *FAST])
+    run_ok(["ticket", "--method", "imp", "--cycles", "2", "--out", str(out), *FAST])
+    return out
+
+
+def test_colt_and_imp_write_runs_cycles_layers_and_tickets(colt_imp_out):
+    runs = pd.read_parquet(colt_imp_out / "runs")
+    assert sorted(runs["method"]) == ["colt", "imp"]
+    assert set(runs["status"]) == {"completed"}
+    cycles = pd.read_parquet(colt_imp_out / "cycles")
+    colt_id = runs.loc[runs.method == "colt", "run_id"].item()
+    imp_id = runs.loc[runs.method == "imp", "run_id"].item()
+    colt = cycles[cycles.run_id == colt_id]
+    # COLT: a ticket row per cycle 0..2, and 2 shard rows in the cycles that trained shards (0, 1)
+    assert sorted(colt[colt.shard.isna()].cycle) == [0, 1, 2]
+    assert sorted(colt[colt.shard.notna()].cycle) == [0, 0, 1, 1]
+    imp = cycles[cycles.run_id == imp_id]
+    assert sorted(imp.cycle) == [0, 1, 2] and imp.shard.isna().all()
+    assert imp.sort_values("cycle").sparsity.is_monotonic_increasing
+    layers = pq.read_table(colt_imp_out / "layers").to_pandas()
+    assert set(layers.group) == {"conv", "linear"}
+    assert len(layers[(layers.run_id == colt_id) & (layers.cycle == 1)]) == 4  # conv2: 2 conv + 2 hidden linear
+    tickets = sorted(p.name for p in (colt_imp_out / "tickets" / colt_id).iterdir())
+    assert tickets == ["cycle-0000.safetensors", "cycle-0001.safetensors", "cycle-0002.safetensors"]
+    row = runs.loc[runs.method == "colt"].iloc[0]
+    assert row.final_sparsity == pytest.approx(colt[colt.shard.isna() & (colt.cycle == 2)].sparsity.item())
+
+
+def test_transfer_a_digits_ticket_to_synthetic_data(colt_imp_out, tmp_path, capsys):
+    ticket = next((colt_imp_out / "tickets").glob("*/cycle-0002.safetensors"))
+    out = tmp_path / "t.json"
+    run_ok(["transfer", str(ticket), "--dataset", "synthetic", "--epochs", "1", "--no-progress", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert result["source_dataset"] == "digits" and result["dataset"] == "synthetic"
+    assert 0.0 <= result["acc_best"] <= 1.0 and result["sparsity"] > 0.2
+
+
+def test_help_documents_every_option_with_its_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["ticket", "--help"])
+    text = capsys.readouterr().out
+    for option in ["--prune-rate", "--shards", "--split", "--cycles", "--target-sparsity", "--epochs", "--lr", "--seed", "--out", "--backend"]:
+        assert option in text
+    assert "(default: 0.05)" in text  # lr
+
+
+BAD = [
+    (["--prune-rate", "1.5"], "prune-rate: must be in (0, 1)"),
+    (["--prune-rate", "0"], "prune-rate: must be in (0, 1)"),
+    (["--shards", "0"], "shards: must be >= 1"),
+    (["--shards", "11", "--split", "class"], "shards: a class split of 10 classes allows at most 10"),
+    (["--cycles", "0"], "cycles: must be >= 1"),
+    (["--target-sparsity", "1.0"], "target-sparsity: must be in (0, 1)"),
+    (["--method", "lth"], "method: unknown 'lth'; valid: colt"),
+    (["--dataset", "imagenet"], "dataset: unknown 'imagenet'; valid: cifar10"),
+    (["--arch", "alexnet"], "arch: unknown 'alexnet'; valid:"),
+    (["--arch", "vgg16"], "vgg16 does not fit input 1x8x8"),
+    (["--dataset", "cifar10"], "cifar10 needs --data-root"),
+    (["--epochs", "many"], "invalid int value"),
+]
+
+
+@pytest.mark.parametrize("extra,message", BAD, ids=[" ".join(b[0]) for b in BAD])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(extra, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["ticket", "--out", str(out), "--dataset", "digits", "--backend", "local", "--no-progress", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("colt-ray: error: ") and "\n" not in err
+    assert message in err
+    assert not out.exists()
+
+
+def test_missing_file_in_a_dataset_root_is_named(tmp_path, capsys):
+    root = tmp_path / "cifar"
+    (root / "cifar-10-batches-py").mkdir(parents=True)
+    out = tmp_path / "out"
+    assert main(["ticket", "--dataset", "cifar10", "--data-root", str(root), "--out", str(out), "--backend", "local"]) == 2
+    err = capsys.readouterr().err
+    assert "data_batch_1" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_unwritable_output_directory_is_refused(tmp_path, capsys):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a directory")
+    assert main(["ticket", "--out", str(blocker / "sub"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "out:" in err and "not writable" in err
+    assert blocker.read_text() == "not a directory"
+
+
+def test_corrupt_ticket_and_ticket_of_another_arch_are_refused(colt_imp_out, tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    assert main(["transfer", str(bad), "--dataset", "digits"]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    ticket = next((colt_imp_out / "tickets").glob("*/cycle-0001.safetensors"))
+    assert main(["transfer", str(ticket), "--dataset", "digits", "--arch", "lenet300"]) == 2
+    assert "belongs to arch 'conv2'" in capsys.readouterr().err
+    # conv2's hidden layer size follows the input size: an 8x8 ticket cannot take 28x28 inputs
+    npz = tmp_path / "m.npz"
+    import numpy as np
+
+    x = np.zeros((20, 28, 28), np.uint8)
+    y = np.arange(20) % 10
+    np.savez(npz, x_train=x, y_train=y, x_test=x, y_test=y)
+    assert main(["transfer", str(ticket), "--dataset", "npz", "--data-root", str(npz)]) == 2
+    err = capsys.readouterr().err
+    assert "ticket:" in err and "shape" in err and err.count("\n") == 1
