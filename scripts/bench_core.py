@@ -130,14 +130,26 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--epochs", type=int, default=5, help="epochs per training in part 2")
     ap.add_argument("--mnist", default=str(MNIST), help="path of mnist10k.npz")
+    ap.add_argument("--only", choices=("step", "search"), default=None, help="run one part only")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, threads {args.threads}, python {sys.version.split()[0]}")
+    if args.only != "search":
+        part_step(args.smoke_test)
+    if args.only != "step":
+        part_search(args)
+    return 0
+
+
+def part_step(smoke: bool) -> None:
     print("== part 1: masked vs plain training step (median of blocks) ==")
-    blocks, steps = (2, 3) if args.smoke_test else (15, 20)
+    blocks, steps = (2, 3) if smoke else (15, 20)
     for arch, shape, batch in (("lenet300", (1, 28, 28), 128), ("conv4", (3, 32, 32), 64), ("resnet20", (3, 32, 32), 64)):
         r = bench_step(arch, shape, batch, blocks, steps)
-        print(f"{r['arch']:9s} batch {r['batch']:4d}: plain {r['plain_ms']:.2f} ms, masked {r['masked_ms']:.2f} ms, ratio {r['ratio']:.3f}")
+        print(f"{r['arch']:9s} batch {r['batch']:4d}: plain {r['plain_ms']:.2f} ms, masked {r['masked_ms']:.2f} ms, ratio {r['ratio']:.3f}", flush=True)
+
+
+def part_search(args) -> None:
     print("== part 2: COLT vs IMP to 80% / 90% sparsity ==")
     epochs = 1 if args.smoke_test else args.epochs
     target = 0.3 if args.smoke_test else 0.9
@@ -151,7 +163,6 @@ def main(argv=None) -> int:
             recipe = dataclasses.replace(recipe, epochs=1)
         for line in compare(label, data, arch, recipe, args.threads, target):
             print(line, flush=True)
-    return 0
 
 
 if __name__ == "__main__":
