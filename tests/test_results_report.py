@@ -104,8 +104,9 @@ def test_best_ticket_rule_within_one_point_else_most_accurate(made):
     colt, imp, imp4 = (best.iloc[i] for i in range(3))
     assert (colt.sparsity, colt.acc_best, colt.acc_final, colt.dense_acc) == (0.7, 0.90, 0.89, 0.905)
     assert colt.acc_drop == pytest.approx(0.005)
-    assert (colt.cum_sample_epochs, colt.cum_wall_seconds) == (500, 42.0)
+    assert (colt.cum_sample_epochs, colt.search_sample_epochs, colt.cum_wall_seconds) == (500, 200, 42.0)
     assert (imp.sparsity, imp.dense_acc, imp.cum_sample_epochs, imp.cum_wall_seconds) == (0.5, 0.92, 200, 16.0)
+    assert imp.search_sample_epochs == 200
     assert imp.acc_drop == pytest.approx(0.005) and imp4.acc_drop == pytest.approx(0.02)
 
 
@@ -121,9 +122,11 @@ def test_matched_sparsity_interpolates_accuracy_and_compute(made):
     assert m["imp_acc"].tolist() == pytest.approx(imp)
     diff = [-0.006, -0.005 - 0.01 / 3, -0.007, -0.005 - 0.005 / 3, -0.025 + 0.07 / 3, -0.005]
     assert m["acc_diff"].tolist() == pytest.approx(diff)
-    assert m["colt_sample_epochs"].tolist() == pytest.approx([300, 300 + 200 / 3, 500, 500 + 400 / 3, 700, 800])
+    # search compute: COLT = shard trainings of earlier cycles + the ticket's own training (earlier ticket
+    # evaluations excluded): 100, 100, 200, 300, 400 at sparsity 0, .4, .7, .85, .95; IMP = levels so far
+    assert m["colt_sample_epochs"].tolist() == pytest.approx([100, 100 + 100 / 3, 200, 200 + 200 / 3, 300, 350])
     assert m["imp_sample_epochs"].tolist() == pytest.approx([180, 200, 280, 300 + 100 / 3, 300 + 200 / 3, 400])
-    assert m["compute_ratio"].tolist() == pytest.approx([300 / 180, (1100 / 3) / 200, 500 / 280, 1.9, 2100 / 1100, 2.0])
+    assert m["compute_ratio"].tolist() == pytest.approx([100 / 180, (400 / 3) / 200, 200 / 280, 0.8, 900 / 1100, 350 / 400])
     assert set(m["colt_run_id"]) == {"colt1"} and set(m["imp_run_id"]) == {"imp1"} and set(m["arch"]) == {"conv2"}
 
 

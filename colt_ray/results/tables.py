@@ -22,11 +22,11 @@ _EPS = 1e-9
 
 POINT_COLUMNS = [
     "method", "dataset", "arch", "run_id", "cycle", "sparsity", "acc_best", "acc_final", "overlap",
-    "dense_acc", "cum_sample_epochs", "cum_wall_seconds", "sweep", "trial_id",
+    "dense_acc", "cum_sample_epochs", "search_sample_epochs", "cum_wall_seconds", "sweep", "trial_id",
 ]  # fmt: skip
 BEST_COLUMNS = [
     "method", "dataset", "arch", "run_id", "cycle", "sparsity", "acc_best", "acc_final", "dense_acc",
-    "acc_drop", "cum_sample_epochs", "cum_wall_seconds", "rule",
+    "acc_drop", "cum_sample_epochs", "search_sample_epochs", "cum_wall_seconds", "rule",
 ]  # fmt: skip
 MATCHED_COLUMNS = [
     "dataset", "arch", "sparsity", "colt_ticket", "colt_acc", "imp_acc", "acc_diff",
@@ -72,7 +72,22 @@ def _cumulative_compute(cycles: pd.DataFrame) -> pd.DataFrame:
     by_run = per.groupby(level="run_id")
     per["cum_sample_epochs"] = by_run["se"].cumsum().round().astype("int64")
     per["cum_wall_seconds"] = by_run["wall"].cumsum()
-    return per[["cum_sample_epochs", "cum_wall_seconds"]].reset_index()
+    per["search_sample_epochs"] = _search_compute(c, per.index).round().astype("int64")
+    return per[["cum_sample_epochs", "search_sample_epochs", "cum_wall_seconds"]].reset_index()
+
+
+def _search_compute(c: pd.DataFrame, index: pd.MultiIndex) -> pd.Series:
+    """What it cost to find the ticket of cycle c and train it once: the trainings whose masks formed it
+    (COLT: shard rows of cycles < c; IMP, which has no shard rows: its level trainings < c) plus the
+    ticket's own training. COLT's evaluations of earlier tickets are not part of the search."""
+    keys = ["run_id", "cycle"]
+    has_shards = set(c.loc[c["shard"].notna(), "run_id"])
+    shard_se = c[c["shard"].notna()].groupby(keys)["se"].sum().reindex(index, fill_value=0.0)
+    ticket_se = c[c["shard"].isna()].groupby(keys)["se"].sum().reindex(index, fill_value=0.0)
+    is_imp_like = ~index.get_level_values("run_id").isin(has_shards)
+    search_step = shard_se + ticket_se.where(is_imp_like, 0.0)
+    before = search_step.groupby(level="run_id").cumsum() - search_step
+    return before + ticket_se
 
 
 def best_tickets(points: pd.DataFrame, tol: float = TOL) -> pd.DataFrame:
@@ -100,19 +115,19 @@ def _first(df: pd.DataFrame, descending: list[str]) -> pd.Series:
 
 
 def curve(points: pd.DataFrame, run_id: str) -> pd.DataFrame:
-    """A run's (sparsity, acc_best, cum_sample_epochs) curve, sorted by sparsity, one point per sparsity
+    """A run's (sparsity, acc_best, search_sample_epochs) curve, sorted by sparsity, one point per sparsity
     (the earliest cycle), tickets without accuracy dropped."""
     c = points[(points["run_id"] == run_id)].dropna(subset=["acc_best"]).sort_values("cycle")
     c = c.drop_duplicates(subset=["sparsity"], keep="first").sort_values("sparsity")
-    return c[["sparsity", "acc_best", "cum_sample_epochs", "cycle"]].reset_index(drop=True)
+    return c[["sparsity", "acc_best", "search_sample_epochs", "cycle"]].reset_index(drop=True)
 
 
 def matched_sparsity(points: pd.DataFrame, best: pd.DataFrame, grid: Iterable[float] = GRID) -> pd.DataFrame:
     """COLT vs IMP per (dataset, arch) that has both, on the curves of each method's best-ticket run.
 
     Sparsities: ``grid`` plus every COLT ticket sparsity (> 0), kept only where both curves cover them
-    (no extrapolation). Accuracy and cumulative sample-epochs are linearly interpolated (``numpy.interp``)
-    along each curve; ``acc_diff = colt_acc - imp_acc``, ``compute_ratio = colt / imp`` sample-epochs.
+    (no extrapolation). Accuracy and search sample-epochs (``_search_compute``) are linearly interpolated
+    (``numpy.interp``) along each curve; ``acc_diff = colt_acc - imp_acc``, ``compute_ratio = colt / imp``.
     """
     rows = []
     for (dataset, arch), g in best.groupby(["dataset", "arch"], sort=True):
@@ -147,7 +162,7 @@ def _common_grid(cc: pd.DataFrame, ic: pd.DataFrame, grid: Iterable[float]) -> l
 def _interp(x: float, c: pd.DataFrame) -> tuple[float, float]:
     sp = c["sparsity"].to_numpy(dtype=float)
     acc = float(np.interp(x, sp, c["acc_best"].to_numpy(dtype=float)))
-    se = float(np.interp(x, sp, c["cum_sample_epochs"].to_numpy(dtype=float)))
+    se = float(np.interp(x, sp, c["search_sample_epochs"].to_numpy(dtype=float)))
     return acc, se
 
 
