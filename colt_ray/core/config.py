@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from colt_ray.core.errors import ConfigError
 
-METHODS = ("colt", "imp")
+METHODS = ("colt", "imp", "jackpot")
 SPLITS = ("class", "random")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "step", "multistep", "cosine")
@@ -24,6 +24,10 @@ BUDGETS = ("global", "layerwise")
 PRUNE_GROUPS = ("conv", "linear", "output", "batchnorm")
 DEFAULT_PRUNE_RATE = {"colt": 0.15, "imp": 0.20}
 DEFAULT_CYCLES = 5
+ACTIVATIONS = ("relu", "swish", "mish", "gelu", "elu", "softplus")  # relu = the architecture's own (no change)
+TWEAKS = ("label-smoothing", "skip-paths", "distill", "rescale-init")  # ALGORITHMS.md section 3
+TWEAK_LABEL_SMOOTHING = 0.1  # alpha of the label-smoothing tweak when --label-smoothing is left at 0
+JACKPOT_SPARSITY = 0.9  # jackpot target when --target-sparsity is not given
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,44 @@ class ResourcesConfig:
 
 
 @dataclass(frozen=True)
+class TweaksConfig:
+    """Retraining tweaks for sparse tickets (ALGORITHMS.md section 3); every default is "no change".
+
+    ``tweaks`` switches on any of ``TWEAKS``, comma-separated ("" = none; a string, so that a sweep can
+    search over combinations as choices); ``activation`` replaces every ReLU. Label smoothing uses the
+    recipe's ``label_smoothing`` when it is > 0, else ``TWEAK_LABEL_SMOOTHING``. Distillation retrains a sparse
+    full-data ticket on the run's dense trained model: ``distill_weight * T^2 * KL + (1 - distill_weight) * CE``.
+    """
+
+    tweaks: str = ""
+    activation: str = "relu"
+    distill_temperature: float = 5.0
+    distill_weight: float = 0.9
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The switched-on tweaks, in the order given."""
+        return tuple(t.strip() for t in self.tweaks.split(",") if t.strip())
+
+
+@dataclass(frozen=True)
+class JackpotConfig:
+    """Lottery jackpots (ALGORITHMS.md section 4): masks searched with scores on frozen pre-trained weights.
+
+    ``pretrained`` is a safetensors file (a plain state dict, or a colt_ray ticket file whose theta is used;
+    "" = none: train the dense model first); ``pretrain_epochs`` -1 = 0 with a file, else the recipe's epochs.
+    Plain (non-Optional) types: the ``runs`` table keeps its set of nullable columns.
+    """
+
+    pretrained: str = ""
+    pretrain_epochs: int = -1
+    search_epochs: int = 10
+    score_lr: float = 0.1
+    score_weight_decay: float = 5e-4
+    short_restriction: bool = False  # mask changes only in matched in/out swaps that lower the loss
+
+
+@dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -104,11 +146,20 @@ class RunConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)
     ticket: TicketConfig = field(default_factory=TicketConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    retrain: TweaksConfig = field(default_factory=TweaksConfig)
+    jackpot: JackpotConfig = field(default_factory=JackpotConfig)
 
     # ---- derived settings -------------------------------------------------------------------------
     @property
     def prune_rate(self) -> float:
+        if self.ticket.method == "jackpot":  # one prune step from dense, straight to the target
+            return self.jackpot_sparsity
         return self.prune.rate if self.prune.rate is not None else DEFAULT_PRUNE_RATE[self.ticket.method]
+
+    @property
+    def jackpot_sparsity(self) -> float:
+        t = self.ticket.target_sparsity
+        return t if t is not None else JACKPOT_SPARSITY
 
     @property
     def max_cycles(self) -> Optional[int]:
@@ -123,7 +174,7 @@ class RunConfig:
 
     @property
     def num_shards(self) -> int:
-        return 1 if self.ticket.method == "imp" else self.ticket.shards
+        return self.ticket.shards if self.ticket.method == "colt" else 1
 
     def replace(self, **sections: Any) -> "RunConfig":
         return dataclasses.replace(self, **sections)
@@ -229,12 +280,48 @@ def validate(cfg: RunConfig, num_classes: Optional[int] = None) -> None:
         raise ConfigError("milestones", f"schedule {r.schedule!r} needs at least one milestone epoch")
     if not 0.0 <= d.val_fraction < 1.0:
         raise ConfigError("val-fraction", f"must be in [0, 1), got {d.val_fraction}")
+    _validate_tweaks(cfg)
+    _validate_jackpot(cfg)
     _validate_resources(cfg.resources)
+
+
+def _validate_tweaks(cfg: RunConfig) -> None:
+    tw = cfg.retrain
+    _choice("activation", tw.activation, ACTIVATIONS)
+    for name in tw.names:
+        _choice("tweaks", name, TWEAKS)
+    if tw.distill_temperature <= 0:
+        raise ConfigError("distill-temperature", f"must be > 0, got {tw.distill_temperature}")
+    if not 0.0 <= tw.distill_weight <= 1.0:
+        raise ConfigError("distill-weight", f"must be in [0, 1], got {tw.distill_weight}")
+    if "distill" in tw.names and cfg.ticket.method == "jackpot":
+        raise ConfigError("tweaks", "distill retrains weights; a jackpot trains none (valid with colt, imp)")
+
+
+def _validate_jackpot(cfg: RunConfig) -> None:
+    j, t = cfg.jackpot, cfg.ticket
+    if t.method != "jackpot":
+        changed = [f.name for f in fields(j) if getattr(j, f.name) != f.default]
+        if changed:
+            raise ConfigError(changed[0].replace("_", "-"), "is a jackpot setting; use it with --method jackpot")
+        return
+    if cfg.prune.rate is not None:
+        raise ConfigError("prune-rate", "jackpot prunes once, to --target-sparsity (default 0.9); drop --prune-rate")
+    if j.pretrain_epochs < -1:
+        raise ConfigError("pretrain-epochs", f"must be >= 0 (or -1: the recipe's epochs, 0 with --pretrained), got {j.pretrain_epochs}")
+    if j.search_epochs < 0:
+        raise ConfigError("search-epochs", f"must be >= 0, got {j.search_epochs}")
+    _positive("score-lr", j.score_lr)
+    if j.score_weight_decay < 0:
+        raise ConfigError("score-weight-decay", f"must be >= 0, got {j.score_weight_decay}")
 
 
 def _validate_resources(res: ResourcesConfig) -> None:
     _choice("backend", res.backend, ("local", "ray"))
     _choice("device", res.device, ("auto", "cpu", "cuda"))
+    if res.backend == "ray" and res.device == "cuda" and res.gpus_per_shard <= 0:
+        # Ray hides every GPU from an actor that reserved none, so cuda would fail inside the actors
+        raise ConfigError("gpus-per-shard", "--device cuda on the ray backend needs a GPU share per shard, e.g. --gpus-per-shard 0.25")
     if res.cpus_per_shard <= 0:
         raise ConfigError("cpus-per-shard", f"must be > 0, got {res.cpus_per_shard}")
     if res.gpus_per_shard < 0:

@@ -1,12 +1,13 @@
-"""The ticket methods: IMP (Frankle & Carbin; open_lth) and COLT (Hossain et al.; ismail31416/COLT).
+"""The ticket methods: IMP (Frankle & Carbin; open_lth), COLT (Hossain et al.; ismail31416/COLT) and lottery
+jackpots (Zhang, Lin et al.; zyxxmu/lottery-jackpots; only ``train_full``, see ``jackpot.py``).
 
-Both are loops over pure core functions. The work of training is passed in as callables, so a parallel
+All are loops over pure core functions. The work of training is passed in as callables, so a parallel
 backend replaces the sequential one without touching the method:
 
 * ``train_shards(theta, mask, cycle) -> list[TrainOutcome]``: train every shard model from ``theta`` under
   ``mask`` and prune each (COLT step 4a for the next cycle);
 * ``train_full(theta, mask, cycle, prune_next, capture_step) -> TrainOutcome``: one full-data training
-  (IMP's levels, COLT's ticket evaluation, step 6).
+  (IMP's levels, COLT's ticket evaluation, step 6; a jackpot's pre-training and, at cycle >= 1, its search).
 
 ``sink(record)`` receives one ``CycleRecord`` per finished cycle. ``resume`` continues after a completed
 cycle (a retried sweep trial), so a cycle whose record was emitted is never recomputed.
@@ -115,3 +116,29 @@ def run_imp(ctx: Context, train_shards: Optional[TrainShards], train_full: Train
         if out.captured is not None:
             theta = out.captured  # late rewinding: every later level starts from theta_k
         previous, mask, cycle = mask, proposals[0], cycle + 1
+
+
+@METHODS.register("jackpot")
+def run_jackpot(ctx: Context, train_shards: Optional[TrainShards], train_full: TrainFull, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
+    """Lottery jackpot (ALGORITHMS.md section 4), through ``train_full`` alone.
+
+    Cycle 0: train the dense model from ``ctx.theta0`` (or, with a pre-trained file, only evaluate it) and
+    propose its magnitude mask at the target sparsity; the record's theta is the pre-trained model. Cycle 1:
+    search the jackpot from that mask on the frozen weights; its accuracy is that of the weights under the
+    mask, with no weight training. ``resume`` (after cycle 0) starts at the search from its theta and proposal.
+    """
+    if resume is not None:
+        theta, start = resume.theta, resume.proposals[0]
+    else:
+        dense = ctx.ones()
+        out = train_full(ctx.theta0, dense, 0, True, 0)
+        theta, start = out.captured, Mask.from_numpy(out.mask)
+        rows = [ticket_row(ctx.run_id, 0, dense, ctx.groups, out.metrics, [])]
+        layers = layer_rows(ctx.run_id, 0, dense, ctx.groups, [])
+        sink(CycleRecord(ctx.run_id, 0, dense, theta, rows, layers, [start], False))
+    out = train_full(theta, start, 1, False, 0)
+    mask = Mask.from_numpy(out.mask)
+    rows = [ticket_row(ctx.run_id, 1, mask, ctx.groups, out.metrics, [])]
+    record = CycleRecord(ctx.run_id, 1, mask, theta, rows, layer_rows(ctx.run_id, 1, mask, ctx.groups, []), [], True)
+    sink(record)
+    return record

@@ -7,6 +7,7 @@ so nothing device-resident ever crosses a process boundary.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Mapping, Optional
@@ -19,7 +20,9 @@ from colt_ray.core.data import DatasetBundle, load_dataset, make_shards, shard_b
 from colt_ray.core.models import build_model, head_module, prunable_names, replace_head
 from colt_ray.core.pruning import Mask, magnitude_scores, prune
 from colt_ray.core.seeds import derive_seed, generator
+from colt_ray.core.tickets.jackpot import pretrain_epochs, search_jackpot
 from colt_ray.core.train import BaseCallback, TrainResult, resolve_device, train
+from colt_ray.core.tweaks import Distiller, apply_tweaks, rescale_to_density, retrain_recipe, uses
 
 State = Mapping[str, np.ndarray]
 FULL = -1  # trainer index of the full-data model (IMP, ticket evaluation)
@@ -33,7 +36,9 @@ class TrainOutcome:
     cycle: int
     metrics: dict
     mask: Optional[dict[str, np.ndarray]] = None  # the pruned proposal, when asked to prune
-    captured: Optional[dict[str, np.ndarray]] = None  # the state after ``capture_step`` steps (late rewinding)
+    # the rewind point for later cycles: the state after ``capture_step`` steps (IMP late rewinding), or the
+    # trained dense weights (a jackpot's cycle 0: the pre-trained model the search keeps frozen)
+    captured: Optional[dict[str, np.ndarray]] = None
 
 
 def state_to_numpy(model: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -60,12 +65,21 @@ class TicketTrainer:
     ``head_seed`` None: the model's output layer comes from the rewind state (the full-class head of
     theta_0, shared by IMP and COLT's ticket evaluation). Otherwise a fresh head is initialised from that
     seed for this bundle's class count (COLT shard heads, transfer to another dataset).
+
+    Retraining tweaks (``cfg.retrain``) shape the model (activation, skip paths) and every training (label
+    smoothing, re-scaled init under a mask). With ``distill``, the full-data trainer keeps the weights of its
+    dense training (the run's dense trained model) and retrains every sparse ticket against them; shard
+    trainers never distil (their heads see a subset of the classes). With method ``jackpot``, cycle 0 trains
+    (or only evaluates) the dense model and cycle >= 1 searches a jackpot on it (see ``jackpot.py``).
     """
 
     def __init__(self, cfg: RunConfig, bundle: DatasetBundle, index: int = FULL, head_seed: Optional[int] = None):
         self.cfg, self.bundle, self.index = cfg, bundle, index
         self.device = resolve_device(cfg.resources.device)
-        self.model = build_model(cfg.model.arch, bundle.in_shape, bundle.num_classes, seed=0)
+        self.model = self.build()
+        self.recipe = retrain_recipe(cfg)
+        self.teacher: Optional[dict[str, np.ndarray]] = None  # dense trained weights, for distillation
+        self._distiller: Optional[Distiller] = None
         self.head_seed = head_seed
         self._fresh_head: Optional[dict[str, torch.Tensor]] = None
         if head_seed is not None:
@@ -97,21 +111,32 @@ class TicketTrainer:
 
     def run(self, theta: State, mask: Optional[Mask], cycle: int, prune_next: bool, capture_step: int = 0) -> TrainOutcome:
         """Train from ``theta`` under ``mask``; if ``prune_next``, prune the run's rate of the survivors."""
+        jackpot = self.cfg.ticket.method == "jackpot"
+        if jackpot and cycle > 0:
+            return self.search(theta, mask, cycle)
         start = time.perf_counter()
-        self.load(theta)
         mask = mask if mask is not None else Mask.ones_like(self.weights())
+        dense = mask.kept() == mask.numel()
+        loss_fn = self.distiller(theta) if (self.distils and not dense) else None
+        self.load(theta)
+        if uses(self.cfg, "rescale-init") and not dense:
+            rescale_to_density(self.model, mask)
         capture = _Capture(capture_step) if capture_step > 0 else None
+        recipe = dataclasses.replace(self.recipe, epochs=pretrain_epochs(self.cfg)) if jackpot else self.recipe
         result: TrainResult = train(
             self.model,
             self.bundle,
-            self.cfg.recipe,
+            recipe,
             mask,
             generator=generator(self.cfg.ticket.seed, "train", cycle, self.index),
             device=self.device,
             callbacks=[capture] if capture else [],
+            loss_fn=loss_fn,
             progress=self.cfg.resources.progress,
             desc=self.label(cycle),
         )
+        if self.distils and dense and self.teacher is None:
+            self.set_teacher(state_to_numpy(self.model))
         proposal = None
         if prune_next:
             scores = magnitude_scores(self.weights())
@@ -120,7 +145,54 @@ class TicketTrainer:
         metrics["wall_seconds"] = time.perf_counter() - start
         if capture is not None and capture.state is None:
             raise ValueError(f"rewind-step {capture_step} is beyond the {result.steps} steps of the first training")
-        return TrainOutcome(self.index, cycle, metrics, proposal, capture.state if capture else None)
+        captured = state_to_numpy(self.model) if jackpot else (capture.state if capture else None)
+        return TrainOutcome(self.index, cycle, metrics, proposal, captured)
+
+    # ---- tweaks and jackpots --------------------------------------------------------------------
+    @property
+    def distils(self) -> bool:
+        return uses(self.cfg, "distill") and self.index == FULL
+
+    def set_teacher(self, state: State) -> None:
+        """Use ``state`` (numpy, this model's names) as the dense teacher of every later sparse training."""
+        self.teacher = {k: np.asarray(v) for k, v in state.items()}
+        self._distiller = None
+
+    def distiller(self, theta: State) -> Distiller:
+        """The distillation loss against the dense teacher. A trainer that has not trained the dense model
+        itself (a resumed run, a transfer) trains it first: the run's dense training with the cycle-0 seed,
+        from theta_0 (from ``theta`` when this trainer has its own head)."""
+        b = self.bundle
+        if self.teacher is None:
+            self.run(build_theta0(self.cfg, b.in_shape, b.num_classes) if self.head_seed is None else theta, None, 0, False)
+        if self._distiller is None:
+            model = self.build()
+            model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in self.teacher.items()})
+            tw = self.cfg.retrain
+            alpha = self.recipe.label_smoothing
+            self._distiller = Distiller(model.to(self.device), tw.distill_temperature, tw.distill_weight, alpha)
+        return self._distiller
+
+    def search(self, theta: State, start: Mask, cycle: int) -> TrainOutcome:
+        """Jackpot cycle: search a mask on the frozen weights ``theta`` from ``start`` (whose per-layer counts
+        are the budgets), then evaluate it without any weight training. ``mask`` of the outcome = the jackpot."""
+        t0 = time.perf_counter()
+        self.load(theta)
+        found, search = search_jackpot(
+            self.model, self.bundle, self.cfg, start, generator=generator(self.cfg.ticket.seed, "jackpot", cycle),
+            device=self.device, progress=self.cfg.resources.progress, desc=f"cycle {cycle} jackpot search",
+        )
+        self.load(theta)
+        evaluated = train(self.model, self.bundle, dataclasses.replace(self.recipe, epochs=0), found,
+                          generator=generator(self.cfg.ticket.seed, "eval", cycle), device=self.device)
+        metrics = evaluated.metrics()
+        metrics.update(loss=search.loss, sample_epochs=search.sample_epochs, wall_seconds=time.perf_counter() - t0)
+        return TrainOutcome(self.index, cycle, metrics, found.to_numpy())
+
+    def build(self) -> torch.nn.Module:
+        """A fresh copy of this trainer's network (architecture tweaks applied; weights to be loaded)."""
+        b = self.bundle
+        return apply_tweaks(build_model(self.cfg.model.arch, b.in_shape, b.num_classes, seed=0), self.cfg)
 
     def weights(self) -> dict[str, torch.Tensor]:
         params = dict(self.model.named_parameters())
@@ -139,6 +211,7 @@ def build_theta0(cfg: RunConfig, in_shape: tuple[int, int, int], num_classes: in
     """theta_0: the model's initial state with the full-class head from the fixed head seed (shared by IMP
     and COLT's ticket evaluation, for a fair comparison)."""
     model = build_model(cfg.model.arch, in_shape, num_classes, seed=derive_seed(cfg.ticket.seed, "init"))
+    apply_tweaks(model, cfg)  # skip paths are part of theta_0 (constant init: the base weights are unchanged)
     replace_head(model, num_classes, seed=derive_seed(cfg.ticket.seed, "head", "full"))
     assert head_module(model).out_features == num_classes
     return state_to_numpy(model)

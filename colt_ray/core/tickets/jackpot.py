@@ -1,0 +1,201 @@
+"""Lottery jackpots (Zhang, Lin et al., arXiv 2104.08700; ALGORITHMS.md section 4): masks searched on frozen
+pre-trained weights.
+
+Every prunable weight gets a real-valued score, initialised to its magnitude, and every layer a budget: the
+number of weights the magnitude mask at the target sparsity keeps there (one global threshold, or the same
+fraction per layer, as ``--budget`` says). The forward pass keeps the top-scoring weights of each layer up to
+its budget; the gradient reaches the scores straight through the mask (as if it were the identity), and only
+the scores are trained (SGD, cosine decay, weight decay on scores). Weights and BatchNorm statistics stay
+frozen (the network runs in eval mode), so the jackpot is the final mask on the unchanged weights.
+
+Ties between equal scores keep the higher flat index, the rule ``pruning.prune`` uses, so with zero search
+epochs the jackpot *is* the magnitude mask. The optional short restriction (the TPAMI version) lets the mask
+change only by matched swaps: the i-th most promising weight to enter with the i-th most promising to leave,
+accepted only while the first-order estimate of the loss change of the pair is negative.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Mapping, Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from colt_ray.core.config import RecipeConfig, RunConfig
+from colt_ray.core.data import DatasetBundle
+from colt_ray.core.errors import ConfigError
+from colt_ray.core.pruning import Mask
+from colt_ray.core.train import BaseCallback, TrainResult, train
+from colt_ray.core.tweaks import retrain_recipe
+
+
+def topk_mask(scores: Tensor, k: int) -> Tensor:
+    """Bool mask keeping the ``k`` highest ``scores``; among equal scores the higher flat index is kept."""
+    flat = scores.detach().reshape(-1)
+    n = flat.numel()
+    if k <= 0 or k >= n:
+        return torch.full(scores.shape, k > 0, dtype=torch.bool, device=flat.device)
+    # a selection (O(n)) instead of a full sort: this runs for every layer at every step of the search
+    threshold = torch.kthvalue(flat, n - k + 1).values
+    keep = flat > threshold
+    ties = (flat == threshold).nonzero().squeeze(1)
+    missing = k - int(keep.sum())
+    keep[ties[len(ties) - missing :]] = True  # the highest flat indices among equal scores
+    return keep.view(scores.shape)
+
+
+def restrict_swaps(old: Tensor, new: Tensor, grad: Tensor) -> Tensor:
+    """Short restriction: move from ``old`` towards ``new`` only by matched swaps that lower the loss.
+
+    ``grad`` is dL/dmask (the scores' straight-through gradient): switching weight i on changes the loss by
+    about ``grad[i]``, switching j off by ``-grad[j]``. Entering and leaving weights are each sorted best
+    first and paired; a pair is accepted while its summed estimate is < 0. The kept count never changes.
+    """
+    flat_old, flat_new, g = old.reshape(-1), new.reshape(-1), grad.reshape(-1)
+    enter = (~flat_old & flat_new).nonzero().squeeze(1)
+    leave = (flat_old & ~flat_new).nonzero().squeeze(1)
+    n = min(len(enter), len(leave))
+    out = flat_old.clone()
+    if n == 0:
+        return out.view(old.shape)
+    enter = enter[torch.sort(g[enter], stable=True).indices][:n]
+    leave = leave[torch.sort(-g[leave], stable=True).indices][:n]
+    accepted = int(((g[enter] - g[leave]) < 0).sum())  # sums of two ascending lists: a prefix is accepted
+    out[enter[:accepted]] = True
+    out[leave[:accepted]] = False
+    return out.view(old.shape)
+
+
+class JackpotNet(nn.Module):
+    """A frozen network plus one score tensor per masked weight; only the scores are parameters that learn.
+
+    The wrapped network stays in eval mode whatever ``train()`` says: its BatchNorm statistics are part of
+    the frozen pre-trained model. Buffers ``mask0``, ``mask1``, ... hold the current masks (in ``names``
+    order), refreshed after every optimizer step by ``update_masks``.
+    """
+
+    def __init__(self, net: nn.Module, start: Mask, short_restriction: bool = False):
+        super().__init__()
+        self.net = net.eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        params = dict(net.named_parameters())
+        self.names = start.names()
+        self.budgets = [int(start[n].sum()) for n in self.names]
+        self.scores = nn.ParameterList([nn.Parameter(params[n].detach().abs().float().clone()) for n in self.names])
+        for i, n in enumerate(self.names):
+            self.register_buffer(f"mask{i}", start[n].to(params[n].device).clone())
+        self.short_restriction = short_restriction
+
+    def train(self, mode: bool = True) -> "JackpotNet":
+        self.training = mode
+        self.net.eval()
+        return self
+
+    def mask(self, i: int) -> Tensor:
+        return getattr(self, f"mask{i}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        params = dict(self.net.named_parameters())
+        masked = {}
+        for i, (n, s) in enumerate(zip(self.names, self.scores)):
+            m = self.mask(i).to(s.dtype)
+            masked[n] = params[n] * (m + (s - s.detach())).to(params[n].dtype)  # value m, gradient to s
+        return functional_call(self.net, masked, (x,))
+
+    @torch.no_grad()
+    def update_masks(self) -> None:
+        """Top-k of the current scores per layer (through the short restriction when it is on)."""
+        for i, s in enumerate(self.scores):
+            new = topk_mask(s, self.budgets[i])
+            if self.short_restriction and s.grad is not None:
+                new = restrict_swaps(self.mask(i), new, s.grad)
+            self.mask(i).copy_(new)
+
+    def found(self) -> Mask:
+        return Mask({n: self.mask(i) for i, n in enumerate(self.names)})
+
+
+class _UpdateMasks(BaseCallback):
+    def on_step_end(self, step: int, model: nn.Module) -> None:
+        model.update_masks()
+
+
+def score_recipe(cfg: RunConfig) -> RecipeConfig:
+    """The score-training recipe: SGD on scores with ``score_lr``, cosine decay, no warm-up, score decay."""
+    j = cfg.jackpot
+    return dataclasses.replace(
+        retrain_recipe(cfg), epochs=j.search_epochs, optimizer="sgd", lr=j.score_lr,
+        weight_decay=j.score_weight_decay, schedule="cosine", warmup_epochs=0.0, milestones=(),
+    )
+
+
+def pretrain_epochs(cfg: RunConfig) -> int:
+    """Epochs of dense training before the search: 0 on a loaded file unless asked, else the recipe's."""
+    j = cfg.jackpot
+    if j.pretrain_epochs >= 0:
+        return j.pretrain_epochs
+    return 0 if j.pretrained else cfg.recipe.epochs
+
+
+def search_jackpot(
+    model: nn.Module, data: DatasetBundle, cfg: RunConfig, start: Mask, *, generator: torch.Generator,
+    device: torch.device = torch.device("cpu"), progress: bool = False, desc: str = "jackpot",
+) -> tuple[Mask, TrainResult]:
+    """Search a jackpot on ``model``'s weights (left bit-identical) starting from ``start``, whose per-layer
+    kept counts are the budgets. Returns the final mask and the score training's result."""
+    net = JackpotNet(model, start, cfg.jackpot.short_restriction)
+    try:
+        result = train(net, data, score_recipe(cfg), None, generator=generator, device=device,
+                       callbacks=[_UpdateMasks()], progress=progress, desc=desc)
+        return net.found(), result
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+
+
+def load_pretrained(path: str | os.PathLike, model: nn.Module, arch: str) -> dict[str, np.ndarray]:
+    """Read pre-trained weights for ``model``: a safetensors state dict, or a colt_ray ticket file (its theta;
+    a jackpot run's cycle-0 ticket holds its pre-trained weights). ConfigError if missing, unreadable, or not
+    matching the architecture (names and shapes)."""
+    from safetensors import safe_open
+
+    from colt_ray.core.tickets.io import FORMAT
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("pretrained", f"no such file {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            is_ticket = (f.metadata() or {}).get("format") == FORMAT
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises several types for a damaged header or body
+        raise ConfigError("pretrained", f"{path} is not a readable safetensors file: {str(exc).splitlines()[0][:200]}") from None
+    if is_ticket:
+        tensors = {k[6:]: v for k, v in tensors.items() if k.startswith("theta/")}
+    state = model.state_dict()
+    check_matches(tensors, state, f"{path} does not match arch {arch}")
+    return {k: tensors[k].to(state[k].dtype).numpy() for k in state}
+
+
+def check_matches(tensors: Mapping[str, Tensor], state: Mapping[str, Tensor], what: str) -> None:
+    """ConfigError("pretrained", ...) unless ``tensors`` has exactly ``state``'s names and shapes."""
+    extra = [k for k in tensors if k not in state]
+    missing = [k for k in state if k not in tensors]
+    bad: Optional[str] = None
+    if missing:
+        bad = f"it lacks tensor {missing[0]!r}"
+    elif extra:
+        bad = f"it has tensor {extra[0]!r} that the model lacks"
+    else:
+        wrong = [k for k in state if tuple(tensors[k].shape) != tuple(state[k].shape)]
+        if wrong:
+            k = wrong[0]
+            bad = f"tensor {k} has shape {tuple(tensors[k].shape)}, the model needs {tuple(state[k].shape)}"
+    if bad:
+        raise ConfigError("pretrained", f"{what}: {bad}")

@@ -1,0 +1,70 @@
+"""Retraining tweaks for sparse tickets (ALGORITHMS.md section 3), each independent and combinable.
+
+* ``activation``: every ReLU replaced by swish, mish, GELU, ELU or softplus (``swap_activations``);
+* ``skip-paths``: two 1x1 conv + BN paths per residual block, never pruned (``add_skip_paths``);
+* ``label-smoothing``: alpha = the recipe's ``label_smoothing``, or 0.1 when that is 0 (``retrain_recipe``);
+* ``distill``: sparse full-data retraining against the run's dense trained model (``Distiller``);
+* ``rescale-init``: surviving initial weights scaled by ``1/sqrt(layer density)`` (``rescale_to_density``).
+
+Architecture tweaks (activation, skip paths) change every model a run builds, theta_0 included, so masks,
+rewind points and ticket files fit one another. They add no prunable tensor: the masks are the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch import nn
+
+from colt_ray.core.config import TWEAK_LABEL_SMOOTHING, RecipeConfig, RunConfig
+from colt_ray.core.tweaks.activations import make_activation, swap_activations
+from colt_ray.core.tweaks.init import rescale_to_density
+from colt_ray.core.tweaks.losses import Distiller, distillation_loss
+from colt_ray.core.tweaks.skip import SkipPath, add_skip_paths, residual_blocks, skip_parameter_count
+
+__all__ = [
+    "apply_tweaks",
+    "retrain_recipe",
+    "uses",
+    "make_activation",
+    "swap_activations",
+    "add_skip_paths",
+    "residual_blocks",
+    "skip_parameter_count",
+    "skip_parameters",
+    "SkipPath",
+    "Distiller",
+    "distillation_loss",
+    "rescale_to_density",
+]
+
+
+def uses(cfg: RunConfig, tweak: str) -> bool:
+    """Whether ``tweak`` (one of ``config.TWEAKS``) is switched on in ``cfg``."""
+    return tweak in cfg.retrain.names
+
+
+def apply_tweaks(model: nn.Module, cfg: RunConfig) -> nn.Module:
+    """Apply the architecture tweaks of ``cfg`` (activation, skip paths) to ``model`` in place; return it.
+
+    Raises ConfigError for an unknown activation or for skip paths on a model without residual blocks.
+    """
+    swap_activations(model, cfg.retrain.activation)
+    if uses(cfg, "skip-paths"):
+        add_skip_paths(model, cfg.model.arch)
+    return model
+
+
+def skip_parameters(cfg: RunConfig, in_shape: tuple[int, int, int], num_classes: int) -> int:
+    """Number of skip-path parameters the run's model carries (dense; never counted as pruned weights)."""
+    from colt_ray.core.models import build_model
+
+    return skip_parameter_count(apply_tweaks(build_model(cfg.model.arch, in_shape, num_classes, seed=0), cfg))
+
+
+def retrain_recipe(cfg: RunConfig) -> RecipeConfig:
+    """The recipe every training of the run uses: ``cfg.recipe`` with the label-smoothing tweak resolved."""
+    recipe = cfg.recipe
+    if uses(cfg, "label-smoothing") and recipe.label_smoothing == 0.0:
+        return dataclasses.replace(recipe, label_smoothing=TWEAK_LABEL_SMOOTHING)
+    return recipe

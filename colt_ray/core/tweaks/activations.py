@@ -1,0 +1,46 @@
+"""Soft activations: every ``nn.ReLU`` module of a model replaced by swish (SiLU), mish, GELU, ELU or softplus.
+
+Models use ``nn.ReLU`` modules for every activation (see ``colt_ray.core.models.base``), so a swap is a walk
+over the module tree. The replacements have no parameters: the state dict, the prunable tensors and the
+masks of a ticket are the same with any activation.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from colt_ray.core.config import ACTIVATIONS
+from colt_ray.core.errors import ConfigError
+
+FACTORIES: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "swish": nn.SiLU,
+    "mish": nn.Mish,
+    "gelu": nn.GELU,
+    "elu": nn.ELU,
+    "softplus": nn.Softplus,
+}
+assert tuple(FACTORIES) == ACTIVATIONS
+
+
+def make_activation(name: str) -> nn.Module:
+    """A fresh activation module by name; ConfigError listing the valid names otherwise."""
+    if name not in FACTORIES:
+        raise ConfigError("activation", f"unknown {name!r}; valid: {', '.join(ACTIVATIONS)}")
+    return FACTORIES[name]()
+
+
+def swap_activations(model: nn.Module, name: str) -> int:
+    """Replace every ``nn.ReLU`` in ``model`` (in place) by activation ``name``; return how many were replaced."""
+    make_activation(name)  # validate first, so a bad name changes nothing
+    if name == "relu":
+        return 0
+    count = 0
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if type(child) is nn.ReLU:
+                setattr(parent, child_name, make_activation(name))
+                count += 1
+    return count

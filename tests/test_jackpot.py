@@ -1,0 +1,224 @@
+"""Lottery jackpots (ALGORITHMS.md section 4): frozen weights, per-layer budgets, magnitude start, the method's
+records, pre-trained files and bad input."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from colt_ray.cli import main
+from colt_ray.core.config import DataConfig, JackpotConfig, ModelConfig, PruneConfig, RecipeConfig, RunConfig, TicketConfig
+from colt_ray.core.models import build_model
+from colt_ray.core.pruning import Mask, magnitude_scores, prune
+from colt_ray.core.seeds import generator
+from colt_ray.core.tickets.jackpot import restrict_swaps, search_jackpot, topk_mask
+from colt_ray.core.tickets.search import prepare, run_local
+from colt_ray.core.tickets.trainer import TicketTrainer, state_to_numpy
+
+
+def jackpot_cfg(search_epochs=1, sparsity=0.8, budget="global", **jackpot) -> RunConfig:
+    return RunConfig(
+        data=DataConfig(dataset="digits"),
+        model=ModelConfig("lenet300"),
+        recipe=RecipeConfig(epochs=1, batch_size=64),
+        prune=PruneConfig(budget=budget),
+        ticket=TicketConfig(method="jackpot", target_sparsity=sparsity),
+        jackpot=JackpotConfig(search_epochs=search_epochs, **jackpot),
+    ).replace(resources=dataclasses.replace(RunConfig().resources, progress=False))
+
+
+@pytest.fixture(scope="module")
+def pretrained():
+    """A dense lenet300 trained one epoch on digits: (config, trainer, trained state)."""
+    cfg = jackpot_cfg()
+    prepared = prepare(cfg)
+    trainer = TicketTrainer.for_full(cfg, prepared.bundle)
+    out = trainer.run(prepared.ctx.theta0, None, 0, False)
+    return cfg, trainer, out.captured
+
+
+def magnitude_mask(trainer, sparsity, budget):
+    return prune(magnitude_scores(trainer.weights()), Mask.ones_like(trainer.weights()), sparsity, budget)
+
+
+def search(cfg, trainer, state, start):
+    trainer.load(state)
+    return search_jackpot(trainer.model, trainer.bundle, cfg, start, generator=generator(0, "test"))
+
+
+# ---- selection rules, by hand -----------------------------------------------------------------------
+
+
+def test_topk_keeps_the_highest_scores_and_the_higher_index_on_ties():
+    scores = torch.tensor([[0.5, 0.1, 0.5], [0.9, 0.1, 0.2]])
+    assert topk_mask(scores, 2).tolist() == [[False, False, True], [True, False, False]]  # 0.5 tie: index 2 wins
+    assert topk_mask(scores, 3).tolist() == [[True, False, True], [True, False, False]]
+    assert topk_mask(scores, 5).tolist() == [[True, False, True], [True, True, True]]  # 0.1 tie: index 4 wins
+    assert not topk_mask(scores, 0).any()
+
+
+def test_topk_agrees_with_a_stable_sort_on_heavily_tied_scores():
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 7, 50):
+        scores = torch.randint(0, 4, (n,), generator=g).float()
+        for k in range(n + 1):
+            reference = torch.zeros(n, dtype=torch.bool)
+            reference[torch.sort(scores, stable=True).indices[n - k :]] = True
+            assert torch.equal(topk_mask(scores, k), reference), (scores, k)
+
+
+def test_short_restriction_accepts_only_matched_swaps_that_lower_the_loss():
+    old = torch.tensor([True, True, False, False])
+    new = torch.tensor([False, False, True, True])  # weights 0, 1 leave; 2, 3 enter
+    grad = torch.tensor([0.1, -0.5, -0.3, 0.2])
+    # best pair: enter 2 (-0.3) with leave 0 (-0.1): -0.2 < 0 accepted; enter 3 (0.2) with leave 1 (+0.5): rejected
+    assert restrict_swaps(old, new, grad).tolist() == [False, True, True, False]
+    assert restrict_swaps(old, old, grad).tolist() == old.tolist()
+
+
+# ---- the search ---------------------------------------------------------------------------------------
+
+
+def test_search_leaves_the_pretrained_weights_bit_identical_and_keeps_each_layers_budget(pretrained):
+    cfg, trainer, state = pretrained
+    trainer.load(state)
+    start = magnitude_mask(trainer, 0.8, "global")
+    found, result = search(cfg, trainer, state, start)
+    after = state_to_numpy(trainer.model)
+    assert all(np.array_equal(after[k], v) for k, v in state.items())
+    assert all(p.requires_grad for p in trainer.model.parameters())  # handed back trainable
+    assert {n: int(found[n].sum()) for n in found} == {n: int(start[n].sum()) for n in start}
+    assert found.sparsity() == pytest.approx(0.8, abs=1e-6)
+    assert found != start and result.sample_epochs == len(trainer.bundle.train)
+
+
+def test_layerwise_budget_gives_the_requested_sparsity_in_every_layer(pretrained):
+    cfg, trainer, state = pretrained
+    cfg = cfg.replace(prune=PruneConfig(budget="layerwise"))
+    trainer.load(state)
+    found, _ = search(cfg, trainer, state, magnitude_mask(trainer, 0.9, "layerwise"))
+    for name, density in found.density().items():
+        assert density == pytest.approx(0.1, abs=1.0 / found[name].numel()), name
+
+
+@pytest.mark.parametrize("budget", ["global", "layerwise"])
+def test_zero_search_epochs_give_exactly_the_magnitude_mask(pretrained, budget):
+    cfg, trainer, state = pretrained
+    cfg = cfg.replace(jackpot=JackpotConfig(search_epochs=0), prune=PruneConfig(budget=budget))
+    trainer.load(state)
+    start = magnitude_mask(trainer, 0.9, budget)
+    found, _ = search(cfg, trainer, state, start)
+    assert found == start
+    # and magnitude-initialised scores select that same mask from the per-layer budgets alone
+    params = dict(trainer.model.named_parameters())
+    tops = {n: topk_mask(params[n].abs(), int(start[n].sum())) for n in start}
+    assert Mask(tops) == start
+
+
+def test_short_restriction_keeps_the_budgets(pretrained):
+    cfg, trainer, state = pretrained
+    cfg = cfg.replace(jackpot=JackpotConfig(search_epochs=1, short_restriction=True))
+    trainer.load(state)
+    start = magnitude_mask(trainer, 0.8, "global")
+    found, _ = search(cfg, trainer, state, start)
+    assert {n: int(found[n].sum()) for n in found} == {n: int(start[n].sum()) for n in start}
+
+
+# ---- the method ---------------------------------------------------------------------------------------
+
+
+def test_jackpot_run_records_the_dense_model_then_the_jackpot_evaluated_without_training():
+    cfg = jackpot_cfg(search_epochs=1, sparsity=0.8)
+    records = []
+    prepared = prepare(cfg)
+    run_local(prepared, records.append)
+    assert [r.cycle for r in records] == [0, 1] and records[1].done
+    dense, jackpot = records
+    assert dense.mask.sparsity() == 0.0 and jackpot.mask.sparsity() == pytest.approx(0.8, abs=1e-6)
+    assert all(np.array_equal(jackpot.theta[k], v) for k, v in dense.theta.items())  # frozen
+    assert not np.array_equal(dense.theta["layers.1.weight"], prepared.ctx.theta0["layers.1.weight"])  # pre-trained
+    # the jackpot's accuracy is that of the frozen weights under the mask
+    model = build_model("lenet300", prepared.bundle.in_shape, 10, seed=0)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in jackpot.theta.items()})
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in jackpot.mask:
+                p.mul_(jackpot.mask[n])
+    from colt_ray.core.data import Preprocess
+
+    b = prepared.bundle
+    acc = int((model.eval()(Preprocess(b.mean, b.std, None)(b.test.x)).argmax(1) == b.test.y).sum()) / len(b.test)
+    row = jackpot.ticket_row
+    assert row["acc_best"] == row["acc_final"] == acc
+    assert row["sample_epochs"] == len(b.train)  # one search epoch, no weight training
+
+
+def test_pretrained_state_dict_file_is_used_as_is_and_a_jackpot_ticket_file_too(tmp_path):
+    model = build_model("lenet300", (1, 8, 8), 10, seed=7)
+    path = tmp_path / "lenet.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    cfg = jackpot_cfg(search_epochs=0, pretrained=str(path))
+    records = []
+    run_local(prepare(cfg), records.append)
+    assert all(np.array_equal(records[0].theta[k], v.numpy()) for k, v in model.state_dict().items())
+    assert records[0].ticket_row["sample_epochs"] == 0  # --pretrained: no dense training unless asked
+    out = tmp_path / "out"
+    assert main(["ticket", "--method", "jackpot", "--arch", "lenet300", "--pretrained", str(path), "--search-epochs", "1",
+                 "--target-sparsity", "0.5", "--out", str(out), "--backend", "local", "--no-progress"]) == 0
+    ticket0 = next((out / "tickets").glob("*/cycle-0000.safetensors"))
+    again = []
+    run_local(prepare(jackpot_cfg(search_epochs=0, pretrained=str(ticket0))), again.append)
+    assert all(np.array_equal(again[0].theta[k], v.numpy()) for k, v in model.state_dict().items())
+    runs = pd.read_parquet(out / "runs")
+    assert runs.method.item() == "jackpot" and runs.final_sparsity.item() == pytest.approx(0.5, abs=1e-6)
+
+
+# ---- bad input --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def conv2_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pre") / "conv2.safetensors"
+    save_file({k: v.contiguous() for k, v in build_model("conv2", (1, 8, 8), 10, seed=0).state_dict().items()}, str(path))
+    return path
+
+
+BAD = [
+    (["--target-sparsity", "1.0"], "target-sparsity: must be in (0, 1)"),
+    (["--target-sparsity", "0"], "target-sparsity: must be in (0, 1)"),
+    (["--pretrained", "{conv2}", "--arch", "lenet300"], "pretrained: {conv2} does not match arch lenet300: it lacks tensor"),
+    (["--pretrained", "/no/such.safetensors"], "pretrained: no such file /no/such.safetensors"),
+    (["--search-epochs", "-1"], "search-epochs: must be >= 0"),
+    (["--prune-rate", "0.5"], "prune-rate: jackpot prunes once, to --target-sparsity"),
+    (["--tweaks", "distill"], "tweaks: distill retrains weights; a jackpot trains none"),
+]
+
+
+@pytest.mark.parametrize("extra,message", BAD, ids=[" ".join(b[0]) for b in BAD])
+def test_bad_jackpot_input_is_one_line_exit_2_and_writes_nothing(extra, message, conv2_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    extra = [e.replace("{conv2}", str(conv2_file)) for e in extra]
+    argv = ["ticket", "--method", "jackpot", "--out", str(out), "--dataset", "digits", "--backend", "local", "--no-progress", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("colt-ray: error: ") and "\n" not in err
+    assert message.replace("{conv2}", str(conv2_file)) in err
+    assert not out.exists()
+
+
+def test_pretrained_file_with_another_class_count_is_refused(tmp_path, capsys):
+    path = tmp_path / "five.safetensors"
+    save_file({k: v.contiguous() for k, v in build_model("lenet300", (1, 8, 8), 5, seed=0).state_dict().items()}, str(path))
+    out = tmp_path / "out"
+    assert main(["ticket", "--method", "jackpot", "--arch", "lenet300", "--pretrained", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "tensor fc.weight has shape (5, 100), the model needs (10, 100)" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_jackpot_settings_need_the_jackpot_method(tmp_path, capsys):
+    assert main(["ticket", "--method", "imp", "--search-epochs", "3", "--out", str(tmp_path / "o")]) == 2
+    assert "search-epochs: is a jackpot setting; use it with --method jackpot" in capsys.readouterr().err

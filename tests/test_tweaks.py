@@ -1,0 +1,254 @@
+"""Retraining tweaks (ALGORITHMS.md section 3): each does what it says, on models and numbers small enough to
+check by hand."""
+
+import dataclasses
+import hashlib
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from colt_ray.cli import main
+from colt_ray.core.config import (
+    ACTIVATIONS,
+    DataConfig,
+    ModelConfig,
+    RecipeConfig,
+    RunConfig,
+    TicketConfig,
+    TweaksConfig,
+    validate,
+)
+from colt_ray.core.errors import ConfigError
+from colt_ray.core.models import build_model, param_groups, prunable_names
+from colt_ray.core.pruning import Mask
+from colt_ray.core.tickets.search import LocalBackend, prepare, run_method
+from colt_ray.core.tickets.trainer import TicketTrainer
+from colt_ray.core.train import smoothed_cross_entropy
+from colt_ray.core.tweaks import (
+    SkipPath,
+    add_skip_paths,
+    apply_tweaks,
+    distillation_loss,
+    rescale_to_density,
+    retrain_recipe,
+    skip_parameter_count,
+    swap_activations,
+)
+from colt_ray.core.tweaks.activations import FACTORIES
+
+
+def small_cfg(arch="lenet300", tweaks=(), method="imp", dataset="digits", **retrain) -> RunConfig:
+    return RunConfig(
+        data=DataConfig(dataset=dataset),
+        model=ModelConfig(arch),
+        recipe=RecipeConfig(epochs=1, batch_size=64),
+        ticket=TicketConfig(method=method, cycles=1),
+        retrain=TweaksConfig(tweaks=",".join(tweaks), **retrain),
+    ).replace(resources=dataclasses.replace(RunConfig().resources, progress=False))
+
+
+# ---- soft activations -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [a for a in ACTIVATIONS if a != "relu"])
+@pytest.mark.parametrize("arch", ["conv2", "resnet20"])
+def test_every_relu_is_replaced_and_the_state_dict_is_unchanged(name, arch):
+    model = build_model(arch, (1, 8, 8), 10, seed=0)
+    relus = sum(type(m) is nn.ReLU for m in model.modules())
+    keys = list(model.state_dict())
+    assert swap_activations(model, name) == relus > 0
+    assert not any(type(m) is nn.ReLU for m in model.modules())
+    assert sum(type(m) is FACTORIES[name] for m in model.modules()) == relus
+    assert list(model.state_dict()) == keys
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_unknown_activation_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match="activation: unknown 'relu6'; valid: relu, swish, mish, gelu, elu, softplus"):
+        swap_activations(nn.Sequential(nn.ReLU()), "relu6")
+
+
+# ---- extra skip paths -------------------------------------------------------------------------------
+
+
+def test_skip_paths_two_per_block_initialised_to_1e4_and_never_prunable():
+    cfg = small_cfg("resnet20", ["skip-paths"])
+    plain = build_model("resnet20", (1, 8, 8), 10, seed=0)
+    model = apply_tweaks(build_model("resnet20", (1, 8, 8), 10, seed=0), cfg)
+    paths = [m for m in model.modules() if isinstance(m, SkipPath)]
+    assert len(paths) == 2 * 9  # resnet20: 3 stages x 3 blocks
+    assert all(torch.all(p[0].weight == 1e-4) and torch.all(p[1].weight == 1e-4) for p in paths)
+    groups = param_groups(model)
+    skip_names = [n for n in groups if ".skip1." in n or ".skip2." in n]
+    assert skip_names and all(groups[n] == "skip" for n in skip_names)
+    assert prunable_names(model, ("conv", "linear", "batchnorm")) == prunable_names(plain, ("conv", "linear", "batchnorm"))
+    assert skip_parameter_count(model) == sum(model.state_dict()[n].numel() for n in skip_names)
+    # the stride of a block's first conv is the stride of its first skip path
+    block = model.layer2[0]
+    assert block.skip1[0].stride == block.conv1.stride == (2, 2) and block.skip2[0].stride == (1, 1)
+    # starting at 1e-4, the paths leave the network's function almost unchanged
+    model.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.randn(4, 1, 8, 8)
+    assert torch.allclose(model.eval()(x), plain.eval()(x), atol=1e-3)
+
+
+def test_skip_paths_on_an_architecture_without_residual_blocks_is_refused():
+    with pytest.raises(ConfigError, match="tweaks: skip-paths needs residual blocks; conv2 has none"):
+        add_skip_paths(build_model("conv2", (1, 8, 8), 10, seed=0), "conv2")
+
+
+def test_skip_path_weights_stay_dense_and_out_of_masks_and_sparsity():
+    cfg = small_cfg("resnet20", ["skip-paths"], dataset="synthetic")
+    records = []
+    prepared = prepare(cfg)
+    backend = LocalBackend(prepared)
+    run_method(prepared, None, backend.train_full, records.append)
+    last = records[-1]
+    assert last.cycle == 1 and last.mask.sparsity() == pytest.approx(0.2, abs=1e-3)
+    assert not any("skip" in n for n in last.mask) and not any("skip" in n for n in prepared.ctx.groups)
+    assert last.ticket_row["prunable_weights"] == sum(last.mask[n].numel() for n in last.mask)
+    assert any(".skip1." in k for k in last.theta)  # theta_0 carries the paths, so ticket files fit the model
+    trained = {n: p for n, p in backend.full.model.named_parameters() if ".skip" in n and n.endswith("0.weight")}
+    assert trained and all(bool((p != 0).all()) for p in trained.values())  # dense after masked training
+    assert any(not torch.all(p == 1e-4) for p in trained.values())  # and they did learn
+
+
+# ---- label smoothing --------------------------------------------------------------------------------
+
+
+def test_label_smoothed_loss_equals_the_hand_computed_value():
+    logits = torch.tensor([[2.0, 1.0, 0.0]])
+    # log_softmax = x - log(e^2 + e + 1) = [-0.407606, -1.407606, -2.407606]; soft labels [0.9, 0.05, 0.05]
+    expected = 0.9 * 0.407606 + 0.05 * 1.407606 + 0.05 * 2.407606
+    assert float(smoothed_cross_entropy(logits, torch.tensor([0]), 0.1)) == pytest.approx(expected, abs=1e-5)
+
+
+def test_label_smoothing_tweak_defaults_to_0_1_and_keeps_an_explicit_alpha():
+    assert retrain_recipe(small_cfg()).label_smoothing == 0.0
+    assert retrain_recipe(small_cfg(tweaks=["label-smoothing"])).label_smoothing == 0.1
+    explicit = small_cfg(tweaks=["label-smoothing"])
+    explicit = explicit.replace(recipe=dataclasses.replace(explicit.recipe, label_smoothing=0.2))
+    assert retrain_recipe(explicit).label_smoothing == 0.2
+    from colt_ray.core.data import load_dataset
+
+    bundle = load_dataset(DataConfig(dataset="digits"), 42)
+    assert TicketTrainer.for_full(small_cfg(tweaks=["label-smoothing"]), bundle).recipe.label_smoothing == 0.1
+
+
+# ---- knowledge distillation -------------------------------------------------------------------------
+
+
+def test_distillation_loss_equals_the_hand_computed_value():
+    student, teacher, target = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), torch.tensor([0])
+    # T = 2: p_student = softmax([0.5, 0]) = [a, b], p_teacher = [b, a], a = 0.622459, b = 0.377541
+    a, b = 0.622459, 0.377541
+    kl = b * math.log(b / a) + a * math.log(a / b)  # = (a - b) * 0.5
+    ce = math.log(1 + math.exp(-1.0))
+    expected = 0.9 * 4 * kl + 0.1 * ce
+    got = distillation_loss(student, teacher, target, temperature=2.0, weight=0.9)
+    assert float(got) == pytest.approx(expected, abs=1e-5)
+    assert float(distillation_loss(student, student, target, 5.0, 1.0)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_distillation_retrains_sparse_tickets_against_the_runs_dense_model():
+    cfg = small_cfg(tweaks=["distill"])
+    prepared = prepare(cfg)
+    backend = LocalBackend(prepared)
+    records = []
+    run_method(prepared, None, backend.train_full, records.append)
+    teacher = backend.full.teacher
+    assert teacher is not None and records[1].ticket_row["acc_best"] is not None
+    assert not np.array_equal(teacher["layers.1.weight"], prepared.ctx.theta0["layers.1.weight"])  # trained
+    # a trainer that never saw cycle 0 (a resumed run) retrains the same dense teacher, bit for bit
+    fresh = TicketTrainer.for_full(cfg, prepared.bundle)
+    fresh.distiller(prepared.ctx.theta0)
+    assert all(np.array_equal(fresh.teacher[k], v) for k, v in teacher.items())
+
+
+# ---- layer-wise re-scaled initialisation ------------------------------------------------------------
+
+
+def test_rescaled_init_multiplies_survivors_by_one_over_sqrt_density():
+    model = nn.Sequential(nn.Linear(4, 2), nn.Linear(2, 2))
+    before = [p.detach().clone() for p in model.parameters()]
+    kept = torch.tensor([[True, False, False, False], [False, True, False, False]])  # density 0.25
+    mask = Mask({"0.weight": kept, "1.weight": torch.ones(2, 2, dtype=torch.bool)})
+    assert rescale_to_density(model, mask) == {"0.weight": 2.0}
+    assert torch.equal(model[0].weight, before[0] * 2.0)
+    assert torch.equal(model[1].weight, before[2])  # dense layer untouched
+
+
+# ---- config, sweeps and the command line ------------------------------------------------------------
+
+
+def test_tweaks_are_flat_fields_and_old_run_ids_stay_valid():
+    cfg = RunConfig.from_flat({"tweaks": "skip-paths, distill", "activation": "gelu", "distill_weight": 0.5})
+    assert cfg.retrain == TweaksConfig("skip-paths, distill", "gelu", 5.0, 0.5)
+    assert cfg.retrain.names == ("skip-paths", "distill") and TweaksConfig().names == ()
+    assert RunConfig.from_flat(cfg.to_flat()) == cfg
+    assert RunConfig().run_id() == hashlib.sha256(b"{}").hexdigest()[:12]
+    imp = RunConfig(ticket=TicketConfig(method="imp"))
+    assert imp.run_id() == hashlib.sha256(b'{"method": "imp"}').hexdigest()[:12]
+    with pytest.raises(ConfigError, match="tweaks: unknown 'dropout'; valid: label-smoothing, skip-paths"):
+        validate(small_cfg(tweaks=["dropout"]))
+
+
+BAD = [
+    (["--activation", "relu6"], "activation: unknown 'relu6'; valid: relu, swish"),
+    (["--tweaks", "dropout"], "tweaks: unknown 'dropout'; valid: label-smoothing"),
+    (["--tweaks", "skip-paths", "--arch", "conv2"], "skip-paths needs residual blocks; conv2 has none"),
+    (["--distill-temperature", "0"], "distill-temperature: must be > 0"),
+]
+
+
+@pytest.mark.parametrize("extra,message", BAD, ids=[" ".join(b[0]) for b in BAD])
+def test_bad_tweak_is_one_line_exit_2_and_writes_nothing(extra, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["ticket", "--out", str(out), "--dataset", "digits", "--backend", "local", "--no-progress", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("colt-ray: error: ") and "\n" not in err and message in err
+    assert not out.exists()
+
+
+def test_cli_runs_imp_with_combined_tweaks_and_records_them(tmp_path):
+    out = tmp_path / "out"
+    argv = ["ticket", "--method", "imp", "--arch", "lenet300", "--cycles", "1", "--epochs", "1", "--out", str(out),
+            "--tweaks", "label-smoothing,rescale-init,distill", "--activation", "swish", "--backend", "local", "--no-progress"]
+    assert main(argv) == 0
+    run = pd.read_parquet(out / "runs").iloc[0]
+    assert run.tweaks == "label-smoothing,rescale-init,distill" and run.activation == "swish"
+    assert run.status == "completed" and run.final_sparsity == pytest.approx(0.2, abs=1e-3)
+
+
+def test_cli_reports_skip_path_parameters_apart_from_the_pruned_weights(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["ticket", "--method", "imp", "--arch", "resnet20", "--dataset", "synthetic", "--cycles", "1", "--epochs", "0",
+            "--tweaks", "skip-paths", "--out", str(out), "--backend", "local", "--no-progress"]
+    assert main(argv) == 0
+    assert "skip paths: 31,040 dense parameters, never pruned, not counted in sparsity" in capsys.readouterr().err
+    cycles = pd.read_parquet(out / "cycles")
+    plain = build_model("resnet20", (1, 8, 8), 10, seed=0)
+    assert set(cycles.prunable_weights) == {sum(p.numel() for n, p in plain.named_parameters() if n in prunable_names(plain, ("conv", "linear")))}
+
+
+def test_tweaks_are_searchable_settings_of_a_sweep_space():
+    from colt_ray.parallel.sweep.checks import check_spec
+    from colt_ray.parallel.sweep.parse import parse_spec
+
+    space = {
+        "name": "tweaks", "fixed": {"dataset": "digits", "arch": "lenet300", "method": "imp"},
+        "search": {
+            "tweaks": {"choice": ["", "label-smoothing", "label-smoothing,distill,rescale-init"]},
+            "activation": {"choice": ["relu", "swish", "gelu"]},
+            "distill_temperature": {"float": [1.0, 5.0]},
+        },
+        "objectives": [{"metric": "acc", "mode": "max"}],
+    }
+    check_spec(parse_spec(space))
+    space["search"]["tweaks"]["choice"].append("dropout")
+    with pytest.raises(ConfigError, match="tweaks: unknown 'dropout'"):
+        check_spec(parse_spec(space))
