@@ -1,0 +1,234 @@
+"""The Ray backend: same tickets as the local backend, restarts after a killed actor, GPU fallback, the CLI.
+
+One Ray cluster (2 CPUs) for the whole module; tiny runs on the embedded digits data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pandas as pd
+import pytest
+import ray
+
+from colt_ray import cli
+from colt_ray.core.config import RunConfig, TicketConfig, validate
+from colt_ray.core.errors import ConfigError
+from colt_ray.core.tickets.io import load_ticket
+from colt_ray.core.tickets.search import prepare, run_local
+from colt_ray.core.tickets.trainer import TicketTrainer
+from colt_ray.parallel.actors import ShardFailedError, ShardTrainer, bundle_strategies
+from colt_ray.parallel.backend import run_on_ray
+from colt_ray.parallel.coordinator import Coordinator
+from colt_ray.parallel.resources import ActorResources, fit_to_cluster, placement_bundles, shard_resources
+from colt_ray.runner import ResultsSink
+
+TIMING = ("wall_seconds", "finished_at")
+
+
+def small_cfg(method: str = "colt", cycles: int = 2, epochs: int = 1, eval_tickets: bool = True, **resources) -> RunConfig:
+    d = RunConfig()
+    return d.replace(
+        recipe=dataclasses.replace(d.recipe, epochs=epochs),
+        ticket=TicketConfig(method=method, shards=2, cycles=cycles, seed=7, eval_tickets=eval_tickets),
+        resources=dataclasses.replace(d.resources, progress=False, **resources),
+    )
+
+
+def collect(run, *args, **kwargs):
+    records = []
+    last = run(*args, records.append, **kwargs)
+    assert records[-1] is last
+    return records
+
+
+def assert_same_records(got, want):
+    assert [r.cycle for r in got] == [r.cycle for r in want]
+    for g, w in zip(got, want):
+        assert g.mask == w.mask, f"cycle {g.cycle}: ticket masks differ"
+        assert len(g.proposals) == len(w.proposals) and all(a == b for a, b in zip(g.proposals, w.proposals))
+        strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
+        assert strip(g.cycle_rows) == strip(w.cycle_rows), f"cycle {g.cycle}: metrics differ"
+        assert g.layer_rows == w.layer_rows
+
+
+@pytest.fixture(scope="module")
+def colt_local():
+    p = prepare(small_cfg())
+    return p, collect(run_local, p)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    if ray.is_initialized():  # left running by another module
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+# ---- the plain classes, no Ray ---------------------------------------------------------------------------
+def test_plain_shard_trainer_and_coordinator_work_without_ray(colt_local):
+    p, want = colt_local
+    direct = TicketTrainer.for_shard(p.cfg, 1).run(p.ctx.theta0, None, 0, True)
+    via_actor_class = ShardTrainer(p.cfg, 1).run(p.ctx.theta0, None, 0, True)
+    assert via_actor_class.metrics["acc_best"] == direct.metrics["acc_best"]
+    assert all((via_actor_class.mask[k] == direct.mask[k]).all() for k in direct.mask)
+
+    coord = Coordinator(p.cfg, prepared=p, use_ray=False)
+    assert_same_records(list(coord.stream()), want)  # the actor's streaming path, in-process
+    assert not ray.is_initialized()
+
+
+def test_stream_raises_the_loop_error_after_the_records_before_it(colt_local):
+    p, _ = colt_local
+
+    class Broken(ShardTrainer):
+        def run(self, theta, mask, cycle, prune_next=True, capture_step=0):
+            if cycle == 1:
+                raise RuntimeError("boom in cycle 1")
+            return super().run(theta, mask, cycle, prune_next, capture_step)
+
+    got = []
+    with pytest.raises(RuntimeError, match="boom in cycle 1"):
+        for record in Coordinator(p.cfg, prepared=p, use_ray=False, trainer_cls=Broken).stream():
+            got.append(record.cycle)
+    assert got == [0]
+
+
+def test_resource_requests_follow_the_config_and_drop_a_gpu_the_cluster_lacks():
+    cfg = small_cfg(cpus_per_shard=0.5, gpus_per_shard=0.25)
+    assert shard_resources(cfg, restarts=2) == ActorResources(0.5, 0.25, 2, 2)
+    assert placement_bundles(cfg) == [{"CPU": 0.5, "GPU": 0.25}] * 3  # the coordinator evaluates tickets
+    assert placement_bundles(small_cfg("imp")) == [{"CPU": 0.01}, {"CPU": 1.0}]  # coordinator idle, 1 trainer
+    said = []
+    on_cpu = fit_to_cluster(cfg, 0, said.append)
+    assert (on_cpu.resources.gpus_per_shard, on_cpu.resources.device) == (0.0, "cpu") and "no GPU" in said[0]
+    assert fit_to_cluster(cfg, 1, said.append).resources.gpus_per_shard == 0.25 and len(said) == 1
+    with pytest.raises(ConfigError, match="gpus-per-shard"):  # refused up front, before Ray or any file
+        validate(small_cfg(device="cuda", backend="ray"))
+
+
+def test_a_placement_group_without_room_for_the_trainers_is_an_error_not_a_hang():
+    class FakeGroup:
+        bundle_specs = [{"CPU": 1.0}]
+
+    with pytest.raises(ValueError, match="one per trainer"):
+        bundle_strategies(FakeGroup(), 2, ActorResources(1.0))
+    FakeGroup.bundle_specs = [{"CPU": 1.0}, {"CPU": 0.5}, {"CPU": 1.0}]
+    with pytest.raises(ValueError, match="bundle 1 .* cannot hold"):
+        bundle_strategies(FakeGroup(), 2, ActorResources(1.0))
+
+
+# ---- Ray equals local ------------------------------------------------------------------------------------
+def test_colt_on_ray_equals_local_bitwise(ray_cluster, colt_local):
+    p, want = colt_local
+    assert_same_records(collect(run_on_ray, p), want)
+
+
+def test_imp_on_ray_equals_imp_local(ray_cluster):
+    p = prepare(small_cfg("imp"))
+    assert_same_records(collect(run_on_ray, p), collect(run_local, p))
+
+
+def test_jackpot_on_ray_equals_jackpot_local(ray_cluster):
+    cfg = small_cfg("jackpot")
+    cfg = cfg.replace(jackpot=dataclasses.replace(cfg.jackpot, search_epochs=1))
+    p = prepare(cfg)
+    assert_same_records(collect(run_on_ray, p), collect(run_local, p))
+
+
+def test_killed_shard_actor_is_restarted_and_the_cycle_gives_the_same_masks(ray_cluster):
+    p = prepare(small_cfg(cycles=1, epochs=3, eval_tickets=False))
+    want = collect(run_local, p)
+    with Coordinator(p.cfg, prepared=p) as coord:
+        victim = coord.pool.actors[0]
+        pid_before = coord.pool.ready()[0]
+
+        def kill_mid_cycle_0():
+            while coord.pool.in_flight != 0:
+                time.sleep(0.01)
+            time.sleep(0.5)  # well inside a 3-epoch shard training
+            ray.kill(victim, no_restart=False)
+
+        killer = threading.Thread(target=kill_mid_cycle_0, daemon=True)
+        killer.start()
+        got = collect(coord.run)
+        killer.join(timeout=5)
+        assert ray.get(victim.pid.remote()) != pid_before  # it really died and came back
+    assert_same_records(got, want)
+
+
+class DiesInCycle1(ShardTrainer):
+    """Shard 0 crashes its process whenever it trains cycle 1 (every restart, too)."""
+
+    def run(self, theta, mask, cycle, prune_next=True, capture_step=0):
+        if cycle == 1 and self.index == 0:
+            os._exit(1)
+        return super().run(theta, mask, cycle, prune_next, capture_step)
+
+
+def test_actor_that_keeps_dying_fails_the_run_and_keeps_completed_cycles(ray_cluster, tmp_path):
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    p = prepare(small_cfg(cycles=3))
+    sink = ResultsSink(p, str(tmp_path))
+    with Coordinator(p.cfg, prepared=p, trainer_cls=DiesInCycle1, restarts=1) as coord:
+        with pytest.raises(ShardFailedError, match="shard 0 died in cycle 1 .*within 1 restarts") as err:
+            coord.run(sink)
+    assert "\n" not in str(err.value)
+    rows = pd.read_parquet(tmp_path / "cycles")
+    assert sorted(rows["cycle"].unique()) == [0]
+    assert len(rows) == 3  # the ticket row and both shards of cycle 0
+
+
+def test_trainers_go_to_the_last_bundles_of_a_placement_group(ray_cluster, colt_local):
+    p, want = colt_local
+    cfg = fit_to_cluster(p.cfg.replace(resources=dataclasses.replace(p.cfg.resources, cpus_per_shard=0.5)), 0)
+    pg = ray.util.placement_group(placement_bundles(cfg))
+    ray.get(pg.ready(), timeout=60)
+    try:
+        got = collect(run_on_ray, dataclasses.replace(p, cfg=cfg), placement_group=pg)
+    finally:
+        ray.util.remove_placement_group(pg)
+    assert_same_records(got, want)
+
+
+CLI_ARGS = ["ticket", "--method", "colt", "--cycles", "2", "--epochs", "1", "--seed", "7", "--no-progress"]  # = small_cfg()
+
+
+def assert_cli_results_match(out, p, want):
+    runs = pd.read_parquet(out / "runs")
+    assert list(runs["run_id"]) == [p.run_id] and list(runs["status"]) == ["completed"]
+    assert list(runs["backend"]) == ["ray"]
+    cycles = pd.read_parquet(out / "cycles")
+    got = {(r.cycle, None if pd.isna(r.shard) else int(r.shard)): r.acc_best for r in cycles.itertuples()}
+    assert got == {(row["cycle"], row["shard"]): row["acc_best"] for rec in want for row in rec.cycle_rows}
+    for rec in want:
+        (path,) = (out / "tickets").rglob(f"*{rec.cycle:04d}.safetensors")
+        assert load_ticket(path).mask == rec.mask
+
+
+def test_cli_ray_backend_writes_parquet_and_tickets_equal_to_local(ray_cluster, colt_local, tmp_path, capsys):
+    assert cli.main(CLI_ARGS + ["--out", str(tmp_path)]) == 0  # ray is the default backend
+    err = capsys.readouterr().err
+    assert "backend ray" in err and "cycle 1 | sparsity" in err and "shard acc" in err
+    assert_cli_results_match(tmp_path, *colt_local)
+
+
+@pytest.mark.timeout(240)
+def test_gpu_share_without_a_gpu_runs_on_cpu(ray_cluster, colt_local, tmp_path, capsys):
+    assert cli.main(CLI_ARGS + ["--gpus-per-shard", "0.5", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "no GPU in the Ray cluster" in err and "training on the CPU" in err
+    assert_cli_results_match(tmp_path, *colt_local)
+
+
+def test_driver_modules_do_not_import_ray():
+    code = ("import sys, colt_ray.cli, colt_ray.runner, colt_ray.core.tickets.search; "
+            "sys.exit(1 if 'ray' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
