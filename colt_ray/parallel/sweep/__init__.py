@@ -1,0 +1,12 @@
+"""Sweeps: many ticket searches with Ray Tune + Optuna over a search space file (``search_spaces/*.yaml``).
+
+* ``spec`` + ``parse``: the YAML format, parsed into a frozen ``SweepSpec``; ``checks``: every corner of the space
+  validated up front (class split vs shard count, types, ranges);
+* ``bundles``: a trial's 1 + k placement-group bundles from the k it sampled;
+* ``trainable`` + ``state``: the trial function, reporting and checkpointing the ``Resume`` state per cycle;
+* ``tuner``: the Tuner (OptunaSearch, ASHA, storage, failure retries) and its restore;
+* ``trials``: trials.parquet (status, objective, Pareto flag) and the runs rows of stopped trials;
+* ``driver`` + ``cli``: ``colt-ray sweep``.
+
+Import submodules explicitly; only ``tuner``, ``driver`` and the trial function import Ray, and lazily.
+"""

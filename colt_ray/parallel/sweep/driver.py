@@ -1,0 +1,107 @@
+"""The sweep driver: check everything, then start (or join) Ray, run or resume the Tuner, write trials.
+
+``plan_sweep`` does every check that needs no Ray (the YAML, every corner of the space, the dataset's class
+count, the storage location, whether a sweep of that name exists), so bad input ends before Ray starts or
+anything is written. ``run_sweep`` then runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from colt_ray.core.errors import ConfigError
+from colt_ray.parallel.sweep.checks import check_spec
+from colt_ray.parallel.sweep.parse import load_spec
+from colt_ray.parallel.sweep.spec import SweepSpec
+from colt_ray.results import layout
+
+Echo = Callable[[str], None]
+DEFAULT_STORAGE = "sweeps"
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A checked sweep: its spec (overrides applied), results directory, and whether it resumes."""
+
+    spec: SweepSpec
+    out: str
+    resume: bool
+
+
+def storage_location(storage: str) -> str:
+    """A URI unchanged (``s3://...``); a local path made absolute (trials run in other directories)."""
+    return storage if layout.is_uri(storage) else os.path.abspath(layout.local_path(storage))
+
+
+def plan_sweep(space: str, storage: str = DEFAULT_STORAGE, name: Optional[str] = None, resume: bool = False,
+               num_samples: Optional[int] = None, max_concurrent: Optional[int] = None,
+               smoke_test: bool = False) -> SweepPlan:
+    """Load and check the search space ``space`` and the storage; raises ConfigError before anything starts.
+    ``smoke_test`` shrinks the sweep (see ``SweepSpec.smoke``) before the overrides apply."""
+    from colt_ray.parallel.sweep.tuner import can_restore
+    from colt_ray.results.writer import check_writable
+
+    spec = load_spec(space)
+    spec = (spec.smoke() if smoke_test else spec).with_overrides(name=name, num_samples=num_samples,
+                                                                 max_concurrent=max_concurrent)
+    check_spec(spec)
+    out = layout.sweep_dir(storage_location(storage), spec.name)
+    try:
+        check_writable(out)
+    except ConfigError as e:
+        raise ConfigError("storage", str(e)[len(e.field) + 2:]) from None
+    exists = can_restore(out)
+    if resume and not exists:
+        raise ConfigError("resume", f"no sweep to resume at {out} (check --storage and --name)")
+    if not resume and exists:
+        raise ConfigError("name", f"sweep {spec.name!r} already exists at {out}; pass --resume to continue it, "
+                          "or choose another --name")
+    return SweepPlan(spec, out, resume)
+
+
+def init_ray(address: Optional[str]) -> bool:
+    """Join ``address`` (or ``$RAY_ADDRESS``, or a cluster started with ``ray start`` here), else start a
+    local Ray. Does nothing if Ray is up already. True when this call connected or started it."""
+    import logging
+
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(address=address, logging_level=logging.WARNING)
+    return True
+
+
+def run_sweep(plan: SweepPlan, address: Optional[str] = None, echo: Echo = print, verbose: int = 1) -> list[dict]:
+    """Run (or resume) the sweep of ``plan``; write trials.parquet and settle the runs rows; return the
+    TRIALS rows (with ``_values``, the objective values)."""
+    import ray
+
+    from colt_ray.parallel.sweep.trials import rows_from_results, settle_runs, summary_lines, write_trials
+    from colt_ray.parallel.sweep.tuner import build_tuner, restore_tuner
+
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # we checkpoint every cycle on purpose
+    started = init_ray(address)
+    try:
+        gpus = float(ray.cluster_resources().get("GPU", 0))
+        spec, out = plan.spec, plan.out
+        _stderr(f"sweep {spec.name}: {'resuming' if plan.resume else 'starting'}, {spec.budget.num_samples} trials, "
+                f"at most {spec.budget.max_concurrent} at once -> {out}")
+        tuner = restore_tuner(spec, out, gpus) if plan.resume else build_tuner(spec, out, gpus, verbose=verbose)
+        grid = tuner.fit()
+        rows = rows_from_results(spec, grid)
+        settle_runs(out, rows)
+        write_trials(out, rows)
+        for line in summary_lines(spec, rows, out):
+            echo(line)
+        return rows
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,262 @@
+"""Read a search space file (``search_spaces/*.yaml``) into a :class:`SweepSpec`, checking every key.
+
+Every problem is a one-line ``ConfigError`` naming the key and what is allowed (unknown keys and settings
+list the valid ones). The format is documented in ``docs/sweeps.md``. Pure Python + PyYAML.
+"""
+
+from __future__ import annotations
+
+import os
+import typing
+from typing import Any, Optional
+
+from colt_ray.core.config import RunConfig, flat_field_owners
+from colt_ray.core.errors import ConfigError
+from colt_ray.parallel.sweep.spec import (
+    ACC_METRICS,
+    BUDGET_KEYS,
+    DIST_KINDS,
+    METRICS,
+    MODES,
+    OBJECTIVE_KEYS,
+    SAMPLER_KEYS,
+    SAMPLERS,
+    SCHEDULER_KEYS,
+    TOP_KEYS,
+    Budget,
+    Dist,
+    Objective,
+    SamplerSpec,
+    SchedulerSpec,
+    SweepSpec,
+    int_at_least,
+    sweep_name,
+)
+
+
+# ---- loading --------------------------------------------------------------------------------------
+def load_spec(path: str) -> SweepSpec:
+    """Read and check the YAML file ``path``; raises ConfigError (one line) on any problem."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as e:
+        raise ConfigError("space", f"cannot read {path}: {e.strerror or e}") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError("space", f"{path} is not valid YAML: {_one_line(e)}") from e
+    return parse_spec(data, source=path)
+
+
+def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
+    """Build a :class:`SweepSpec` from the parsed YAML mapping (no data or Ray checks; see ``checks``)."""
+    if not isinstance(data, dict):
+        raise ConfigError("space", f"{source} must be a mapping with keys {', '.join(TOP_KEYS)}")
+    _known(data, TOP_KEYS, "", "key")
+    if "name" not in data:
+        raise ConfigError("name", f"missing in {source}; a sweep needs a name (letters, digits, _ . = + -)")
+    fixed = {k: _absolute_root(k, v) for k, v in _settings(data.get("fixed") or {}, "fixed").items()}
+    for key, value in fixed.items():
+        check_type(key, value, f"fixed.{key}")
+    search = {k: _dist(k, v) for k, v in _settings(data.get("search") or {}, "search").items()}
+    both = sorted(set(fixed) & set(search))
+    if both:
+        raise ConfigError(f"search.{both[0]}", "is also in fixed:; a setting is either fixed or searched")
+    if not search:
+        raise ConfigError("search", "must declare at least one distribution, e.g. lr: {logfloat: [0.01, 0.2]}")
+    objectives = _objectives(data.get("objectives"), fixed)
+    _check_acc_objectives(objectives, fixed, search)
+    return SweepSpec(
+        name=sweep_name(data["name"], "name"), fixed=fixed, search=search, objectives=objectives,
+        budget=_budget(data.get("budget") or {}), sampler=_sampler(data.get("sampler"), len(objectives)),
+        scheduler=_scheduler(data.get("scheduler"), objectives, fixed), description=str(data.get("description") or ""),
+        source=source,
+    )
+
+
+# ---- pieces ---------------------------------------------------------------------------------------
+def _settings(block: Any, where: str) -> dict[str, Any]:
+    if not isinstance(block, dict):
+        raise ConfigError(where, "must be a mapping of setting name -> value")
+    owners = flat_field_owners()
+    for key in block:
+        if key not in owners:
+            raise ConfigError(f"{where}.{key}", f"unknown setting; valid: {', '.join(sorted(owners))}")
+    return dict(block)
+
+
+def _dist(name: str, raw: Any) -> Dist:
+    where = f"search.{name}"
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise ConfigError(where, "must be one of {float: [lo, hi]}, {logfloat: [lo, hi]}, {int: [lo, hi]}, {choice: [a, b, ...]}")
+    kind, values = next(iter(raw.items()))
+    if kind not in DIST_KINDS:
+        raise ConfigError(where, f"unknown distribution {kind!r}; valid: {', '.join(DIST_KINDS)}")
+    if kind == "choice":
+        return Dist(kind, _choices(where, values, name))
+    if not isinstance(values, list) or len(values) != 2 or not all(_is_number(v) for v in values):
+        raise ConfigError(where, f"{kind} needs [lo, hi] with two numbers, got {values!r}")
+    lo, hi = values
+    if kind == "int" and not all(isinstance(v, int) for v in values):
+        raise ConfigError(where, f"int needs integer bounds, got {values!r}")
+    if lo == hi:
+        raise ConfigError(where, f"empty range [{lo}, {hi}]; put a single value under fixed:")
+    if lo > hi:
+        raise ConfigError(where, f"inverted range [{lo}, {hi}]: lo must be below hi")
+    if kind == "logfloat" and lo <= 0:
+        raise ConfigError(where, f"logfloat needs lo > 0, got {lo}")
+    if kind != "int" and _field_kind(name) is int:
+        raise ConfigError(where, f"{name} is an integer setting; use {{int: [lo, hi]}}")
+    for v in values:
+        check_type(name, v, where)
+    return Dist(kind, (lo, hi))
+
+
+def _choices(where: str, values: Any, name: str) -> tuple:
+    if not isinstance(values, list) or not values:
+        raise ConfigError(where, "choice needs a non-empty list, e.g. {choice: [class, random]}")
+    for v in values:
+        if not (v is None or isinstance(v, (bool, int, float, str))):
+            raise ConfigError(where, f"choices must be numbers, strings, booleans or null, got {v!r}")
+        check_type(name, v, where)
+    if len(set(map(repr, values))) != len(values):
+        raise ConfigError(where, f"repeated choice in {values!r}")
+    return tuple(_absolute_root(name, v) for v in values)
+
+
+def _objectives(raw: Any, fixed: dict[str, Any]) -> tuple[Objective, ...]:
+    if isinstance(raw, dict):
+        raw = [raw]
+    if not isinstance(raw, list) or len(raw) not in (1, 2):
+        raise ConfigError("objectives", "give one ({metric: acc_at_target, mode: max}) or two (accuracy and sparsity)")
+    out = []
+    for i, item in enumerate(raw):
+        where = f"objectives[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(where, "must be a mapping like {metric: acc, mode: max}")
+        _known(item, OBJECTIVE_KEYS, where + ".", "key")
+        metric = _metric(item.get("metric"), where + ".metric")
+        mode = _choice(item.get("mode", METRICS[metric]), MODES, where + ".mode")
+        target = item.get("target", fixed.get("target_sparsity")) if metric == "acc_at_target" else None
+        if metric == "acc_at_target" and not (_is_number(target) and 0 < target < 1):
+            raise ConfigError(where + ".target", "acc_at_target needs a target sparsity in (0, 1) (or fixed target_sparsity)")
+        out.append(Objective(metric, mode, float(target) if target is not None else None))
+    if len({o.metric for o in out}) != len(out):
+        raise ConfigError("objectives", "the two objectives must be different metrics")
+    return tuple(out)
+
+
+def _check_acc_objectives(objectives: tuple[Objective, ...], fixed: dict[str, Any], search: dict[str, Dist]) -> None:
+    uses_acc = any(o.metric in ACC_METRICS for o in objectives)
+    if uses_acc and (fixed.get("eval_tickets") is False or "eval_tickets" in search):
+        raise ConfigError("eval_tickets", "an accuracy objective needs eval_tickets: true (tickets must be trained)")
+
+
+def _budget(raw: Any) -> Budget:
+    if not isinstance(raw, dict):
+        raise ConfigError("budget", f"must be a mapping with keys {', '.join(BUDGET_KEYS)}")
+    _known(raw, BUDGET_KEYS, "budget.", "key")
+    d = Budget()
+    return Budget(
+        num_samples=int_at_least("budget.num_samples", raw.get("num_samples", d.num_samples), 1),
+        max_concurrent=int_at_least("budget.max_concurrent", raw.get("max_concurrent", d.max_concurrent), 1),
+        max_failures=int_at_least("budget.max_failures", raw.get("max_failures", d.max_failures), 0),
+    )
+
+
+def _sampler(raw: Any, n_objectives: int) -> SamplerSpec:
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError("sampler", f"must be a mapping with keys {', '.join(SAMPLER_KEYS)}")
+    _known(raw, SAMPLER_KEYS, "sampler.", "key")
+    kind = _choice(raw.get("kind", "nsga2" if n_objectives > 1 else "tpe"), SAMPLERS, "sampler.kind")
+    if kind == "nsga2" and n_objectives < 2:
+        raise ConfigError("sampler.kind", "nsga2 is for two objectives; use tpe or random for one")
+    seed = raw.get("seed")
+    seed = None if seed is None else int_at_least("sampler.seed", seed, 0)
+    pop = raw.get("population_size")
+    pop = None if pop is None else int_at_least("sampler.population_size", pop, 2)
+    if pop is not None and kind != "nsga2":
+        raise ConfigError("sampler.population_size", "only applies to kind: nsga2")
+    return SamplerSpec(kind, seed, pop)
+
+
+def _scheduler(raw: Any, objectives: tuple[Objective, ...], fixed: dict[str, Any]) -> Optional[SchedulerSpec]:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError("scheduler", f"must be a mapping with keys {', '.join(SCHEDULER_KEYS)}")
+    _known(raw, SCHEDULER_KEYS, "scheduler.", "key")
+    _choice(raw.get("kind", "asha"), ("asha",), "scheduler.kind")
+    if len(objectives) > 1 and "metric" not in raw:
+        raise ConfigError("scheduler.metric", "ASHA is single-objective: name the one metric it compares (e.g. acc)")
+    metric = _metric(raw.get("metric", objectives[0].metric), "scheduler.metric")
+    if metric == "acc_at_target" and not any(o.target for o in objectives) and "target_sparsity" not in fixed:
+        raise ConfigError("scheduler.metric", "acc_at_target needs a target: an acc_at_target objective or fixed target_sparsity")
+    same = [o.mode for o in objectives if o.metric == metric]
+    mode = _choice(raw.get("mode", same[0] if same else METRICS[metric]), MODES, "scheduler.mode")
+    grace = int_at_least("scheduler.grace_period", raw.get("grace_period", 1), 1)
+    factor = int_at_least("scheduler.reduction_factor", raw.get("reduction_factor", 2), 2)
+    max_t = int_at_least("scheduler.max_t", raw.get("max_t", 1000), grace)
+    return SchedulerSpec(metric, mode, grace, factor, max_t)
+
+
+# ---- small checks ---------------------------------------------------------------------------------
+def _known(block: dict, valid: tuple[str, ...], prefix: str, what: str) -> None:
+    for key in block:
+        if key not in valid:
+            raise ConfigError(f"{prefix}{key}", f"unknown {what}; valid: {', '.join(valid)}")
+
+
+def _metric(value: Any, where: str) -> str:
+    if value not in METRICS:
+        raise ConfigError(where, f"unknown metric {value!r}; valid: {', '.join(METRICS)}")
+    return value
+
+
+def _choice(value: Any, valid: tuple[str, ...], where: str) -> str:
+    if value not in valid:
+        raise ConfigError(where, f"unknown {value!r}; valid: {', '.join(valid)}")
+    return value
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _field_kind(name: str) -> Any:
+    """The scalar Python type of a flat setting (``Optional[x]`` -> x, ``tuple[x, ...]`` -> tuple)."""
+    owner = flat_field_owners()[name]
+    hint = typing.get_type_hints(type(getattr(RunConfig(), owner)))[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is typing.Union:
+        return args[0]
+    return tuple if typing.get_origin(hint) is tuple else hint
+
+
+def check_type(name: str, value: Any, where: str) -> None:
+    """Raise ConfigError unless ``value`` fits the setting's type (ints pass as floats; None if optional)."""
+    kind = _field_kind(name)
+    if value is None:
+        if getattr(RunConfig(), flat_field_owners()[name]).__dataclass_fields__[name].default is not None:
+            raise ConfigError(where, f"{name} cannot be null")
+        return
+    ok = {int: _is_number(value) and isinstance(value, int), float: _is_number(value),
+          bool: isinstance(value, bool), str: isinstance(value, str), tuple: isinstance(value, list)}[kind]
+    if not ok:
+        shown = {tuple: "list"}.get(kind, kind.__name__)
+        raise ConfigError(where, f"{name} must be a {shown}, got {value!r}")
+
+
+def _absolute_root(name: str, value: Any) -> Any:
+    """``data_root`` relative to where the sweep is started: trials run in other directories."""
+    if name == "data_root" and isinstance(value, str) and "://" not in value:
+        return os.path.abspath(os.path.expanduser(value))
+    return value
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:300]

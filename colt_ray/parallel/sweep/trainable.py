@@ -1,0 +1,121 @@
+"""The Tune trial function: one ticket search per trial, reported and checkpointed after every cycle.
+
+The trial turns Tune's flat config into a ``RunConfig`` (``RunConfig.from_flat``), prepares the run under a
+run id that is stable for the trial (``<config hash>-<trial id>``, so a restored sweep rewrites the same
+files), and runs the search: on the Ray backend with the coordinator in this process and its shard trainers
+in the trial's placement group (``run_on_ray``), else in this process (``run_local``). Each cycle's record
+is written to the sweep directory, then ``tune.report``-ed with a checkpoint of the ``Resume`` state.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from typing import Any, Callable, Optional
+
+from colt_ray.core.config import RunConfig
+from colt_ray.core.tickets.methods import Resume
+from colt_ray.core.tickets.records import CycleRecord
+from colt_ray.parallel.sweep.state import Totals, TrialState, load_state, save_state
+
+Report = Callable[..., None]
+
+
+def trial_run_id(cfg: RunConfig, trial_id: str) -> str:
+    """The run id of a sweep trial: the config hash plus Tune's trial id (unique, stable across restore)."""
+    return f"{cfg.run_id()}-{trial_id}"
+
+
+def cycle_metrics(record: CycleRecord, totals: Totals, target: Optional[float], run_id: str) -> dict[str, Any]:
+    """The metrics reported after a cycle (and kept as the trial's last result); updates ``totals``."""
+    t = record.ticket_row
+    acc = t["acc_best"]
+    if target is not None and acc is not None and t["sparsity"] >= target:
+        totals.acc_at_target = max(totals.acc_at_target, float(acc))
+    metrics = {
+        "cycle": record.cycle, "sparsity": float(t["sparsity"]), "acc": _num(acc), "acc_final": _num(t["acc_final"]),
+        "sample_epochs": int(totals.sample_epochs), "wall_seconds": float(totals.wall_seconds),
+        "search_done": bool(record.done), "run_id": run_id,
+    }
+    if target is not None:
+        metrics["acc_at_target"] = totals.acc_at_target
+    return metrics
+
+
+class TrialSink:
+    """The sink of a trial's search: results files first, then checkpoint + ``tune.report``."""
+
+    def __init__(self, results: Any, totals: Totals, target: Optional[float], report: Report):
+        self.results, self.totals, self.target, self.report = results, totals, target, report
+        self._t0, self._wall0 = time.perf_counter(), totals.wall_seconds
+
+    def __call__(self, record: CycleRecord) -> None:
+        from ray import tune
+
+        self.results(record)  # the Parquet rows and ticket of this cycle, replacing any earlier attempt's
+        self.totals.sample_epochs = self.results.sample_epochs
+        self.totals.dense_acc = self.results.dense_acc
+        self.totals.wall_seconds = self._wall0 + time.perf_counter() - self._t0
+        metrics = cycle_metrics(record, self.totals, self.target, record.run_id)
+        with tempfile.TemporaryDirectory(prefix="colt-ray-ckpt-") as path:
+            save_state(path, record, self.totals, metrics)
+            self.report(metrics, checkpoint=tune.Checkpoint.from_directory(path))
+
+
+def train_trial(config: dict[str, Any], out: str = "", sweep: str = "", target: Optional[float] = None,
+                cluster_gpus: float = 0.0) -> None:
+    """Tune function trainable: run the ticket search of ``config``, writing results under ``out``.
+    ``cluster_gpus`` is what the driver saw when it sized the trial's bundles (GPU shares dropped at 0)."""
+    from ray import tune
+
+    from colt_ray.core.tickets.search import prepare
+    from colt_ray.parallel.resources import fit_to_cluster
+    from colt_ray.runner import ResultsSink
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "checkpoint created" line every cycle
+    trial_id = tune.get_context().get_trial_id()
+    # the same resources as the bundles reserved for this trial (see bundles.trial_bundles)
+    cfg = fit_to_cluster(RunConfig.from_flat(config), cluster_gpus, echo=lambda line: None)
+    prepared = prepare(cfg, run_id=trial_run_id(cfg, trial_id))
+    state = restored_state()
+    if state is not None and state.done:  # the search had finished; only the final report was lost
+        tune.report(state.metrics)
+        return
+    results = ResultsSink(prepared, out, extra={"sweep": sweep, "trial_id": trial_id})
+    totals = state.totals if state is not None else Totals()
+    results.sample_epochs, results.dense_acc = totals.sample_epochs, totals.dense_acc
+    results.start()
+    try:
+        run_search(prepared, TrialSink(results, totals, target, tune.report), state.resume if state else None)
+    except Exception as exc:
+        results.finish("failed", " ".join(f"{type(exc).__name__}: {exc}".split())[:500])
+        raise
+    results.finish("completed")
+
+
+def restored_state() -> Optional[TrialState]:
+    """The state of this trial's latest checkpoint (a retry or a restored sweep), else None."""
+    from ray import tune
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as path:
+        return load_state(path)
+
+
+def run_search(prepared: Any, sink: Callable[[CycleRecord], None], resume: Optional[Resume]) -> CycleRecord:
+    """Run on the configured backend: ``ray`` (shard actors in the trial's placement group) or ``local``."""
+    if prepared.cfg.resources.backend == "ray":
+        from colt_ray.parallel.backend import run_on_ray
+
+        return run_on_ray(prepared, sink, resume)
+    from colt_ray.core.tickets.search import run_local
+
+    return run_local(prepared, sink, resume)
+
+
+def _num(value: Any) -> float:
+    return math.nan if value is None else float(value)

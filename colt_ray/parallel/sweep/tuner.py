@@ -1,0 +1,130 @@
+"""Build (or restore) the Ray Tune experiment of a sweep: param space, Optuna searcher, ASHA, storage.
+
+Tune's own state lives in ``<storage>/<name>/tune/`` (``RunConfig(storage_path=<storage>/<name>,
+name="tune")``); the results tables sit next to it in ``<storage>/<name>/`` in the layout of
+``colt_ray.results.layout``. ``Tuner.restore`` on that path continues an interrupted sweep.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from colt_ray.parallel.sweep.bundles import TrialResources
+from colt_ray.parallel.sweep.spec import Dist, SweepSpec
+from colt_ray.parallel.sweep.trainable import train_trial
+from colt_ray.results import layout
+
+TUNE_DIR = "tune"
+
+
+def tune_path(out: str) -> str:
+    """Where Tune keeps the experiment of the sweep whose results directory is ``out``."""
+    return layout.join(out, TUNE_DIR, remote=layout.is_uri(out))
+
+
+def to_tune(dist: Dist) -> Any:
+    """A Tune search-space domain for ``dist`` (int ranges are inclusive of both ends)."""
+    from ray import tune
+
+    if dist.kind == "choice":
+        return tune.choice(list(dist.values))
+    lo, hi = dist.values
+    if dist.kind == "int":
+        return tune.randint(lo, hi + 1)
+    return tune.loguniform(lo, hi) if dist.kind == "logfloat" else tune.uniform(lo, hi)
+
+
+def param_space(spec: SweepSpec) -> dict[str, Any]:
+    """The flat trial config: fixed settings as constants, searched ones as Tune domains."""
+    return {**spec.base_config(), **{k: to_tune(d) for k, d in spec.search.items()}}
+
+
+def objective_target(spec: SweepSpec) -> Optional[float]:
+    """The sparsity at which ``acc_at_target`` is measured (None when no objective uses it)."""
+    targets = [o.target for o in spec.objectives if o.target is not None]
+    return targets[0] if targets else spec.fixed.get("target_sparsity")
+
+
+def make_sampler(spec: SweepSpec) -> Any:
+    """The Optuna sampler: TPE (one or two objectives), NSGA-II (two) or random."""
+    import optuna
+
+    s = spec.sampler
+    if s.kind == "nsga2":
+        kwargs = {"population_size": s.population_size} if s.population_size else {}
+        return optuna.samplers.NSGAIISampler(seed=s.seed, **kwargs)
+    if s.kind == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed)
+    return optuna.samplers.TPESampler(seed=s.seed)
+
+
+def make_searcher(spec: SweepSpec) -> Any:
+    """``OptunaSearch`` over the objectives (metric/mode lists for two), limited to ``max_concurrent``."""
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    metrics = [o.metric for o in spec.objectives]
+    modes = [o.mode for o in spec.objectives]
+    search = OptunaSearch(metric=metrics if spec.multi else metrics[0], mode=modes if spec.multi else modes[0],
+                          sampler=make_sampler(spec))
+    return ConcurrencyLimiter(search, max_concurrent=spec.budget.max_concurrent)
+
+
+def make_scheduler(spec: SweepSpec) -> Any:
+    """ASHA over cycles (``time_attr="cycle"``) on its one metric, or None (every trial runs to its end)."""
+    if spec.scheduler is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    s = spec.scheduler
+    return ASHAScheduler(time_attr="cycle", metric=s.metric, mode=s.mode, max_t=s.max_t,
+                         grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+
+
+def make_trainable(spec: SweepSpec, out: str, cluster_gpus: float) -> Any:
+    """``train_trial`` bound to the sweep, reserving 1 + k bundles per trial (see ``bundles``)."""
+    from ray import tune
+
+    fn = tune.with_parameters(train_trial, out=out, sweep=spec.name, target=objective_target(spec),
+                              cluster_gpus=cluster_gpus)
+    return tune.with_resources(fn, TrialResources(cluster_gpus))
+
+
+def trial_dirname(trial: Any) -> str:
+    """``trial_<id>``: short trial directories (Tune's default names carry every parameter)."""
+    return f"trial_{trial.trial_id}"
+
+
+def build_tuner(spec: SweepSpec, out: str, cluster_gpus: float = 0.0, verbose: int = 1) -> Any:
+    """A new ``Tuner`` for ``spec`` writing results under ``out`` (the sweep directory)."""
+    from ray import tune
+
+    tune_config = tune.TuneConfig(
+        search_alg=make_searcher(spec), scheduler=make_scheduler(spec), num_samples=spec.budget.num_samples,
+        trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname,
+    )
+    run_config = tune.RunConfig(
+        name=TUNE_DIR, storage_path=out, verbose=verbose,
+        failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+    )
+    return tune.Tuner(make_trainable(spec, out, cluster_gpus), param_space=param_space(spec),
+                      tune_config=tune_config, run_config=run_config)
+
+
+def can_restore(out: str) -> bool:
+    """True when ``out`` holds a Tune experiment that ``--resume`` can continue."""
+    from ray.tune import Tuner
+
+    try:
+        return Tuner.can_restore(tune_path(out))
+    except Exception:  # an unreachable or malformed location cannot be restored
+        return False
+
+
+def restore_tuner(spec: SweepSpec, out: str, cluster_gpus: float = 0.0) -> Any:
+    """The interrupted sweep in ``out``: unfinished and errored trials continue from their checkpoints."""
+    from ray.tune import Tuner
+
+    return Tuner.restore(tune_path(out), trainable=make_trainable(spec, out, cluster_gpus),
+                         resume_unfinished=True, resume_errored=True)

@@ -1,0 +1,250 @@
+"""Sweeps on Ray: small Optuna sweeps end to end (one objective; two with ASHA and mixed k on the Ray backend),
+an interrupted driver resumed with --resume, and ``ray job submit`` to a real head on 127.0.0.1.
+
+In-process sweeps share one Ray per module (2 CPUs). The driver subprocesses and the head get their own Ray
+under a private RAY_TMPDIR, and every process carrying that tag is killed afterwards, whatever happened.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import yaml
+
+from colt_ray.parallel.sweep.cli import main
+from colt_ray.results.reader import load_results
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV_BIN = os.path.dirname(sys.executable)
+TICKET_KEYS = ["sparsity", "kept_weights", "acc_best", "acc_final"]
+
+
+def tiny_space(name: str, **over) -> dict:
+    """Digits, conv2, 1 epoch, 2 cycles (cycles 0, 1, 2 recorded), 3 trials, TPE: seconds per trial."""
+    data = {
+        "name": name,
+        "fixed": {"dataset": "digits", "arch": "conv2", "method": "colt", "epochs": 1, "cycles": 2,
+                  "backend": "local", "cpus_per_shard": 1},
+        "search": {"rate": {"float": [0.1, 0.4]}, "lr": {"logfloat": [0.02, 0.2]}, "shards": {"int": [1, 2]},
+                   "split": {"choice": ["class", "random"]}},
+        "objectives": [{"metric": "acc", "mode": "max"}],
+        "budget": {"num_samples": 3, "max_concurrent": 2, "max_failures": 1},
+        "sampler": {"seed": 0},
+    }
+    data.update(over)
+    return data
+
+
+def write_space(tmp_path, data) -> str:
+    path = tmp_path / f"{data['name']}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def ticket_rows(res):
+    t = res.tickets()
+    return t.set_index(["run_id", "cycle"]).sort_index()
+
+
+def check_one_ticket_row_per_trial_cycle(res, cycles=(0, 1, 2)):
+    """Every trial's run has exactly one ticket row per cycle (all cycles when it completed)."""
+    trials = res.trials.set_index("run_id")
+    tickets = res.tickets()
+    assert not tickets.duplicated(["run_id", "cycle"]).any()
+    assert set(tickets["run_id"]) == set(trials.index)
+    for run_id, g in tickets.groupby("run_id"):
+        got = sorted(g["cycle"])
+        if trials.loc[run_id, "status"] == "completed":
+            assert got == list(cycles), (run_id, got)
+        else:
+            assert got == list(range(len(got))), (run_id, got)
+    assert len(res.runs) == len(res.trials) and set(res.runs["trial_id"]) == set(res.trials["trial_id"])
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+# ---- in-process sweeps ----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_small_optuna_sweep_completes_with_one_ticket_row_per_trial_cycle(tmp_path, ray_cluster):
+    storage = tmp_path / "st"
+    assert main([write_space(tmp_path, tiny_space("small")), "--storage", str(storage), "--quiet"]) == 0
+    res = load_results(str(storage / "small"))
+    assert len(res.trials) == 3 and set(res.trials["status"]) == {"completed"}
+    check_one_ticket_row_per_trial_cycle(res)
+    assert set(res.runs["status"]) == {"completed"} and set(res.runs["sweep"]) == {"small"}
+    assert res.trials["objective"].notna().all() and res.trials["pareto"].sum() >= 1
+    best = res.trials.loc[res.trials["objective"].idxmax()]
+    assert best["pareto"] and best["final_acc_best"] == best["objective"]
+    assert (res.trials["sample_epochs"] > 0).all() and (res.trials["cycles_done"] == 2).all()
+
+
+@pytest.mark.slow
+def test_two_objectives_asha_and_mixed_k_on_the_ray_backend(tmp_path, ray_cluster):
+    """k=1 and k=2 trials (2 and 3 bundles of 0.5 CPU) share 2 CPUs; the front holds completed trials only."""
+    space = tiny_space(
+        "multi", search={"rate": {"float": [0.1, 0.5]}, "lr": {"logfloat": [0.02, 0.2]}, "shards": {"choice": [1, 2]}},
+        objectives=[{"metric": "acc", "mode": "max"}, {"metric": "sparsity", "mode": "max"}],
+        scheduler={"metric": "acc", "grace_period": 1, "reduction_factor": 2},
+        budget={"num_samples": 3, "max_concurrent": 2, "max_failures": 1}, sampler={"kind": "nsga2", "seed": 0},
+    )
+    space["fixed"].update(backend="ray", cpus_per_shard=0.5)
+    storage = tmp_path / "st"
+    assert main([write_space(tmp_path, space), "--storage", str(storage), "--quiet"]) == 0
+    res = load_results(str(storage / "multi"))
+    trials = res.trials_config()
+    assert len(trials) == 3 and set(trials["status"]) <= {"completed", "stopped_early"}
+    assert set(trials["shards"]) == {1, 2}  # the seeded sampler draws both
+    check_one_ticket_row_per_trial_cycle(res)
+    front = trials[trials["pareto"].astype(bool)]
+    assert len(front) >= 1 and set(front["status"]) == {"completed"}
+    stopped = trials[trials["status"] == "stopped_early"]
+    assert stopped["stopped_early"].all() and not stopped["pareto"].any()
+    runs = res.runs.set_index("run_id")
+    for _, t in trials.iterrows():
+        assert runs.loc[t["run_id"], "status"] == {"completed": "completed", "stopped_early": "stopped"}[t["status"]]
+
+
+# ---- subprocess drivers with their own Ray ---------------------------------------------------------------
+@pytest.fixture
+def ray_tag():
+    """A private RAY_TMPDIR; afterwards every process started under it is killed (a scoped `ray stop`)."""
+    tag = f"/tmp/cr{uuid.uuid4().hex[:8]}"
+    os.makedirs(tag)
+    try:
+        yield tag
+    finally:
+        kill_tagged(tag)
+        subprocess.run(["rm", "-rf", tag], check=False)
+
+
+def tagged_pids(tag: str) -> list[int]:
+    """Processes whose command line or environment carries ``tag`` (Ray processes of that RAY_TMPDIR)."""
+    pids, needle = [], tag.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read()
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        if needle in cmd or needle in env:
+            pids.append(int(entry))
+    return pids
+
+
+def kill_tagged(tag: str, grace: float = 3.0) -> None:
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        for pid in tagged_pids(tag):
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        deadline = time.time() + wait
+        while tagged_pids(tag) and time.time() < deadline:
+            time.sleep(0.5)
+
+
+def wait_for(predicate, timeout: float, what: str, proc=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the driver ended (rc={proc.returncode}) before {what}")
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_resumes_and_keeps_each_trial_cycle_once(tmp_path, ray_tag):
+    space = tiny_space("resume")
+    storage, out = tmp_path / "st", tmp_path / "st" / "resume"
+    cmd = [sys.executable, "-m", "colt_ray.parallel.sweep.cli", write_space(tmp_path, space), "--storage", str(storage), "--quiet"]
+    env = {**os.environ, "RAY_TMPDIR": ray_tag}
+    with open(tmp_path / "driver.log", "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
+        try:
+            # the first trial's first cycle is written, checkpointed, and the experiment state is on disk
+            wait_for(lambda: glob.glob(str(out / "tune" / "trial_*" / "checkpoint_*"))
+                     and glob.glob(str(out / "tune" / "experiment_state-*.json")), 300, "the first checkpoint", proc)
+            before = ticket_rows(load_results(str(out)))
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    kill_tagged(ray_tag)
+    assert not (out / "trials.parquet").exists(), "the sweep finished before it could be interrupted"
+
+    resumed = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=500, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    res = load_results(str(out))
+    assert len(res.trials) == 3 and set(res.trials["status"]) == {"completed"}, res.trials
+    check_one_ticket_row_per_trial_cycle(res)
+    after = ticket_rows(res)
+    assert before.index.isin(after.index).all()
+    assert after.loc[before.index, TICKET_KEYS].equals(before[TICKET_KEYS])  # completed cycles are not redone differently
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_the_quick_space_on_a_real_head(tmp_path, ray_tag, monkeypatch):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from colt_ray import cli
+
+    gcs, dash, client_port, agent, agent_grpc, metrics, env_agent = free_ports(7)
+    # RAY_AUTH_MODE fixed for head and clients alike: whether a token sits in ~/.ray must not matter here
+    env = {**os.environ, "RAY_TMPDIR": ray_tag, "RAY_AUTH_MODE": "disabled",
+           "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "")}
+    ray_exe = os.path.join(VENV_BIN, "ray")
+    subprocess.run([ray_exe, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs), "--num-cpus", "2",
+                    "--include-dashboard=true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
+                    "--ray-client-server-port", str(client_port), "--dashboard-agent-listen-port", str(agent),
+                    "--dashboard-agent-grpc-port", str(agent_grpc), "--metrics-export-port", str(metrics),
+                    "--runtime-env-agent-port", str(env_agent), "--disable-usage-stats"],
+                   env=env, check=True, capture_output=True, timeout=240)
+    address, storage = f"http://127.0.0.1:{dash}", tmp_path / "st"
+    wired = "sweep" in getattr(cli, "COMMANDS", {})
+    entry = [] if wired else ["--entrypoint", "python -m colt_ray.parallel.sweep.cli"]
+    submit = subprocess.run(
+        [sys.executable, "scripts/submit_sweep.py", "search_spaces/quick.yaml", "--address", address, "--storage", str(storage),
+         "--name", "job", "--install", "none", "--ray", ray_exe, *entry, "--", "--smoke-test", "--quiet"],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert submit.returncode == 0, submit.stdout + submit.stderr
+    assert f"ray job logs -f colt-ray-job-" in submit.stdout and f"{storage}/job/" in submit.stdout
+    job_id = next(line.split()[1] for line in submit.stdout.splitlines() if line.startswith("job: "))
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # this process is a client of the same head
+    client = JobSubmissionClient(address)
+    terminal = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+    wait_for(lambda: client.get_job_status(job_id) in terminal, 480, "the job to end")
+    assert client.get_job_status(job_id) == JobStatus.SUCCEEDED, client.get_job_logs(job_id)[-4000:]
+    res = load_results(str(storage / "job"))
+    assert len(res.trials) == 2 and set(res.trials["status"]) == {"completed"}
+    check_one_ticket_row_per_trial_cycle(res, cycles=(0, 1))

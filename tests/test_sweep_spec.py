@@ -1,0 +1,262 @@
+"""Sweep pieces that need no Ray cluster: the YAML format, up-front checks (bad input -> exit 2, one line,
+nothing written, Ray never started), trial bundles, checkpoint state, trial status and the Pareto flag."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from colt_ray.core.errors import ConfigError
+from colt_ray.core.pruning import Mask
+from colt_ray.core.tickets.records import CycleRecord
+from colt_ray.parallel.sweep import driver
+from colt_ray.parallel.sweep.bundles import trial_bundles
+from colt_ray.parallel.sweep.checks import check_spec, corner_configs, dataset_classes
+from colt_ray.parallel.sweep.cli import main
+from colt_ray.parallel.sweep.parse import load_spec, parse_spec
+from colt_ray.parallel.sweep.state import Totals, load_state, save_state
+from colt_ray.parallel.sweep.trials import mark_pareto, trial_row, trial_status
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPACES = os.path.join(REPO, "search_spaces")
+MNIST = os.path.join(REPO, "..", "shared", "data", "mnist10k.npz")
+
+
+def space(**over):
+    """A small valid space as a dict; ``over`` replaces top-level keys (None deletes one)."""
+    data = {
+        "name": "t",
+        "fixed": {"dataset": "digits", "arch": "conv2", "method": "colt", "epochs": 1, "cycles": 2},
+        "search": {"rate": {"float": [0.1, 0.4]}, "shards": {"int": [1, 2]}, "split": {"choice": ["class", "random"]}},
+        "objectives": [{"metric": "acc", "mode": "max"}],
+        "budget": {"num_samples": 2, "max_concurrent": 1},
+    }
+    data.update(over)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def write(tmp_path, data, name="space.yaml"):
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return str(path)
+
+
+# ---- the format ------------------------------------------------------------------------------------
+def test_shipped_spaces_parse_and_pass_every_corner():
+    names = sorted(f for f in os.listdir(SPACES) if f.endswith(".yaml"))
+    assert {"quick.yaml", "colt_mnist.yaml", "colt_cifar10.yaml", "colt_cifar100.yaml", "colt_tinyimagenet.yaml",
+            "colt_vs_imp.yaml"} <= set(names)
+    for name in names:
+        spec = load_spec(os.path.join(SPACES, name))
+        assert {"rate", "shards", "split", "lr"} <= set(spec.search), name
+        if spec.fixed.get("dataset") == "npz" and not os.path.exists(MNIST):
+            continue  # the shared benchmark file is optional
+        check_spec(spec)
+    assert load_spec(os.path.join(SPACES, "colt_vs_imp.yaml")).search["method"].values == ("colt", "imp")
+
+
+def test_parse_reads_every_section():
+    spec = parse_spec(space(objectives=[{"metric": "acc"}, {"metric": "sparsity"}],
+                            scheduler={"metric": "acc", "grace_period": 1}, sampler={"seed": 3}))
+    assert spec.multi and spec.sampler.kind == "nsga2" and spec.sampler.seed == 3
+    assert [o.mode for o in spec.objectives] == ["max", "max"]
+    assert spec.scheduler.metric == "acc" and spec.scheduler.mode == "max" and spec.scheduler.reduction_factor == 2
+    assert spec.search["shards"].values == (1, 2) and spec.base_config()["progress"] is False
+    single = parse_spec(space())
+    assert not single.multi and single.sampler.kind == "tpe" and single.scheduler is None
+
+
+def test_acc_at_target_takes_the_fixed_target_sparsity():
+    fixed = {**space()["fixed"], "target_sparsity": 0.5}
+    fixed.pop("cycles")
+    spec = parse_spec(space(fixed=fixed, objectives={"metric": "acc_at_target"}))
+    assert spec.objectives[0].target == 0.5
+
+
+def test_worst_corner_pairs_most_shards_with_a_class_split():
+    spec = parse_spec(space(search={"shards": {"int": [1, 12]}, "split": {"choice": ["random", "class"]}}))
+    label, worst = list(corner_configs(spec))[-1]
+    assert worst["shards"] == 12 and worst["split"] == "class" and "worst case" in label
+
+
+def test_npz_class_count_reads_labels_only(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=np.zeros((4, 2, 2), np.uint8), y_train=np.array([0, 1, 2, 6]),
+             x_test=np.zeros((1, 2, 2), np.uint8), y_test=np.array([3]))
+    assert dataset_classes("npz", str(path)) == 7
+    assert dataset_classes("cifar100", "/nonexistent") == 100
+    with pytest.raises(ConfigError, match="data-root"):
+        dataset_classes("npz", str(tmp_path / "missing.npz"))
+
+
+# ---- bad input: one line, exit 2, nothing written, Ray never started --------------------------------------
+BAD = {
+    "yaml_does_not_parse": ("name: t\nfixed: {dataset: digits\n", "not valid YAML"),
+    "unknown_top_level_key": (space(budgett={"num_samples": 2}), "budgett: unknown key; valid: name, description"),
+    "unknown_fixed_setting": (space(fixed={"dataset": "digits", "epoch": 1}), "fixed.epoch: unknown setting; valid: "),
+    "unknown_searched_setting": (space(search={"lrr": {"float": [0.01, 0.1]}}), "search.lrr: unknown setting; valid: "),
+    "empty_range": (space(search={"rate": {"float": [0.2, 0.2]}}), "search.rate: empty range"),
+    "inverted_range": (space(search={"lr": {"logfloat": [0.2, 0.01]}}), "search.lr: inverted range"),
+    "categorical_without_choices": (space(search={"split": {"choice": []}}), "search.split: choice needs a non-empty list"),
+    "unknown_distribution": (space(search={"lr": {"normal": [0, 1]}}), "unknown distribution 'normal'"),
+    "too_many_shards_for_class_split": (space(search={"shards": {"int": [2, 20]}, "split": {"choice": ["random", "class"]}}),
+                                        "shards: a class split of 10 classes allows at most 10 shards, got 20"),
+    "bad_value_in_range": (space(search={"lr": {"float": [-1.0, 0.1]}}), "lr: must be > 0"),
+    "integer_setting_as_float": (space(search={"shards": {"float": [1, 4]}}), "shards is an integer setting"),
+    "asha_without_metric_for_two_objectives": (space(objectives=[{"metric": "acc"}, {"metric": "sparsity"}], scheduler={}),
+                                               "scheduler.metric: ASHA is single-objective"),
+    "unknown_metric": (space(objectives={"metric": "accuracy"}), "unknown metric 'accuracy'"),
+    "asha_metric_without_target": (space(scheduler={"metric": "acc_at_target"}), "acc_at_target needs a target"),
+}
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    def refuse(address):
+        raise AssertionError("Ray was started for bad input")
+
+    monkeypatch.setattr(driver, "init_ray", refuse)
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_one_line_exit_2_nothing_written(case, tmp_path, capsys, no_ray):
+    data, expected = BAD[case]
+    storage = tmp_path / "st"
+    rc = main([write(tmp_path, data), "--storage", str(storage)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2, err
+    assert len(err) == 1 and err[0].startswith("colt-ray: error: ") and expected in err[0], err
+    assert not storage.exists()
+
+
+def test_unwritable_storage_is_one_line_exit_2(tmp_path, capsys, no_ray):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    rc = main([write(tmp_path, space()), "--storage", str(blocker / "st")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("colt-ray: error: storage: ") and "not writable" in err[0]
+    assert blocker.read_text() == "x" and sorted(os.listdir(tmp_path)) == ["file", "space.yaml"]
+
+
+def test_resume_without_a_sweep_and_rerun_of_an_existing_name_are_refused(tmp_path, capsys, no_ray):
+    rc = main([write(tmp_path, space()), "--storage", str(tmp_path / "st"), "--resume"])
+    assert rc == 2 and "resume: no sweep to resume" in capsys.readouterr().err
+    assert not (tmp_path / "st").exists()
+
+
+def test_bad_override_and_missing_file(tmp_path, capsys, no_ray):
+    assert main([write(tmp_path, space()), "--num-samples", "0"]) == 2
+    assert "num-samples: must be an integer >= 1" in capsys.readouterr().err
+    assert main([str(tmp_path / "nope.yaml")]) == 2
+    assert "space: cannot read" in capsys.readouterr().err
+
+
+def test_command_line_exit_status_is_2(tmp_path):
+    storage = tmp_path / "st"
+    proc = subprocess.run([sys.executable, "-m", "colt_ray.parallel.sweep.cli", write(tmp_path, BAD["empty_range"][0]),
+                           "--storage", str(storage)], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "search.rate: empty range" in proc.stderr
+    assert not storage.exists()
+
+
+# ---- trial resources --------------------------------------------------------------------------------
+def test_a_ray_trial_with_k_shards_reserves_1_plus_k_bundles():
+    flat = {"method": "colt", "shards": 2, "backend": "ray", "cpus_per_shard": 0.5}
+    assert trial_bundles(flat) == [{"CPU": 0.5}, {"CPU": 0.5}, {"CPU": 0.5}]
+    assert len(trial_bundles({**flat, "shards": 1})) == 2
+    assert len(trial_bundles({**flat, "shards": 5})) == 6
+
+
+def test_trial_bundles_gpu_share_imp_and_local_backend():
+    gpu = {"method": "colt", "shards": 2, "backend": "ray", "cpus_per_shard": 2, "gpus_per_shard": 0.25}
+    assert trial_bundles(gpu, cluster_gpus=4) == [{"CPU": 2, "GPU": 0.25}] * 3
+    assert trial_bundles(gpu, cluster_gpus=0) == [{"CPU": 2}] * 3  # no GPU in the cluster: CPU training
+    imp = trial_bundles({"method": "imp", "backend": "ray", "cpus_per_shard": 1})
+    assert len(imp) == 2 and imp[1] == {"CPU": 1}  # the trial + its one full-data trainer
+    assert trial_bundles({"shards": 4, "backend": "local", "cpus_per_shard": 1}) == [{"CPU": 1}]
+
+
+# ---- checkpoint state -----------------------------------------------------------------------------------
+def _record(cycle=1, done=False):
+    mask = Mask({"w": torch.tensor([[True, False], [True, True]]), "v": torch.tensor([True, False, False])})
+    props = [Mask({"w": torch.tensor([[True, False], [False, True]]), "v": torch.tensor([True, False, False])})]
+    theta = {"w": np.arange(4, dtype=np.float32).reshape(2, 2), "v": np.ones(3, np.float32)}
+    return CycleRecord("run-1", cycle, mask, theta, [], [], props, done)
+
+
+def test_checkpoint_state_round_trip(tmp_path):
+    rec = _record()
+    totals = Totals(sample_epochs=300, wall_seconds=2.5, dense_acc=0.5, acc_at_target=0.0)
+    save_state(str(tmp_path), rec, totals, {"cycle": 1, "acc": 0.7})
+    state = load_state(str(tmp_path))
+    assert state.run_id == "run-1" and not state.done and state.metrics == {"cycle": 1, "acc": 0.7}
+    assert state.resume.cycle == 1 and state.resume.mask == rec.mask and state.resume.proposals == rec.proposals
+    assert state.resume.mask.names() == ["w", "v"]
+    assert all(np.array_equal(state.resume.theta[k], rec.theta[k]) for k in rec.theta)
+    assert state.totals == totals
+
+
+# ---- trial status and the Pareto front ------------------------------------------------------------------
+def test_status_from_last_result():
+    assert trial_status({"search_done": True}, None) == "completed"
+    assert trial_status({"search_done": False}, None) == "stopped_early"
+    assert trial_status({"search_done": True}, RuntimeError("x")) == "failed"
+
+
+def test_pareto_front_holds_only_completed_non_dominated_trials():
+    spec = parse_spec(space(objectives=[{"metric": "acc"}, {"metric": "sparsity"}]))
+    results = {
+        "a": ({"acc": 0.9, "sparsity": 0.3, "search_done": True}, None),
+        "b": ({"acc": 0.8, "sparsity": 0.5, "search_done": True}, None),
+        "c": ({"acc": 0.7, "sparsity": 0.4, "search_done": True}, None),  # dominated by b
+        "d": ({"acc": 0.99, "sparsity": 0.9, "search_done": False}, None),  # would dominate all, stopped early
+        "e": ({}, RuntimeError("boom")),
+    }
+    rows = [trial_row(spec, tid, {"shards": 2}, m, err) for tid, (m, err) in results.items()]
+    mark_pareto(spec, rows)
+    assert {r["trial_id"]: r["pareto"] for r in rows} == {"a": True, "b": True, "c": False, "d": False, "e": False}
+    assert [r["status"] for r in rows] == ["completed"] * 3 + ["stopped_early", "failed"]
+    assert rows[3]["stopped_early"] and rows[0]["objective"] == 0.9 and rows[4]["run_id"].endswith("-e")
+
+
+def test_single_objective_front_is_the_best_completed_trial():
+    spec = parse_spec(space(objectives={"metric": "sparsity", "mode": "min"}))
+    rows = [trial_row(spec, t, {}, {"sparsity": s, "search_done": True}, None) for t, s in (("a", 0.5), ("b", 0.2))]
+    mark_pareto(spec, rows)
+    assert [r["pareto"] for r in rows] == [False, True]
+
+
+# ---- the cluster submit script ----------------------------------------------------------------------------
+def test_submit_script_smoke_test_prints_the_job_command(tmp_path, capsys):
+    import importlib.util
+    import json
+    import shlex
+
+    spec = importlib.util.spec_from_file_location("submit_sweep", os.path.join(REPO, "scripts", "submit_sweep.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rc = script.main([os.path.join(SPACES, "quick.yaml"), "--address", "http://10.0.0.1:8265", "--storage", "rel/st",
+                      "--smoke-test", "--", "--num-samples", "3"])
+    assert rc == 0
+    cmd = shlex.split(capsys.readouterr().out.splitlines()[0][2:])
+    assert cmd[:3] == ["ray", "job", "submit"] and cmd[cmd.index("--working-dir") + 1] == "."
+    assert cmd[cmd.index("--address") + 1] == "http://10.0.0.1:8265" and "--no-wait" in cmd
+    env = json.loads(cmd[cmd.index("--runtime-env-json") + 1])
+    assert "optuna>=3.4" in env["pip"]["packages"] and not any(p.startswith("torch") for p in env["pip"]["packages"])
+    entry = cmd[cmd.index("--") + 1:]
+    assert entry[:4] == ["python", "-m", "colt_ray", "sweep"] and entry[4] == "search_spaces/quick.yaml"
+    assert entry[entry.index("--storage") + 1] == os.path.abspath("rel/st") and entry[-2:] == ["--num-samples", "3"]
+    assert script.main([str(tmp_path / "x.yaml"), "--smoke-test"]) == 2  # outside the project: the job could not see it
+
+
+def test_the_sweep_command_line_imports_neither_ray_nor_optuna_nor_torch():
+    code = "import sys, colt_ray.parallel.sweep.cli as c; print(sorted(m for m in ('ray', 'optuna', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.stdout.strip() == "[]", out.stderr
