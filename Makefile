@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-OUT ?= results/demo
+SWEEPS ?= sweeps
+DEMO := quick-$(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: install demo test bench clean
 
@@ -15,15 +16,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-# The main job on the embedded default dataset (scikit-learn's digits): COLT and IMP tickets, then the report.
+# The main job on the embedded default dataset (scikit-learn's digits): a small COLT sweep, then the report.
 demo: $(STAMP)
-	$(VENV)/bin/colt-ray ticket --method colt --dataset digits --arch conv2 --cycles 4 --epochs 10 --out $(OUT)
-	$(VENV)/bin/colt-ray ticket --method imp --dataset digits --arch conv2 --cycles 4 --epochs 10 --out $(OUT)
-	$(VENV)/bin/colt-ray report $(OUT)
-	@echo "results: $(OUT)/ (Parquet tables, tickets, report/)"
+	$(VENV)/bin/colt-ray sweep search_spaces/quick.yaml --storage $(SWEEPS) --name $(DEMO)
+	$(VENV)/bin/colt-ray report $(SWEEPS)/$(DEMO)
+	@echo "results: $(SWEEPS)/$(DEMO)/ (runs/ cycles/ layers/ Parquet, trials.parquet, tickets/, report/)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) results .pytest_cache
+	rm -rf $(VENV) results sweeps .pytest_cache

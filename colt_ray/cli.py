@@ -12,17 +12,20 @@ import sys
 from typing import Optional, Sequence
 
 from colt_ray.core.config import (
+    ACTIVATIONS,
     BUDGETS,
     METHODS,
     OPTIMIZERS,
     PRUNE_GROUPS,
     SCHEDULES,
     SPLITS,
+    TWEAKS,
     RunConfig,
     flat_field_owners,
     validate,
 )
-from colt_ray.core.errors import ConfigError
+from colt_ray.core.errors import ConfigError, RunError
+from colt_ray.parallel.sweep.cli import add_sweep_parser, cmd_sweep
 
 EXIT_BAD_INPUT = 2
 
@@ -66,6 +69,36 @@ def _add_recipe(p: argparse.ArgumentParser, d: RunConfig) -> None:
                    help="alpha: true class 1-alpha, others alpha/(C-1)")
 
 
+def _add_tweaks(p: argparse.ArgumentParser, d: RunConfig) -> None:
+    tw = d.retrain
+    g = p.add_argument_group("retraining tweaks (ALGORITHMS.md section 3; each independent, combinable)")
+    g.add_argument("--tweaks", default=tw.tweaks,
+                   help=f"comma-separated, from {', '.join(TWEAKS)} (label-smoothing: alpha = --label-smoothing, "
+                   "or 0.1 when that is 0; distill: sparse full-data retraining against the run's dense model)")
+    g.add_argument("--activation", default=tw.activation, help=f"replace every ReLU by one of {', '.join(ACTIVATIONS)}")
+    g.add_argument("--distill-temperature", dest="distill_temperature", type=float, default=tw.distill_temperature,
+                   help="distill: softmax temperature T")
+    g.add_argument("--distill-weight", dest="distill_weight", type=float, default=tw.distill_weight,
+                   help="distill: weight of T^2 * KL; cross-entropy gets 1 - this")
+
+
+def _add_jackpot(p: argparse.ArgumentParser, d: RunConfig) -> None:
+    j = d.jackpot
+    g = p.add_argument_group("jackpot (--method jackpot: a mask searched on frozen pre-trained weights; "
+                             "sparsity = --target-sparsity, default 0.9; per-layer budgets from --budget)")
+    g.add_argument("--pretrained", default=j.pretrained, metavar="FILE",
+                   help="pre-trained weights: a safetensors state dict or a colt_ray ticket file (its theta); "
+                   "default: train the dense model first")
+    g.add_argument("--pretrain-epochs", dest="pretrain_epochs", type=int, default=j.pretrain_epochs,
+                   help="dense training before the search; -1: --epochs, or 0 with --pretrained")
+    g.add_argument("--search-epochs", dest="search_epochs", type=int, default=j.search_epochs, help="epochs of score training")
+    g.add_argument("--score-lr", dest="score_lr", type=float, default=j.score_lr, help="SGD learning rate of the scores (cosine decay)")
+    g.add_argument("--score-weight-decay", dest="score_weight_decay", type=float, default=j.score_weight_decay,
+                   help="weight decay on the scores")
+    g.add_argument("--short-restriction", dest="short_restriction", action="store_true",
+                   help="change the mask only by matched in/out swaps that lower the loss")
+
+
 def _add_data(p: argparse.ArgumentParser, d: RunConfig, required: bool = False) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=None if required else d.data.dataset, required=required,
@@ -95,9 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="colt-ray", description=__doc__.splitlines()[0], formatter_class=_Help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    t = sub.add_parser("ticket", formatter_class=_Help, help="find a lottery ticket with COLT or IMP",
+    t = sub.add_parser("ticket", formatter_class=_Help, help="find a lottery ticket with COLT, IMP or a jackpot search",
                        description="Find a lottery ticket. COLT: k shard models from the same init, AND of their "
-                       "magnitude masks, rewind, repeat. IMP: prune p of the survivors each level, rewind, retrain.\n"
+                       "magnitude masks, rewind, repeat. IMP: prune p of the survivors each level, rewind, retrain. "
+                       "Jackpot: search a mask on frozen pre-trained weights, no weight training.\n"
                        "Writes runs/, cycles/, layers/ (Parquet) and tickets/ (safetensors) under --out.")
     g = t.add_argument_group("method")
     g.add_argument("--method", default=d.ticket.method, help=f"one of {', '.join(METHODS)}")
@@ -109,13 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--budget", default=d.prune.budget, help=f"pruning budget: {', '.join(BUDGETS)}")
     g.add_argument("--prune-groups", dest="groups", type=_csv(str), default=d.prune.groups, help=f"tensor groups to prune, from {', '.join(PRUNE_GROUPS)}")
     g.add_argument("--cycles", type=int, default=None, help="number of prune rounds (default 5 when no --target-sparsity)")
-    g.add_argument("--target-sparsity", dest="target_sparsity", type=float, default=None, help="stop once sparsity reaches this")
+    g.add_argument("--target-sparsity", dest="target_sparsity", type=float, default=None, help="stop once sparsity reaches this (jackpot: its sparsity, default 0.9)")
     g.add_argument("--rewind-step", dest="rewind_step", type=int, default=0, help="IMP: rewind to the weights after K steps (0 = init)")
     g.add_argument("--no-eval-tickets", dest="eval_tickets", action="store_false", help="COLT: skip training each cycle's ticket on the full data")
     g.add_argument("--seed", type=int, default=d.ticket.seed, help="run seed (init, heads, shards, shuffling)")
     g.add_argument("--list", dest="list_names", action="store_true", help="list architectures and datasets, then exit")
     _add_data(t, d)
     _add_recipe(t, d)
+    _add_tweaks(t, d)
+    _add_jackpot(t, d)
     _add_resources(t, d)
     t.add_argument("--out", default="results", help="results directory")
 
@@ -125,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--arch", default=None, help="expected architecture of the ticket (checked; default: the ticket's own)")
     _add_data(tr, d, required=True)
     _add_recipe(tr, d)
+    _add_tweaks(tr, d)
     tr.add_argument("--seed", type=int, default=d.ticket.seed, help="seed of the new head and of shuffling")
     tr.add_argument("--device", default="auto", help="auto, cpu or cuda")
     tr.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -138,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default=None, help="where to save tables and plots (default RESULTS_DIR/report)")
     rp.add_argument("--format", dest="fmt", default="md", help="md or csv")
 
+    add_sweep_parser(sub, _Help)
     return parser
 
 
@@ -166,6 +204,11 @@ def cmd_ticket(args: argparse.Namespace) -> int:
     sink = ResultsSink(prepared, args.out, echo=echo)
     print(f"run {prepared.run_id}: {cfg.ticket.method} on {cfg.data.dataset} with {cfg.model.arch}, "
           f"{prepared.num_classes} classes, backend {cfg.resources.backend} -> {args.out}", file=sys.stderr)
+    if "skip-paths" in cfg.retrain.names:
+        from colt_ray.core.tweaks import skip_parameters
+
+        n = skip_parameters(cfg, prepared.bundle.in_shape, prepared.num_classes)
+        print(f"skip paths: {n:,} dense parameters, never pruned, not counted in sparsity", file=sys.stderr)
     sink.start()
     try:
         if cfg.resources.backend == "ray":
@@ -222,7 +265,7 @@ def _list_names() -> int:
     return 0
 
 
-COMMANDS = {"ticket": cmd_ticket, "transfer": cmd_transfer, "report": cmd_report}
+COMMANDS = {"ticket": cmd_ticket, "transfer": cmd_transfer, "report": cmd_report, "sweep": cmd_sweep}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -236,6 +279,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as exc:
         print(f"colt-ray: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except RunError as exc:
+        print(f"colt-ray: run failed: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("colt-ray: interrupted", file=sys.stderr)
         return 130
