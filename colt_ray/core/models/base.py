@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from colt_ray.core.errors import ConfigError
 from colt_ray.core.registry import Registry
@@ -126,3 +126,18 @@ def conv_bn_relu(c_in: int, c_out: int, bias: bool = True) -> nn.Sequential:
 def pooled(size: int, pools: int) -> int:
     """Spatial size after ``pools`` 2x2/stride-2 max pools (each floors)."""
     return size >> pools
+
+
+class PooledClassifier(nn.Module):
+    """Base of the CNNs whose head is global average pooling and one Linear output layer ``fc``."""
+
+    head_name = "fc"
+
+    def add_head(self, channels: int, num_classes: int) -> None:
+        """Create the head (call it where the head's parameters should be created, for the init order)."""
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(channels, num_classes)
+
+    def head(self, features: Tensor) -> Tensor:
+        return self.fc(self.flatten(self.avgpool(features)))

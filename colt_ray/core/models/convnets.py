@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from colt_ray.core.models.base import InShape, pooled, register
+from colt_ray.core.models.base import InShape, PooledClassifier, pooled, register
 
 # "M" = 2x2 max pool; ints = 3x3 conv (padding 1) + ReLU with that many filters.
 CONV_PLANS = {
@@ -62,7 +62,7 @@ for _name, _plan in CONV_PLANS.items():
     )(_conv_builder(_plan))
 
 
-class COLTConv3(nn.Module):
+class COLTConv3(PooledClassifier):
     """The ``conv3`` of the official COLT code (github.com/ismail31416/COLT, ``archs/*/conv3.py``).
 
     Three stages of 3x3 conv (padding 1, with bias) -> BatchNorm -> 2x2 max pool -> ReLU, with 64, 128 and 256
@@ -79,13 +79,10 @@ class COLTConv3(nn.Module):
             layers += [nn.Conv2d(c, out, 3, padding=1), nn.BatchNorm2d(out), nn.MaxPool2d(2), nn.ReLU()]
             c = out
         self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(c, num_classes)
-        self.head_name = "fc"
+        self.add_head(c, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.flatten(self.avgpool(self.features(x))))
+        return self.head(self.features(x))
 
 
 @register("conv3", min_size=8, description="COLT's Conv-3: 3x (conv+BN+pool+ReLU) 64-128-256, avgpool, Linear")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from colt_ray.core.models.base import InShape, register
+from colt_ray.core.models.base import InShape, PooledClassifier, register
 
 # (expansion, out_channels, num_blocks, stride) per stage; kuangliu's CIFAR variant.
 MOBILENETV2_CFG = [
@@ -48,7 +48,7 @@ class InvertedResidual(nn.Module):
         return out + self.shortcut(x) if self.stride == 1 else out
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(PooledClassifier):
     """Stem 3x3 conv (32, stride 1)+BN+ReLU, inverted residual stages, 1x1 conv 1280+BN+ReLU, avgpool, ``fc``."""
 
     def __init__(self, in_shape: InShape, num_classes: int):
@@ -66,15 +66,12 @@ class MobileNetV2(nn.Module):
         self.conv2 = nn.Conv2d(c, 1280, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(1280)
         self.act2 = nn.ReLU()
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(1280, num_classes)
-        self.head_name = "fc"
+        self.add_head(1280, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.layers(self.act1(self.bn1(self.conv1(x))))
         out = self.act2(self.bn2(self.conv2(out)))
-        return self.fc(self.flatten(self.avgpool(out)))
+        return self.head(out)
 
 
 @register("mobilenetv2", min_size=8, description="CIFAR MobileNetV2 (kuangliu/pytorch-cifar), avgpool, Linear")

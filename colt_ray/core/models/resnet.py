@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from colt_ray.core.models.base import InShape, register
+from colt_ray.core.models.base import InShape, PooledClassifier, register
 
 
 class BasicBlock(nn.Module):
@@ -31,7 +31,7 @@ class BasicBlock(nn.Module):
         return self.act2(out + self.shortcut(x))
 
 
-class ResNet(nn.Module):
+class ResNet(PooledClassifier):
     """Stem (3x3 conv stride 1 + BN + ReLU, no max pool), stages of BasicBlocks, avgpool, Linear head ``fc``.
 
     Stages are ``layer1``, ``layer2``, ...; stage ``i`` has ``blocks[i]`` blocks of ``widths[i]`` channels and
@@ -51,16 +51,13 @@ class ResNet(nn.Module):
                 layer.append(BasicBlock(c, w, stride=2 if (i > 0 and j == 0) else 1))
                 c = w
             self.add_module(f"layer{i + 1}", nn.Sequential(*layer))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(c, num_classes)
-        self.head_name = "fc"
+        self.add_head(c, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.act1(self.bn1(self.conv1(x)))
         for i in range(self.num_stages):
             out = getattr(self, f"layer{i + 1}")(out)
-        return self.fc(self.flatten(self.avgpool(out)))
+        return self.head(out)
 
 
 @register("resnet18", min_size=8, description="CIFAR ResNet-18: BasicBlocks [2,2,2,2], widths 64-512")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from colt_ray.core.models.base import InShape, conv_bn_relu, register
+from colt_ray.core.models.base import InShape, PooledClassifier, conv_bn_relu, register
 
 # Five stages of 3x3 conv+BN+ReLU, a 2x2 max pool between stages ("M").
 VGG_PLANS = {
@@ -13,7 +13,7 @@ VGG_PLANS = {
 }
 
 
-class VGG(nn.Module):
+class VGG(PooledClassifier):
     """``features`` (conv3x3+BN+ReLU blocks and max pools) -> global average pool -> Linear head ``fc``."""
 
     def __init__(self, in_shape: InShape, num_classes: int, plan: list):
@@ -27,13 +27,10 @@ class VGG(nn.Module):
                 layers.append(conv_bn_relu(c, spec))
                 c = spec
         self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(c, num_classes)
-        self.head_name = "fc"
+        self.add_head(c, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.flatten(self.avgpool(self.features(x))))
+        return self.head(self.features(x))
 
 
 @register("vgg16", min_size=32, description="CIFAR VGG-16 with BatchNorm (open_lth cifar_vgg_16), avgpool, Linear")
