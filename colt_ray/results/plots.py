@@ -56,10 +56,7 @@ def accuracy_vs_sparsity(points: pd.DataFrame, best: pd.DataFrame, path: str) ->
             if dense.notna().any():
                 d = dense.mean()
                 ax.axhline(d, color=_color(method), ls="--", lw=1.2, label=f"dense, {method} runs ({d:.4f})")
-        ax.set(title=f"{dataset} / {arch}", xlabel="sparsity (fraction of prunable weights pruned)",
-               ylabel="test accuracy (best epoch)")  # fmt: skip
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        _accuracy_axes(ax, dataset, arch)
     return _save(fig, path)
 
 
@@ -79,10 +76,7 @@ def pareto(pareto_pts: pd.DataFrame, path: str) -> Optional[str]:
                 label="front")  # fmt: skip
         for method, f in front.groupby("method", sort=True):
             ax.scatter(f["sparsity"], f["acc_best"], color=_color(method), s=40, zorder=3, label=f"front: {method}")
-        ax.set(title=f"{dataset} / {arch}", xlabel="sparsity (fraction of prunable weights pruned)",
-               ylabel="test accuracy (best epoch)")  # fmt: skip
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        _accuracy_axes(ax, dataset, arch)
     return _save(fig, path)
 
 
@@ -128,3 +122,11 @@ def mask_overlap(points: pd.DataFrame, layers: pd.DataFrame, runs: list[str], pa
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small", ncol=2)
     return _save(fig, path)
+
+
+def _accuracy_axes(ax, dataset: str, arch: str) -> None:
+    """Title, labels, grid and legend of a sparsity-vs-accuracy panel."""
+    ax.set(title=f"{dataset} / {arch}", xlabel="sparsity (fraction of prunable weights pruned)",
+           ylabel="test accuracy (best epoch)")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
