@@ -14,13 +14,13 @@ import torch
 
 from colt_ray.core.config import RunConfig, validate
 from colt_ray.core.data import DatasetBundle, Shard, load_dataset, make_shards, shard_bundle
-from colt_ray.core.models import build_model, check_fits, param_groups, prunable_names
+from colt_ray.core.models import check_fits, param_groups, prunable_names
 from colt_ray.core.pruning import Mask
 from colt_ray.core.tickets.jackpot import load_pretrained
 from colt_ray.core.tickets.methods import METHODS, Context, Resume, Sink
 from colt_ray.core.tickets.records import CycleRecord
 from colt_ray.core.tickets.trainer import TicketTrainer, TrainOutcome, build_theta0, shard_head_seed
-from colt_ray.core.tweaks import apply_tweaks
+from colt_ray.core.tweaks import build_run_model
 
 
 @dataclass
@@ -47,7 +47,7 @@ def prepare(cfg: RunConfig, run_id: Optional[str] = None) -> Prepared:
     check_fits(cfg.model.arch, bundle.in_shape)
     shards = make_shards(bundle, cfg.num_shards, cfg.ticket.split, cfg.ticket.seed) if cfg.ticket.method == "colt" else []
     # tweaks first: an unknown activation or skip paths without residual blocks fail before any work
-    model = apply_tweaks(build_model(cfg.model.arch, bundle.in_shape, bundle.num_classes, seed=0), cfg)
+    model = build_run_model(cfg, bundle.in_shape, bundle.num_classes)
     theta0 = build_theta0(cfg, bundle.in_shape, bundle.num_classes)
     if cfg.ticket.method == "jackpot" and cfg.jackpot.pretrained:
         theta0 = load_pretrained(cfg.jackpot.pretrained, model, cfg.model.arch)  # the jackpot's cycle 0 starts here

@@ -17,12 +17,12 @@ import torch
 
 from colt_ray.core.config import RunConfig
 from colt_ray.core.data import DatasetBundle, load_dataset, make_shards, shard_bundle
-from colt_ray.core.models import build_model, head_module, prunable_names, replace_head
+from colt_ray.core.models import head_module, prunable_names, replace_head
 from colt_ray.core.pruning import Mask, magnitude_scores, prune
 from colt_ray.core.seeds import derive_seed, generator
 from colt_ray.core.tickets.jackpot import pretrain_epochs, search_jackpot
 from colt_ray.core.train import BaseCallback, TrainResult, resolve_device, train
-from colt_ray.core.tweaks import Distiller, apply_tweaks, rescale_to_density, retrain_recipe, uses
+from colt_ray.core.tweaks import Distiller, build_run_model, rescale_to_density, retrain_recipe, uses
 
 State = Mapping[str, np.ndarray]
 FULL = -1  # trainer index of the full-data model (IMP, ticket evaluation)
@@ -191,8 +191,7 @@ class TicketTrainer:
 
     def build(self) -> torch.nn.Module:
         """A fresh copy of this trainer's network (architecture tweaks applied; weights to be loaded)."""
-        b = self.bundle
-        return apply_tweaks(build_model(self.cfg.model.arch, b.in_shape, b.num_classes, seed=0), self.cfg)
+        return build_run_model(self.cfg, self.bundle.in_shape, self.bundle.num_classes)
 
     def weights(self) -> dict[str, torch.Tensor]:
         params = dict(self.model.named_parameters())
@@ -210,8 +209,8 @@ def shard_head_seed(cfg: RunConfig, index: int) -> int:
 def build_theta0(cfg: RunConfig, in_shape: tuple[int, int, int], num_classes: int) -> dict[str, np.ndarray]:
     """theta_0: the model's initial state with the full-class head from the fixed head seed (shared by IMP
     and COLT's ticket evaluation, for a fair comparison)."""
-    model = build_model(cfg.model.arch, in_shape, num_classes, seed=derive_seed(cfg.ticket.seed, "init"))
-    apply_tweaks(model, cfg)  # skip paths are part of theta_0 (constant init: the base weights are unchanged)
+    # skip paths are part of theta_0 (constant init: the base weights are unchanged)
+    model = build_run_model(cfg, in_shape, num_classes, seed=derive_seed(cfg.ticket.seed, "init"))
     replace_head(model, num_classes, seed=derive_seed(cfg.ticket.seed, "head", "full"))
     assert head_module(model).out_features == num_classes
     return state_to_numpy(model)

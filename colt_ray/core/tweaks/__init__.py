@@ -55,11 +55,17 @@ def apply_tweaks(model: nn.Module, cfg: RunConfig) -> nn.Module:
     return model
 
 
-def skip_parameters(cfg: RunConfig, in_shape: tuple[int, int, int], num_classes: int) -> int:
-    """Number of skip-path parameters the run's model carries (dense; never counted as pruned weights)."""
+def build_run_model(cfg: RunConfig, in_shape: tuple[int, int, int], num_classes: int, seed: int = 0):
+    """The run's network: ``cfg.model.arch`` with the architecture tweaks (activation, skip paths) applied.
+    Raises ConfigError for a tweak the architecture cannot take."""
     from colt_ray.core.models import build_model
 
-    return skip_parameter_count(apply_tweaks(build_model(cfg.model.arch, in_shape, num_classes, seed=0), cfg))
+    return apply_tweaks(build_model(cfg.model.arch, in_shape, num_classes, seed=seed), cfg)
+
+
+def skip_parameters(cfg: RunConfig, in_shape: tuple[int, int, int], num_classes: int) -> int:
+    """Number of skip-path parameters the run's model carries (dense; never counted as pruned weights)."""
+    return skip_parameter_count(build_run_model(cfg, in_shape, num_classes))
 
 
 def retrain_recipe(cfg: RunConfig) -> RecipeConfig:
