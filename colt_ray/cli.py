@@ -9,25 +9,36 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from colt_ray.core.config import (
-    ACTIVATIONS,
-    BUDGETS,
-    METHODS,
-    OPTIMIZERS,
-    PRUNE_GROUPS,
-    SCHEDULES,
-    SPLITS,
-    TWEAKS,
     RunConfig,
+    default_of,
+    flag_name,
     flat_field_owners,
+    item_type,
+    section_fields,
+    setting_of,
     validate,
+    value_type,
 )
-from colt_ray.core.errors import ConfigError, RunError
+from colt_ray.core.errors import ConfigError, RunError, one_line, stderr_line
 from colt_ray.parallel.sweep.cli import add_sweep_parser, cmd_sweep
 
 EXIT_BAD_INPUT = 2
+
+# command-line groups of the ``ticket`` flags, each over whole config sections (every field becomes a flag)
+TICKET_GROUPS = [
+    ("method", ("ticket", "model", "prune")),
+    ("data", ("data",)),
+    ("training recipe (every training: shards, IMP levels, ticket evaluation)", ("recipe",)),
+    ("retraining tweaks (docs/algorithms.md section 3; each independent, combinable)", ("retrain",)),
+    ("jackpot (--method jackpot: a mask searched on frozen pre-trained weights; sparsity = --target-sparsity, "
+     "default 0.9; per-layer budgets from --budget)", ("jackpot",)),
+    ("execution (never changes the ticket found)", ("resources",)),
+]
+# flags whose former spelling now means another value: (flag, setting, value)
+LEGACY_FLAGS = [("--no-eval-tickets", "eval_tickets", "none")]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,8 +48,16 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError("arguments", message)
 
 
-class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Adds ``(default: X)`` to an option's help unless the help already speaks of its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or action.default in (None, argparse.SUPPRESS) or not action.option_strings
+                or isinstance(action, argparse._StoreTrueAction)):
+            return text
+        shown = ",".join(map(str, action.default)) if isinstance(action.default, tuple) else action.default
+        return f"{text} (default: {shown if shown != '' else 'none'})"
 
 
 def _csv(kind):
@@ -52,79 +71,45 @@ def _csv(kind):
     return parse
 
 
-def _add_recipe(p: argparse.ArgumentParser, d: RunConfig) -> None:
-    r = d.recipe
-    g = p.add_argument_group("training recipe (every training: shards, IMP levels, ticket evaluation)")
-    g.add_argument("--epochs", type=int, default=r.epochs, help="epochs per training")
-    g.add_argument("--batch-size", dest="batch_size", type=int, default=r.batch_size, help="minibatch size")
-    g.add_argument("--optimizer", default=r.optimizer, help=f"one of {', '.join(OPTIMIZERS)}")
-    g.add_argument("--lr", type=float, default=r.lr, help="peak learning rate")
-    g.add_argument("--momentum", type=float, default=r.momentum, help="SGD momentum")
-    g.add_argument("--weight-decay", dest="weight_decay", type=float, default=r.weight_decay, help="L2 weight decay")
-    g.add_argument("--warmup-epochs", dest="warmup_epochs", type=float, default=r.warmup_epochs, help="linear warm-up length")
-    g.add_argument("--schedule", default=r.schedule, help=f"lr schedule after warm-up: {', '.join(SCHEDULES)}")
-    g.add_argument("--milestones", type=_csv(int), default=r.milestones, help="epochs for step (first = step size) / multistep, e.g. 20,30,45")
-    g.add_argument("--gamma", type=float, default=r.gamma, help="lr factor at each step/multistep milestone")
-    g.add_argument("--label-smoothing", dest="label_smoothing", type=float, default=r.label_smoothing,
-                   help="alpha: true class 1-alpha, others alpha/(C-1)")
+def add_setting(group: Any, name: str, *, required: bool = False) -> None:
+    """One flag for config field ``name``, from its ``Setting``: type, default, allowed names and help."""
+    spec, kind, default = setting_of(name), value_type(name), default_of(name)
+    help_text = spec.help
+    allowed = spec.allowed() if spec.choices is not None and not callable(spec.choices) else None
+    if allowed:
+        help_text += f": {', '.join(allowed)}"
+    elif callable(spec.choices):
+        help_text += " (names: colt-ray ticket --list)"
+    if spec.default_text:
+        help_text += f" (default: {spec.default_text})"
+    flags = [f"--{flag_name(name)}", *[a for a in spec.aliases if a not in {f for f, _, _ in LEGACY_FLAGS}]]
+    kw: dict[str, Any] = {"dest": name, "help": help_text}
+    if spec.metavar:
+        kw["metavar"] = spec.metavar
+    if kind is bool:
+        group.add_argument(*flags, action=argparse.BooleanOptionalAction, default=default, **kw)
+        return
+    kw["type"] = _csv(item_type(name)) if kind is tuple else kind
+    group.add_argument(*flags, default=None if required else default, required=required, **kw)
 
 
-def _add_tweaks(p: argparse.ArgumentParser, d: RunConfig) -> None:
-    tw = d.retrain
-    g = p.add_argument_group("retraining tweaks (ALGORITHMS.md section 3; each independent, combinable)")
-    g.add_argument("--tweaks", default=tw.tweaks,
-                   help=f"comma-separated, from {', '.join(TWEAKS)} (label-smoothing: alpha = --label-smoothing, "
-                   "or 0.1 when that is 0; distill: sparse full-data retraining against the run's dense model)")
-    g.add_argument("--activation", default=tw.activation, help=f"replace every ReLU by one of {', '.join(ACTIVATIONS)}")
-    g.add_argument("--distill-temperature", dest="distill_temperature", type=float, default=tw.distill_temperature,
-                   help="distill: softmax temperature T")
-    g.add_argument("--distill-weight", dest="distill_weight", type=float, default=tw.distill_weight,
-                   help="distill: weight of T^2 * KL; cross-entropy gets 1 - this")
+def add_sections(parser: argparse.ArgumentParser, groups: list, *, only: Optional[set] = None,
+                 required: tuple[str, ...] = ()) -> None:
+    """The flags of every field of the named config sections (or of the ``only`` fields among them)."""
+    for title, sections in groups:
+        names = [f.name for sec in sections for f in section_fields(sec) if only is None or f.name in only]
+        if names:
+            group = parser.add_argument_group(title)
+            for name in names:
+                add_setting(group, name, required=name in required)
 
 
-def _add_jackpot(p: argparse.ArgumentParser, d: RunConfig) -> None:
-    j = d.jackpot
-    g = p.add_argument_group("jackpot (--method jackpot: a mask searched on frozen pre-trained weights; "
-                             "sparsity = --target-sparsity, default 0.9; per-layer budgets from --budget)")
-    g.add_argument("--pretrained", default=j.pretrained, metavar="FILE",
-                   help="pre-trained weights: a safetensors state dict or a colt_ray ticket file (its theta); "
-                   "default: train the dense model first")
-    g.add_argument("--pretrain-epochs", dest="pretrain_epochs", type=int, default=j.pretrain_epochs,
-                   help="dense training before the search; -1: --epochs, or 0 with --pretrained")
-    g.add_argument("--search-epochs", dest="search_epochs", type=int, default=j.search_epochs, help="epochs of score training")
-    g.add_argument("--score-lr", dest="score_lr", type=float, default=j.score_lr, help="SGD learning rate of the scores (cosine decay)")
-    g.add_argument("--score-weight-decay", dest="score_weight_decay", type=float, default=j.score_weight_decay,
-                   help="weight decay on the scores")
-    g.add_argument("--short-restriction", dest="short_restriction", action="store_true",
-                   help="change the mask only by matched in/out swaps that lower the loss")
-
-
-def _add_data(p: argparse.ArgumentParser, d: RunConfig, required: bool = False) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=None if required else d.data.dataset, required=required,
-                   help="digits (embedded), synthetic, npz, mnist, fashion-mnist, cifar10, cifar100, tinyimagenet")
-    g.add_argument("--data-root", dest="data_root", default=None, help="dataset directory (an .npz file for npz)")
-    g.add_argument("--download", action="store_true", help="download the dataset first (cifar/mnist; needs internet)")
-    g.add_argument("--val-fraction", dest="val_fraction", type=float, default=d.data.val_fraction,
-                   help="fraction of the training set held out for validation (stratified)")
-    g.add_argument("--no-augment", dest="augment", action="store_false", help="turn off the dataset's standard augmentation")
-
-
-def _add_resources(p: argparse.ArgumentParser, d: RunConfig) -> None:
-    res = d.resources
-    g = p.add_argument_group("execution")
-    g.add_argument("--backend", default="ray", help="ray (actors train shards concurrently) or local (one process)")
-    g.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
-    g.add_argument("--cpus-per-shard", dest="cpus_per_shard", type=float, default=res.cpus_per_shard, help="CPUs reserved per shard actor")
-    g.add_argument("--gpus-per-shard", dest="gpus_per_shard", type=float, default=res.gpus_per_shard,
-                   help="GPU share per shard actor (e.g. 0.25); without a GPU the run uses the CPU")
-    g.add_argument("--threads", type=int, default=res.threads, help="torch threads per training (same on every backend)")
-    g.add_argument("--device", default=res.device, help="auto, cpu or cuda")
-    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+def _add_legacy(parser: argparse.ArgumentParser) -> None:
+    for flag, name, value in LEGACY_FLAGS:
+        parser.add_argument(flag, dest=name, action="store_const", const=value, help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = RunConfig()
     parser = _Parser(prog="colt-ray", description=__doc__.splitlines()[0], formatter_class=_Help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -133,44 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
                        "magnitude masks, rewind, repeat. IMP: prune p of the survivors each level, rewind, retrain. "
                        "Jackpot: search a mask on frozen pre-trained weights, no weight training.\n"
                        "Writes runs/, cycles/, layers/ (Parquet) and tickets/ (safetensors) under --out.")
-    g = t.add_argument_group("method")
-    g.add_argument("--method", default=d.ticket.method, help=f"one of {', '.join(METHODS)}")
-    g.add_argument("--arch", default=d.model.arch, help="architecture (see `colt-ray ticket --list`)")
-    g.add_argument("--shards", type=int, default=d.ticket.shards, help="COLT: number of shards k")
-    g.add_argument("--split", default=d.ticket.split, help=f"COLT shard split: {', '.join(SPLITS)}")
-    g.add_argument("--vote", type=int, default=None, help="COLT: keep a weight kept by >= V shards (default: all k, the AND)")
-    g.add_argument("--prune-rate", dest="rate", type=float, default=None, help="fraction of surviving weights pruned per round (default: COLT 0.15, IMP 0.20)")
-    g.add_argument("--budget", default=d.prune.budget, help=f"pruning budget: {', '.join(BUDGETS)}")
-    g.add_argument("--prune-groups", dest="groups", type=_csv(str), default=d.prune.groups, help=f"tensor groups to prune, from {', '.join(PRUNE_GROUPS)}")
-    g.add_argument("--cycles", type=int, default=None, help="number of prune rounds (default 5 when no --target-sparsity)")
-    g.add_argument("--target-sparsity", dest="target_sparsity", type=float, default=None, help="stop once sparsity reaches this (jackpot: its sparsity, default 0.9)")
-    g.add_argument("--rewind-step", dest="rewind_step", type=int, default=0, help="IMP: rewind to the weights after K steps (0 = init)")
-    g.add_argument("--no-eval-tickets", dest="eval_tickets", action="store_false", help="COLT: skip training each cycle's ticket on the full data")
-    g.add_argument("--seed", type=int, default=d.ticket.seed, help="run seed (init, heads, shards, shuffling)")
-    g.add_argument("--list", dest="list_names", action="store_true", help="list architectures and datasets, then exit")
-    _add_data(t, d)
-    _add_recipe(t, d)
-    _add_tweaks(t, d)
-    _add_jackpot(t, d)
-    _add_resources(t, d)
+    add_sections(t, TICKET_GROUPS)
+    _add_legacy(t)
+    t.add_argument("--list", dest="list_names", action="store_true", help="list architectures and datasets, then exit")
     t.add_argument("--out", default="results", help="results directory")
 
     tr = sub.add_parser("transfer", formatter_class=_Help, help="evaluate a saved ticket on another dataset",
-                        description="Train a ticket (theta_0 x mask) with a fresh head on another dataset and report its accuracy.")
+                        description="Train a ticket (theta_0 x mask) with a fresh head on another dataset and report "
+                        "its accuracy.")
     tr.add_argument("ticket_file", metavar="TICKET", help="a tickets/<run>/cycle-NNNN.safetensors file")
     tr.add_argument("--arch", default=None, help="expected architecture of the ticket (checked; default: the ticket's own)")
-    _add_data(tr, d, required=True)
-    _add_recipe(tr, d)
-    _add_tweaks(tr, d)
-    tr.add_argument("--seed", type=int, default=d.ticket.seed, help="seed of the new head and of shuffling")
-    tr.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    tr.add_argument("--threads", type=int, default=1, help="torch threads")
-    tr.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add_sections(tr, TICKET_GROUPS[1:4], required=("dataset",))
+    add_sections(tr, TICKET_GROUPS, only={"seed", "device", "threads", "progress"})
     tr.add_argument("--json", dest="json_out", default=None, help="also write the result as JSON to this file")
 
     rp = sub.add_parser("report", formatter_class=_Help, help="tables and plots from a results directory",
-                        description="Best ticket per method, COLT vs IMP at matched sparsity, the Pareto front and per-layer "
-                        "density, printed and saved with PNG plots.")
+                        description="Best ticket per method, COLT vs IMP at matched sparsity, the Pareto front and "
+                        "per-layer density, printed and saved with PNG plots.")
     rp.add_argument("results_dir", metavar="RESULTS_DIR", help="output of `colt-ray ticket` or `colt-ray sweep`")
     rp.add_argument("--out", default=None, help="where to save tables and plots (default RESULTS_DIR/report)")
     rp.add_argument("--format", dest="fmt", default="md", help="md or csv")
@@ -181,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     owners = flat_field_owners()
-    flat = {k: v for k, v in vars(args).items() if k in owners}
+    # a None the setting cannot take is a flag of another command's own (transfer's --arch check)
+    flat = {k: v for k, v in vars(args).items() if k in owners and (v is not None or default_of(k) is None)}
     if flat.get("address") is None:
         import os
 
@@ -190,44 +155,50 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_ticket(args: argparse.Namespace) -> int:
-    from colt_ray.core.tickets.search import prepare
     from colt_ray.results.writer import check_writable
-    from colt_ray.runner import ResultsSink
 
     if args.list_names:
         return _list_names()
-    cfg = config_from_args(args)
+    cfg = config_from_args(args).resolved()
     validate(cfg)
     check_writable(args.out)
-    prepared = prepare(cfg)  # data and architecture checks: still nothing written
-    echo = (lambda line: print(line, file=sys.stderr, flush=True))
-    sink = ResultsSink(prepared, args.out, echo=echo)
-    print(f"run {prepared.run_id}: {cfg.ticket.method} on {cfg.data.dataset} with {cfg.model.arch}, "
-          f"{prepared.num_classes} classes, backend {cfg.resources.backend} -> {args.out}", file=sys.stderr)
+    if cfg.backend == "ray":
+        from colt_ray.parallel.backend import RayRun
+
+        with RayRun(cfg, echo=stderr_line) as ray_run:  # its actors start while the data load
+            return _search(cfg, args.out, ray_run.run)
+    from colt_ray.core.tickets.search import run_local
+
+    return _search(cfg, args.out, run_local)
+
+
+def _search(cfg: RunConfig, out: str, run: Any) -> int:
+    """Prepare (data and architecture checks: still nothing written), then search with ``run``."""
+    from colt_ray.core.tickets.search import prepare
+    from colt_ray.runner import ResultsSink
+
+    prepared = prepare(cfg, checked=True)
+    sink = ResultsSink(prepared, out, echo=stderr_line)
+    stderr_line(f"run {prepared.run_id}: {cfg.ticket.method} on {cfg.data.dataset} with {cfg.model.arch}, "
+                f"{prepared.num_classes} classes, backend {cfg.backend} -> {out}")
     if "skip-paths" in cfg.retrain.names:
         from colt_ray.core.tweaks import skip_parameters
 
         n = skip_parameters(cfg, prepared.bundle.in_shape, prepared.num_classes)
-        print(f"skip paths: {n:,} dense parameters, never pruned, not counted in sparsity", file=sys.stderr)
+        stderr_line(f"skip paths: {n:,} dense parameters, never pruned, not counted in sparsity")
     sink.start()
     try:
-        if cfg.resources.backend == "ray":
-            from colt_ray.parallel.backend import run_ray
-
-            last = run_ray(prepared, sink)
-        else:
-            from colt_ray.core.tickets.search import run_local
-
-            last = run_local(prepared, sink)
+        run(prepared, sink)
     except BaseException as exc:
-        sink.finish("failed", f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
+        sink.finish("failed", one_line(f"{type(exc).__name__}: {exc}"))
         raise
     sink.finish("completed")
-    t = last.ticket_row
+    t = sink.reported.ticket_row
     acc = "n/a" if t["acc_best"] is None else f"{t['acc_best']:.4f}"
-    print(f"done: run {prepared.run_id}, {last.cycle} cycles, sparsity {t['sparsity']:.4f}, ticket accuracy {acc}")
-    print(f"results: {args.out}/ (runs/, cycles/, layers/ Parquet; tickets/{prepared.run_id}/); "
-          f"summarise with: colt-ray report {args.out}")
+    print(f"done: run {prepared.run_id}, {sink.last.cycle} cycles; reported ticket: cycle {sink.reported.cycle}, "
+          f"sparsity {t['sparsity']:.4f}, ticket accuracy {acc}")
+    print(f"results: {out}/ (runs/, cycles/, layers/ Parquet; tickets/{prepared.run_id}/); "
+          f"summarise with: colt-ray report {out}")
     return 0
 
 
@@ -257,11 +228,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _list_names() -> int:
-    from colt_ray.core.data import dataset_names
-    from colt_ray.core.models import MODELS
-
-    print("architectures:", ", ".join(MODELS.names()))
-    print("datasets:", ", ".join(dataset_names()))
+    """Every name a registry-backed setting accepts (methods, architectures, datasets, splits, activations)."""
+    for name in ("method", "arch", "dataset", "split", "activation"):
+        print(f"{flag_name(name)}:", ", ".join(setting_of(name).allowed()))
     return 0
 
 

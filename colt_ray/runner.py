@@ -1,6 +1,7 @@
 """Glue between a ticket search and its results: the Parquet/ticket sink and the driver-side progress line.
 
-Used by the command line (local backend) and by the Ray coordinator, so both write the same files.
+Used by the command line (every backend) and by sweep trials, so all write the same files. The Ray
+coordinator runs in the same process as its sink: records never cross a process boundary to be written.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from typing import Any, Callable, Optional
 
 from colt_ray.core.tickets.io import save_ticket
+from colt_ray.core.tickets.methods import selection_acc
 from colt_ray.core.tickets.records import CycleRecord
 from colt_ray.core.tickets.search import Prepared
 from colt_ray.results import layout
@@ -38,7 +40,9 @@ class ResultsSink:
         self._t0 = time.perf_counter()
         self.dense_acc: Optional[float] = None
         self.last: Optional[CycleRecord] = None
+        self.reported: Optional[CycleRecord] = None  # the run's ticket: the last, or the sparsest within max_acc_drop
         self.sample_epochs = 0
+        self.dense_selection: Optional[float] = None
 
     # ---- run row --------------------------------------------------------------------------------
     def run_row(self, status: str, error: Optional[str] = None) -> dict[str, Any]:
@@ -48,12 +52,20 @@ class ResultsSink:
         if status != "running":
             row.update(finished_at=dt.datetime.now(dt.timezone.utc), wall_seconds=time.perf_counter() - self._t0)
         if self.last is not None:
-            t = self.last.ticket_row
+            t = self.reported.ticket_row
             row.update(
                 final_sparsity=t["sparsity"], final_acc_best=t["acc_best"], final_acc_final=t["acc_final"],
-                cycles_done=self.last.cycle, sample_epochs=self.sample_epochs,
+                reported_cycle=self.reported.cycle, cycles_done=self.last.cycle, sample_epochs=self.sample_epochs,
             )
         return row
+
+    def _within_limit(self, record: CycleRecord) -> bool:
+        """Whether ``record``'s ticket may be the run's reported one (``max_acc_drop``: evaluated, within D)."""
+        limit = self.prepared.cfg.ticket.max_acc_drop
+        if limit is None or record.cycle == 0:
+            return True
+        acc = selection_acc(record.ticket_row)
+        return acc is not None and self.dense_selection is not None and self.dense_selection - acc <= limit
 
     def start(self) -> None:
         self.writer.write_run(self.run_row("running"))
@@ -67,14 +79,17 @@ class ResultsSink:
         meta = {
             "arch": p.cfg.model.arch, "dataset": p.cfg.data.dataset, "in_shape": list(p.bundle.in_shape),
             "num_classes": p.num_classes, "run_id": p.run_id, "cycle": record.cycle, "method": p.cfg.ticket.method,
-            "sparsity": record.mask.sparsity(), "prune_groups": list(p.cfg.prune.groups),
+            "sparsity": record.mask.sparsity(), "prune_groups": list(p.cfg.prune.prune_groups),
         }
         save_ticket(layout.ticket_path(self.out, p.run_id, record.cycle), record.theta, record.mask, meta)
         self.writer.write_cycle(p.run_id, record.cycle, record.cycle_rows, record.layer_rows)
         self.sample_epochs += sum(int(r["sample_epochs"] or 0) for r in record.cycle_rows)
         if record.cycle == 0:
             self.dense_acc = record.ticket_row["acc_best"]
+            self.dense_selection = selection_acc(record.ticket_row)
         self.last = record
+        if self._within_limit(record):
+            self.reported = record
         if self.echo:
             self.echo(progress_line(record, time.perf_counter() - self._t0))
 

@@ -24,15 +24,15 @@ def test_resources_do_not_change_the_run_id():
 
 
 def test_flat_round_trip_and_list_fields():
-    cfg = RunConfig.from_flat({"milestones": [20, 30], "groups": ["conv"], "target_sparsity": 0.9, "lr": 1})
+    cfg = RunConfig.from_flat({"milestones": [20, 30], "prune_groups": ["conv"], "target_sparsity": 0.9, "lr": 1})
     flat = cfg.to_flat()
-    assert flat["milestones"] == [20, 30] and flat["groups"] == ["conv"] and flat["lr"] == 1.0
+    assert flat["milestones"] == [20, 30] and flat["prune_groups"] == ["conv"] and flat["lr"] == 1.0
     assert RunConfig.from_flat(flat) == cfg
     assert set(flat) == set(flat_field_owners())
 
 
 def test_unknown_flat_key_names_it_and_lists_valid_ones():
-    with pytest.raises(ConfigError, match=r"^prune_rat: unknown setting; valid: .*\brate\b"):
+    with pytest.raises(ConfigError, match=r"^prune_rat: unknown setting; valid: .*\bprune_rate\b"):
         RunConfig.from_flat({"prune_rat": 0.1})
 
 
@@ -51,8 +51,8 @@ def test_method_defaults_for_prune_rate_cycles_and_vote():
         ({"vote": 3}, "vote: must be in [1, shards=2]"),
         ({"schedule": "step"}, "milestones: schedule 'step' needs"),
         ({"rewind_step": 10}, "rewind-step: is an IMP setting"),
-        ({"groups": ["conv", "output"]}, "prune-groups: 'output' cannot be pruned under a class split"),
-        ({"groups": ["attention"]}, "prune-groups: unknown 'attention'"),
+        ({"prune_groups": ["conv", "output"]}, "prune-groups: 'output' cannot be pruned under a class split"),
+        ({"prune_groups": ["attention"]}, "prune-groups: unknown 'attention'"),
         ({"val_fraction": 1.0}, "val-fraction: must be in [0, 1)"),
         ({"gpus_per_shard": -1.0}, "gpus-per-shard: must be >= 0"),
     ],

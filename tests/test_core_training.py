@@ -88,7 +88,7 @@ def test_colt_cycles_intersect_shard_masks_and_never_revive():
 
 
 def test_colt_stops_at_target_sparsity():
-    _, records = collect(small_cfg(cycles=None, target_sparsity=0.25, eval_tickets=False))
+    _, records = collect(small_cfg(cycles=None, target_sparsity=0.25, eval_tickets="none"))
     assert records[-1].mask.sparsity() >= 0.25
     assert records[-2].mask.sparsity() < 0.25
     assert records[-1].ticket_row["acc_best"] is None

@@ -15,7 +15,7 @@ from colt_ray.core.models import build_model
 from colt_ray.core.pruning import Mask, magnitude_scores, prune
 from colt_ray.core.seeds import generator
 from colt_ray.core.tickets.jackpot import restrict_swaps, search_jackpot, topk_mask
-from colt_ray.core.tickets.search import prepare, run_local
+from colt_ray.core.tickets.search import make_full_trainer, prepare, run_local
 from colt_ray.core.tickets.trainer import TicketTrainer, state_to_numpy
 
 
@@ -35,9 +35,9 @@ def pretrained():
     """A dense lenet300 trained one epoch on digits: (config, trainer, trained state)."""
     cfg = jackpot_cfg()
     prepared = prepare(cfg)
-    trainer = TicketTrainer.for_full(cfg, prepared.bundle)
-    out = trainer.run(prepared.ctx.theta0, None, 0, False)
-    return cfg, trainer, out.captured
+    full = make_full_trainer(cfg, prepared.bundle)  # the jackpot's trainer: cycle 0 captures the trained state
+    out = full.run(prepared.ctx.theta0, None, 0, False)
+    return cfg, full.trainer, out.captured
 
 
 def magnitude_mask(trainer, sparsity, budget):

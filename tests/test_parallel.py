@@ -20,8 +20,8 @@ from colt_ray import cli
 from colt_ray.core.config import RunConfig, TicketConfig, validate
 from colt_ray.core.errors import ConfigError
 from colt_ray.core.tickets.io import load_ticket
-from colt_ray.core.tickets.search import prepare, run_local
-from colt_ray.core.tickets.trainer import TicketTrainer
+from colt_ray.core.data import bundle_arrays
+from colt_ray.core.tickets.search import make_shard_trainer, prepare, run_local
 from colt_ray.parallel.actors import ShardFailedError, ShardTrainer, bundle_strategies
 from colt_ray.parallel.backend import run_on_ray
 from colt_ray.parallel.coordinator import Coordinator
@@ -31,7 +31,7 @@ from colt_ray.runner import ResultsSink
 TIMING = ("wall_seconds", "finished_at")
 
 
-def small_cfg(method: str = "colt", cycles: int = 2, epochs: int = 1, eval_tickets: bool = True, **resources) -> RunConfig:
+def small_cfg(method: str = "colt", cycles: int = 2, epochs: int = 1, eval_tickets: str = "all", **resources) -> RunConfig:
     d = RunConfig()
     return d.replace(
         recipe=dataclasses.replace(d.recipe, epochs=epochs),
@@ -75,37 +75,38 @@ def ray_cluster():
 # ---- the plain classes, no Ray ---------------------------------------------------------------------------
 def test_plain_shard_trainer_and_coordinator_work_without_ray(colt_local):
     p, want = colt_local
-    direct = TicketTrainer.for_shard(p.cfg, 1).run(p.ctx.theta0, None, 0, True)
-    via_actor_class = ShardTrainer(p.cfg, 1).run(p.ctx.theta0, None, 0, True)
-    assert via_actor_class.metrics["acc_best"] == direct.metrics["acc_best"]
+    direct = make_shard_trainer(p.cfg, p.bundle, p.shards[1]).run(p.ctx.theta0, None, 0, True)
+    via_actor_class = ShardTrainer(p.cfg, 1).run([bundle_arrays(p.bundle), p.shards[1]], p.ctx.theta0, None, 0, True)
+    assert via_actor_class.metrics == {**direct.metrics, "wall_seconds": via_actor_class.metrics["wall_seconds"]}
     assert all((via_actor_class.mask[k] == direct.mask[k]).all() for k in direct.mask)
 
     coord = Coordinator(p.cfg, prepared=p, use_ray=False)
-    assert_same_records(list(coord.stream()), want)  # the actor's streaming path, in-process
+    assert_same_records(collect(coord.run), want)
     assert not ray.is_initialized()
 
 
-def test_stream_raises_the_loop_error_after_the_records_before_it(colt_local):
+def test_a_loop_error_is_raised_after_the_records_before_it(colt_local):
     p, _ = colt_local
 
     class Broken(ShardTrainer):
-        def run(self, theta, mask, cycle, prune_next=True, capture_step=0):
+        def run(self, data, theta, mask, cycle, prune_next=True, capture_step=0):
             if cycle == 1:
                 raise RuntimeError("boom in cycle 1")
-            return super().run(theta, mask, cycle, prune_next, capture_step)
+            return super().run(data, theta, mask, cycle, prune_next, capture_step)
 
     got = []
     with pytest.raises(RuntimeError, match="boom in cycle 1"):
-        for record in Coordinator(p.cfg, prepared=p, use_ray=False, trainer_cls=Broken).stream():
-            got.append(record.cycle)
+        Coordinator(p.cfg, prepared=p, use_ray=False, trainer_cls=Broken).run(lambda r: got.append(r.cycle))
     assert got == [0]
 
 
 def test_resource_requests_follow_the_config_and_drop_a_gpu_the_cluster_lacks():
     cfg = small_cfg(cpus_per_shard=0.5, gpus_per_shard=0.25)
     assert shard_resources(cfg, restarts=2) == ActorResources(0.5, 0.25, 2, 2)
-    assert placement_bundles(cfg) == [{"CPU": 0.5, "GPU": 0.25}] * 3  # the coordinator evaluates tickets
+    # the coordinator's token bundle, 2 shards, the evaluator
+    assert placement_bundles(cfg) == [{"CPU": 0.01}] + [{"CPU": 0.5, "GPU": 0.25}] * 3
     assert placement_bundles(small_cfg("imp")) == [{"CPU": 0.01}, {"CPU": 1.0}]  # coordinator idle, 1 trainer
+    assert len(placement_bundles(small_cfg(eval_tickets="none"))) == 3  # no evaluator
     said = []
     on_cpu = fit_to_cluster(cfg, 0, said.append)
     assert (on_cpu.resources.gpus_per_shard, on_cpu.resources.device) == (0.0, "cpu") and "no GPU" in said[0]
@@ -118,11 +119,11 @@ def test_a_placement_group_without_room_for_the_trainers_is_an_error_not_a_hang(
     class FakeGroup:
         bundle_specs = [{"CPU": 1.0}]
 
-    with pytest.raises(ValueError, match="one per trainer"):
-        bundle_strategies(FakeGroup(), 2, ActorResources(1.0))
+    with pytest.raises(ValueError, match="has 1 bundles; this run needs 3"):
+        bundle_strategies(FakeGroup(), 1, 2, ActorResources(1.0))
     FakeGroup.bundle_specs = [{"CPU": 1.0}, {"CPU": 0.5}, {"CPU": 1.0}]
     with pytest.raises(ValueError, match="bundle 1 .* cannot hold"):
-        bundle_strategies(FakeGroup(), 2, ActorResources(1.0))
+        bundle_strategies(FakeGroup(), 1, 2, ActorResources(1.0))
 
 
 # ---- Ray equals local ------------------------------------------------------------------------------------
@@ -144,14 +145,14 @@ def test_jackpot_on_ray_equals_jackpot_local(ray_cluster):
 
 
 def test_killed_shard_actor_is_restarted_and_the_cycle_gives_the_same_masks(ray_cluster):
-    p = prepare(small_cfg(cycles=1, epochs=3, eval_tickets=False))
+    p = prepare(small_cfg(cycles=1, epochs=3, eval_tickets="none"))
     want = collect(run_local, p)
     with Coordinator(p.cfg, prepared=p) as coord:
-        victim = coord.pool.actors[0]
-        pid_before = coord.pool.ready()[0]
+        victim = coord.shards.actors[0]
+        pid_before = coord.shards.ready()[0]
 
         def kill_mid_cycle_0():
-            while coord.pool.in_flight != 0:
+            while coord.shards.in_flight != 0:
                 time.sleep(0.01)
             time.sleep(0.5)  # well inside a 3-epoch shard training
             ray.kill(victim, no_restart=False)
@@ -167,10 +168,10 @@ def test_killed_shard_actor_is_restarted_and_the_cycle_gives_the_same_masks(ray_
 class DiesInCycle1(ShardTrainer):
     """Shard 0 crashes its process whenever it trains cycle 1 (every restart, too)."""
 
-    def run(self, theta, mask, cycle, prune_next=True, capture_step=0):
+    def run(self, data, theta, mask, cycle, prune_next=True, capture_step=0):
         if cycle == 1 and self.index == 0:
             os._exit(1)
-        return super().run(theta, mask, cycle, prune_next, capture_step)
+        return super().run(data, theta, mask, cycle, prune_next, capture_step)
 
 
 def test_actor_that_keeps_dying_fails_the_run_and_keeps_completed_cycles(ray_cluster, tmp_path):
@@ -186,7 +187,7 @@ def test_actor_that_keeps_dying_fails_the_run_and_keeps_completed_cycles(ray_clu
     assert len(rows) == 3  # the ticket row and both shards of cycle 0
 
 
-def test_trainers_go_to_the_last_bundles_of_a_placement_group(ray_cluster, colt_local):
+def test_trainers_go_to_their_bundles_of_a_placement_group(ray_cluster, colt_local):
     p, want = colt_local
     cfg = fit_to_cluster(p.cfg.replace(resources=dataclasses.replace(p.cfg.resources, cpus_per_shard=0.5)), 0)
     pg = ray.util.placement_group(placement_bundles(cfg))

@@ -29,7 +29,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_row(run_id="r1", **over):
     flat = RunConfig().to_flat()
-    flat.update(milestones=[3, 6], groups=["conv", "linear"], rate=0.3)
+    flat.update(milestones=[3, 6], prune_groups=["conv", "linear"], prune_rate=0.3)
     row = {"run_id": run_id, **flat, "status": "completed", "started_at": T0, "dense_acc": 0.9}
     row.update(over)
     return row
@@ -76,7 +76,7 @@ def test_layout_names_every_file(tmp_path):
 def test_every_runconfig_flat_field_has_a_typed_runs_column():
     flat = RunConfig().to_flat()
     scalar = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
-    optional = {"data_root", "address", "rate", "vote", "cycles", "target_sparsity"}
+    optional = {"data_root", "address", "prune_rate", "vote", "cycles", "target_sparsity", "max_acc_drop"}
     for name, default in flat.items():
         assert name in schema.RUNS.names, f"config field {name} has no RUNS column"
         f = schema.RUNS.field(name)
@@ -86,7 +86,7 @@ def test_every_runconfig_flat_field_has_a_typed_runs_column():
         elif default is not None:
             assert f.type == scalar[type(default)], name
     assert schema.RUNS.field("milestones").type == pa.list_(pa.int64())
-    assert schema.RUNS.field("groups").type == pa.list_(pa.string())
+    assert schema.RUNS.field("prune_groups").type == pa.list_(pa.string())
     hints = typing.get_type_hints(dataclasses.fields(RunConfig)[0].default_factory)
     assert "data_root" in hints  # the hints the schema is built from resolve
 
@@ -114,8 +114,8 @@ def test_round_trip_pandas_pyarrow_duckdb_keep_types_values_nulls(tmp_path):
     res = load_results(tmp_path)
     run = res.runs.iloc[0]
     assert run["run_id"] == "r1" and run["schema_version"] == schema.SCHEMA_VERSION
-    assert list(run["milestones"]) == [3, 6] and list(run["groups"]) == ["conv", "linear"]
-    assert run["rate"] == 0.3 and run["vote"] is pd_na() and run["started_at"] == T0
+    assert list(run["milestones"]) == [3, 6] and list(run["prune_groups"]) == ["conv", "linear"]
+    assert run["prune_rate"] == 0.3 and run["vote"] is pd_na() and run["started_at"] == T0
     assert str(res.runs["started_at"].dtype) == "datetime64[us, UTC]"
     assert run["colt_ray_version"] and run["python_version"] and run["finished_at"] is pd_nat()
     c = res.cycles
@@ -142,7 +142,7 @@ def test_round_trip_pandas_pyarrow_duckdb_keep_types_values_nulls(tmp_path):
     ).fetchall()
     assert [g[0] for g in got] == [None, 0, 1] and got[0][1] == 0.8 and got[0][2] is None
     assert got[0][3] == int(T0.timestamp()) * 10**6 + T0.microsecond and got[0][4] == "TIMESTAMP WITH TIME ZONE"
-    runs = con.execute(f"SELECT milestones, groups, vote FROM read_parquet('{tmp_path}/runs/*.parquet')").fetchall()
+    runs = con.execute(f"SELECT milestones, prune_groups, vote FROM read_parquet('{tmp_path}/runs/*.parquet')").fetchall()
     assert runs == [([3, 6], ["conv", "linear"], None)]
 
 

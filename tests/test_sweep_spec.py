@@ -33,7 +33,7 @@ def space(**over):
     data = {
         "name": "t",
         "fixed": {"dataset": "digits", "arch": "conv2", "method": "colt", "epochs": 1, "cycles": 2},
-        "search": {"rate": {"float": [0.1, 0.4]}, "shards": {"int": [1, 2]}, "split": {"choice": ["class", "random"]}},
+        "search": {"prune_rate": {"float": [0.1, 0.4]}, "shards": {"int": [1, 2]}, "split": {"choice": ["class", "random"]}},
         "objectives": [{"metric": "acc", "mode": "max"}],
         "budget": {"num_samples": 2, "max_concurrent": 1},
     }
@@ -54,7 +54,7 @@ def test_shipped_spaces_parse_and_pass_every_corner():
             "colt_vs_imp.yaml"} <= set(names)
     for name in names:
         spec = load_spec(os.path.join(SPACES, name))
-        assert {"rate", "shards", "split", "lr"} <= set(spec.search), name
+        assert {"prune_rate", "shards", "split", "lr"} <= set(spec.search), name
         if spec.fixed.get("dataset") == "npz" and not os.path.exists(MNIST):
             continue  # the shared benchmark file is optional
         check_spec(spec)
@@ -101,7 +101,7 @@ BAD = {
     "unknown_top_level_key": (space(budgett={"num_samples": 2}), "budgett: unknown key; valid: name, description"),
     "unknown_fixed_setting": (space(fixed={"dataset": "digits", "epoch": 1}), "fixed.epoch: unknown setting; valid: "),
     "unknown_searched_setting": (space(search={"lrr": {"float": [0.01, 0.1]}}), "search.lrr: unknown setting; valid: "),
-    "empty_range": (space(search={"rate": {"float": [0.2, 0.2]}}), "search.rate: empty range"),
+    "empty_range": (space(search={"prune_rate": {"float": [0.2, 0.2]}}), "search.prune_rate: empty range"),
     "inverted_range": (space(search={"lr": {"logfloat": [0.2, 0.01]}}), "search.lr: inverted range"),
     "categorical_without_choices": (space(search={"split": {"choice": []}}), "search.split: choice needs a non-empty list"),
     "unknown_distribution": (space(search={"lr": {"normal": [0, 1]}}), "unknown distribution 'normal'"),
@@ -162,22 +162,24 @@ def test_command_line_exit_status_is_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "colt_ray.parallel.sweep.cli", write(tmp_path, BAD["empty_range"][0]),
                            "--storage", str(storage)], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "search.rate: empty range" in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "search.prune_rate: empty range" in proc.stderr
     assert not storage.exists()
 
 
 # ---- trial resources --------------------------------------------------------------------------------
-def test_a_ray_trial_with_k_shards_reserves_1_plus_k_bundles():
+def test_a_ray_trial_with_k_shards_reserves_2_plus_k_bundles():
     flat = {"method": "colt", "shards": 2, "backend": "ray", "cpus_per_shard": 0.5}
-    assert trial_bundles(flat) == [{"CPU": 0.5}, {"CPU": 0.5}, {"CPU": 0.5}]
-    assert len(trial_bundles({**flat, "shards": 1})) == 2
-    assert len(trial_bundles({**flat, "shards": 5})) == 6
+    # the trial's token bundle, k shards, the evaluator
+    assert trial_bundles(flat) == [{"CPU": 0.01}, {"CPU": 0.5}, {"CPU": 0.5}, {"CPU": 0.5}]
+    assert len(trial_bundles({**flat, "shards": 1})) == 3
+    assert len(trial_bundles({**flat, "shards": 5})) == 7
+    assert len(trial_bundles({**flat, "eval_tickets": "none"})) == 3  # nothing to evaluate: no evaluator
 
 
 def test_trial_bundles_gpu_share_imp_and_local_backend():
     gpu = {"method": "colt", "shards": 2, "backend": "ray", "cpus_per_shard": 2, "gpus_per_shard": 0.25}
-    assert trial_bundles(gpu, cluster_gpus=4) == [{"CPU": 2, "GPU": 0.25}] * 3
-    assert trial_bundles(gpu, cluster_gpus=0) == [{"CPU": 2}] * 3  # no GPU in the cluster: CPU training
+    assert trial_bundles(gpu, cluster_gpus=4) == [{"CPU": 0.01}] + [{"CPU": 2, "GPU": 0.25}] * 3
+    assert trial_bundles(gpu, cluster_gpus=0) == [{"CPU": 0.01}] + [{"CPU": 2}] * 3  # no GPU in the cluster: CPU
     imp = trial_bundles({"method": "imp", "backend": "ray", "cpus_per_shard": 1})
     assert len(imp) == 2 and imp[1] == {"CPU": 1}  # the trial + its one full-data trainer
     assert trial_bundles({"shards": 4, "backend": "local", "cpus_per_shard": 1}) == [{"CPU": 1}]

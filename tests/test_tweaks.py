@@ -13,7 +13,6 @@ from torch import nn
 
 from colt_ray.cli import main
 from colt_ray.core.config import (
-    ACTIVATIONS,
     DataConfig,
     ModelConfig,
     RecipeConfig,
@@ -25,7 +24,7 @@ from colt_ray.core.config import (
 from colt_ray.core.errors import ConfigError
 from colt_ray.core.models import build_model, param_groups, prunable_names
 from colt_ray.core.pruning import Mask
-from colt_ray.core.tickets.search import LocalBackend, prepare, run_method
+from colt_ray.core.tickets.search import LocalBackend, make_full_trainer, prepare, run_method
 from colt_ray.core.tickets.trainer import TicketTrainer
 from colt_ray.core.train import smoothed_cross_entropy
 from colt_ray.core.tweaks import (
@@ -54,7 +53,7 @@ def small_cfg(arch="lenet300", tweaks=(), method="imp", dataset="digits", **retr
 # ---- soft activations -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [a for a in ACTIVATIONS if a != "relu"])
+@pytest.mark.parametrize("name", [a for a in FACTORIES if a != "relu"])  # the activation registry
 @pytest.mark.parametrize("arch", ["conv2", "resnet20"])
 def test_every_relu_is_replaced_and_the_state_dict_is_unchanged(name, arch):
     model = build_model(arch, (1, 8, 8), 10, seed=0)
@@ -106,7 +105,7 @@ def test_skip_path_weights_stay_dense_and_out_of_masks_and_sparsity():
     records = []
     prepared = prepare(cfg)
     backend = LocalBackend(prepared)
-    run_method(prepared, None, backend.train_full, records.append)
+    run_method(prepared, backend.callables(), records.append)
     last = records[-1]
     assert last.cycle == 1 and last.mask.sparsity() == pytest.approx(0.2, abs=1e-3)
     assert not any("skip" in n for n in last.mask) and not any("skip" in n for n in prepared.ctx.groups)
@@ -159,12 +158,12 @@ def test_distillation_retrains_sparse_tickets_against_the_runs_dense_model():
     prepared = prepare(cfg)
     backend = LocalBackend(prepared)
     records = []
-    run_method(prepared, None, backend.train_full, records.append)
+    run_method(prepared, backend.callables(), records.append)
     teacher = backend.full.teacher
     assert teacher is not None and records[1].ticket_row["acc_best"] is not None
     assert not np.array_equal(teacher["layers.1.weight"], prepared.ctx.theta0["layers.1.weight"])  # trained
     # a trainer that never saw cycle 0 (a resumed run) retrains the same dense teacher, bit for bit
-    fresh = TicketTrainer.for_full(cfg, prepared.bundle)
+    fresh = make_full_trainer(cfg, prepared.bundle)
     fresh.distiller(prepared.ctx.theta0)
     assert all(np.array_equal(fresh.teacher[k], v) for k, v in teacher.items())
 

@@ -1,108 +1,187 @@
 """Typed, frozen configuration: one dataclass per concern, one flat dict for Tune and Parquet.
 
-A ``RunConfig`` holds everything that defines a ticket search. ``to_flat``/``from_flat`` map it to and from
-a flat ``{field: value}`` dict (the shape of a Tune trial config and of a ``runs`` Parquet row), and
-``run_id`` hashes the fields that differ from their defaults, so adding a field with a "no change" default
-keeps every old run id valid (open_lth's scheme). Pure Python: no torch import here.
+Every setting is a dataclass field declared with ``setting(...)``: its default, its help text and its
+allowed values live with the field, and everything else is generated from them: the ``colt-ray ticket``
+flags and ``--help`` (``colt_ray.cli``), the sweep YAML keys and their checks, the Parquet columns of the
+``runs`` table and the validation messages. A setting has one name everywhere: ``prune_rate`` is the
+field, the YAML key and the column; ``--prune-rate`` is its flag.
+
+``to_flat``/``from_flat`` map a ``RunConfig`` to and from a flat ``{field: value}`` dict (the shape of a Tune
+trial config and of a ``runs`` row), and ``run_id`` hashes the fields that differ from their defaults, so
+adding a field with a "no change" default keeps every old run id valid (open_lth's scheme). Pure Python:
+torch is imported only when a setting's allowed names come from a registry (methods, activations).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
+import math
+import os
+import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Union
 
 from colt_ray.core.errors import ConfigError
 
-METHODS = ("colt", "imp", "jackpot")
-SPLITS = ("class", "random")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "step", "multistep", "cosine")
 BUDGETS = ("global", "layerwise")
 PRUNE_GROUPS = ("conv", "linear", "output", "batchnorm")
-DEFAULT_PRUNE_RATE = {"colt": 0.15, "imp": 0.20}
+TWEAKS = ("label-smoothing", "skip-paths", "distill", "rescale-init")  # docs/algorithms.md section 3
+BACKENDS = ("auto", "local", "ray")
+DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_CYCLES = 5
-ACTIVATIONS = ("relu", "swish", "mish", "gelu", "elu", "softplus")  # relu = the architecture's own (no change)
-TWEAKS = ("label-smoothing", "skip-paths", "distill", "rescale-init")  # ALGORITHMS.md section 3
-TWEAK_LABEL_SMOOTHING = 0.1  # alpha of the label-smoothing tweak when --label-smoothing is left at 0
-JACKPOT_SPARSITY = 0.9  # jackpot target when --target-sparsity is not given
+TWEAK_LABEL_SMOOTHING = 0.1  # alpha of the label-smoothing tweak when label_smoothing is left at 0
+JACKPOT_SPARSITY = 0.9  # jackpot target when target_sparsity is not given
+
+Choices = Union[tuple[str, ...], Callable[[], list[str]]]
 
 
+# ---- declaring a setting -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Setting:
+    """What a field allows and how it is shown. ``lo``/``hi`` bound numbers (open ends with ``lo_open``/
+    ``hi_open``); ``choices`` are names (a tuple, or a callable reading a registry); ``check`` returns an
+    error message for a value it refuses; ``default_text`` replaces the printed default (a None default
+    that means "the method's own"); ``aliases`` are older flag spellings that still work; ``hash_key``
+    is the name the run id hashes (kept when a field is renamed, so run ids stay the same)."""
+
+    help: str
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: Optional[Choices] = None
+    check: Optional[Callable[[Any], Optional[str]]] = None
+    default_text: Optional[str] = None
+    aliases: tuple[str, ...] = ()
+    hash_key: Optional[str] = None
+    metavar: Optional[str] = None
+
+    def allowed(self) -> Optional[tuple[str, ...]]:
+        if self.choices is None:
+            return None
+        return tuple(self.choices() if callable(self.choices) else self.choices)
+
+
+def setting(default: Any, help: str, **spec: Any) -> Any:
+    """A dataclass field with its ``Setting`` in the metadata."""
+    return field(default=default, metadata={"setting": Setting(help, **spec)})
+
+
+def registry_names(path: str) -> Callable[[], list[str]]:
+    """Names of the registry at ``module:attribute``, read when first needed (the registries import torch)."""
+
+    def names() -> list[str]:
+        module, attr = path.split(":")
+        return list(getattr(importlib.import_module(module), attr))
+
+    return names
+
+
+def _eval_policy(value: Any) -> Optional[str]:
+    if value in ("all", "final", "none"):
+        return None
+    if isinstance(value, str) and value.startswith("every:"):
+        n = value[len("every:"):]
+        if n.isdigit() and int(n) >= 1:
+            return None
+    return f"must be all, final, none or every:N (N >= 1), got {value!r}"
+
+
+# ---- the sections ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DataConfig:
     """Which data, where it lives, and how the training set is split off for validation."""
 
-    dataset: str = "digits"
-    data_root: Optional[str] = None
-    val_fraction: float = 0.0  # held out of the training set, stratified, before sharding
-    augment: bool = True  # the dataset's standard augmentation (crop/flip for CIFAR-like data)
-    download: bool = False  # only for datasets that support it; never at test time
+    dataset: str = setting("digits", "dataset", choices=registry_names("colt_ray.core.data:DATASETS"))
+    data_root: Optional[str] = setting(None, "dataset directory (an .npz file for npz)", metavar="DIR")
+    val_fraction: float = setting(0.0, "fraction of the training set held out for validation (stratified)",
+                                  lo=0.0, hi=1.0, hi_open=True)
+    augment: bool = setting(True, "the dataset's standard augmentation (crop/flip for CIFAR-like data)")
+    download: bool = setting(False, "download the dataset first (cifar/mnist; needs internet)")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "conv2"
+    arch: str = setting("conv2", "architecture (see `colt-ray ticket --list`)",
+                        choices=registry_names("colt_ray.core.models:MODELS"))
 
 
 @dataclass(frozen=True)
 class RecipeConfig:
     """One training: optimizer, schedule and loss. Used for shard training and ticket evaluation alike."""
 
-    epochs: int = 10
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0  # linear warm-up from ~0 to lr over this many epochs
-    schedule: str = "cosine"
-    milestones: tuple[int, ...] = ()  # epochs, for step (first entry = step size) and multistep
-    gamma: float = 0.2
-    label_smoothing: float = 0.0
+    epochs: int = setting(10, "epochs per training", lo=0)
+    batch_size: int = setting(64, "minibatch size", lo=1)
+    optimizer: str = setting("sgd", "optimizer", choices=OPTIMIZERS)
+    lr: float = setting(0.05, "peak learning rate", lo=0.0, lo_open=True)
+    momentum: float = setting(0.9, "SGD momentum", lo=0.0, hi=1.0, hi_open=True)
+    weight_decay: float = setting(5e-4, "L2 weight decay", lo=0.0)
+    warmup_epochs: float = setting(1.0, "linear warm-up from ~0 to lr over this many epochs", lo=0.0)
+    schedule: str = setting("cosine", "lr schedule after warm-up", choices=SCHEDULES)
+    milestones: tuple[int, ...] = setting((), "epochs for step (first = step size) / multistep, e.g. 20,30,45", lo=0)
+    gamma: float = setting(0.2, "lr factor at each step/multistep milestone", lo=0.0, lo_open=True)
+    label_smoothing: float = setting(0.0, "alpha: true class 1-alpha, others alpha/(C-1)", lo=0.0, hi=1.0,
+                                     hi_open=True)
 
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """Score x budget x selection. ``rate`` None means the method's default (COLT 0.15, IMP 0.20)."""
+    """Score x budget x selection. ``prune_rate`` None means the method's default (COLT 0.15, IMP 0.20)."""
 
-    rate: Optional[float] = None
-    budget: str = "global"
-    groups: tuple[str, ...] = ("conv", "linear")
+    prune_rate: Optional[float] = setting(None, "fraction of surviving weights pruned per round", lo=0.0, hi=1.0,
+                                          lo_open=True, hi_open=True, default_text="COLT 0.15, IMP 0.20",
+                                          hash_key="rate")
+    budget: str = setting("global", "pruning budget", choices=BUDGETS)
+    prune_groups: tuple[str, ...] = setting(("conv", "linear"), "tensor groups to prune", choices=PRUNE_GROUPS,
+                                            hash_key="groups")
 
 
 @dataclass(frozen=True)
 class TicketConfig:
     """The ticket method and its loop. Stops at ``target_sparsity`` or after ``cycles`` rounds."""
 
-    method: str = "colt"
-    shards: int = 2
-    split: str = "class"
-    vote: Optional[int] = None  # keep a weight if >= vote shard masks keep it; None = all k (COLT's AND)
-    cycles: Optional[int] = None  # None with no target -> DEFAULT_CYCLES
-    target_sparsity: Optional[float] = None
-    rewind_step: int = 0  # IMP: rewind to the weights after this many training steps (0 = init)
-    eval_tickets: bool = True  # COLT: train every cycle's ticket on the full data (step 6)
-    seed: int = 42
+    method: str = setting("colt", "ticket method", choices=registry_names("colt_ray.core.tickets.methods:METHODS"))
+    shards: int = setting(2, "COLT: number of shards k", lo=1)
+    split: str = setting("class", "COLT shard split", choices=registry_names("colt_ray.core.data.shards:SPLITS"))
+    vote: Optional[int] = setting(None, "COLT: keep a weight kept by >= V shards", lo=1, default_text="all k, the AND",
+                                  metavar="V")
+    cycles: Optional[int] = setting(None, "number of prune rounds", lo=1,
+                                    default_text=f"{DEFAULT_CYCLES} without --target-sparsity")
+    target_sparsity: Optional[float] = setting(None, "stop once sparsity reaches this (jackpot: its sparsity)", lo=0.0,
+                                               hi=1.0, lo_open=True, hi_open=True,
+                                               default_text=f"none; jackpot {JACKPOT_SPARSITY}")
+    rewind_step: int = setting(0, "IMP: rewind to the weights after K steps (0 = init)", lo=0, metavar="K")
+    eval_tickets: str = setting("all", "COLT: which cycles' tickets are trained on the full data: all, final, none "
+                                "or every:N (the last ticket is evaluated under every policy but none)",
+                                check=_eval_policy, aliases=("--no-eval-tickets",), metavar="POLICY")
+    max_acc_drop: Optional[float] = setting(None, "stop once an evaluated ticket is more than D below the dense "
+                                            "ticket's accuracy (validation when there is a split, else test)",
+                                            lo=0.0, hi=1.0, default_text="no limit", metavar="D")
+    seed: int = setting(42, "run seed (init, heads, shards, shuffling)", lo=0)
 
 
 @dataclass(frozen=True)
 class ResourcesConfig:
     """How a run is executed. Not part of the run id: it never changes which ticket is found."""
 
-    backend: str = "local"
-    address: Optional[str] = None
-    cpus_per_shard: float = 1.0
-    gpus_per_shard: float = 0.0
-    threads: int = 1  # torch intra-op threads per training; the same on every backend for bitwise equality
-    device: str = "auto"  # auto | cpu | cuda
-    progress: bool = True
+    backend: str = setting("auto", "auto (ray for COLT with k >= 2 shards, else local), ray (actors train "
+                           "shards and evaluate tickets concurrently) or local (one process)", choices=BACKENDS)
+    address: Optional[str] = setting(None, "Ray cluster to join", default_text="$RAY_ADDRESS, else a local Ray")
+    cpus_per_shard: float = setting(1.0, "CPUs reserved per shard actor", lo=0.0, lo_open=True)
+    gpus_per_shard: float = setting(0.0, "GPU share per shard actor (e.g. 0.25)", lo=0.0)
+    threads: int = setting(1, "torch threads per training (the same on every backend: bitwise-equal results)", lo=1)
+    device: str = setting("auto", "training device", choices=DEVICES)
+    progress: bool = setting(True, "progress bars")
 
 
 @dataclass(frozen=True)
 class TweaksConfig:
-    """Retraining tweaks for sparse tickets (ALGORITHMS.md section 3); every default is "no change".
+    """Retraining tweaks for sparse tickets (docs/algorithms.md section 3); every default is "no change".
 
     ``tweaks`` switches on any of ``TWEAKS``, comma-separated ("" = none; a string, so that a sweep can
     search over combinations as choices); ``activation`` replaces every ReLU. Label smoothing uses the
@@ -110,10 +189,13 @@ class TweaksConfig:
     full-data ticket on the run's dense trained model: ``distill_weight * T^2 * KL + (1 - distill_weight) * CE``.
     """
 
-    tweaks: str = ""
-    activation: str = "relu"
-    distill_temperature: float = 5.0
-    distill_weight: float = 0.9
+    tweaks: str = setting("", f"comma-separated, from {', '.join(TWEAKS)} (label-smoothing: alpha = "
+                          "--label-smoothing, or 0.1 when that is 0; distill: sparse full-data retraining "
+                          "against the run's dense model)", metavar="LIST")
+    activation: str = setting("relu", "replace every ReLU by this activation",
+                              choices=registry_names("colt_ray.core.tweaks.activations:FACTORIES"))
+    distill_temperature: float = setting(5.0, "distill: softmax temperature T", lo=0.0, lo_open=True)
+    distill_weight: float = setting(0.9, "distill: weight of T^2 * KL; cross-entropy gets 1 - this", lo=0.0, hi=1.0)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -123,19 +205,22 @@ class TweaksConfig:
 
 @dataclass(frozen=True)
 class JackpotConfig:
-    """Lottery jackpots (ALGORITHMS.md section 4): masks searched with scores on frozen pre-trained weights.
+    """Lottery jackpots (docs/algorithms.md section 4): masks searched with scores on frozen pre-trained weights.
 
-    ``pretrained`` is a safetensors file (a plain state dict, or a colt_ray ticket file whose theta is used;
-    "" = none: train the dense model first); ``pretrain_epochs`` -1 = 0 with a file, else the recipe's epochs.
     Plain (non-Optional) types: the ``runs`` table keeps its set of nullable columns.
     """
 
-    pretrained: str = ""
-    pretrain_epochs: int = -1
-    search_epochs: int = 10
-    score_lr: float = 0.1
-    score_weight_decay: float = 5e-4
-    short_restriction: bool = False  # mask changes only in matched in/out swaps that lower the loss
+    pretrained: str = setting("", "pre-trained weights: a safetensors state dict or a colt_ray ticket file (its "
+                              "theta)", default_text="none: train the dense model first", metavar="FILE")
+    pretrain_epochs: int = setting(-1, "dense training before the search; -1: --epochs, or 0 with --pretrained",
+                                   lo=-1)
+    search_epochs: int = setting(10, "epochs of score training", lo=0)
+    score_lr: float = setting(0.1, "SGD learning rate of the scores (cosine decay)", lo=0.0, lo_open=True)
+    score_weight_decay: float = setting(5e-4, "weight decay on the scores", lo=0.0)
+    short_restriction: bool = setting(False, "change the mask only by matched in/out swaps that lower the loss")
+
+
+SECTIONS = ("data", "model", "recipe", "prune", "ticket", "resources", "retrain", "jackpot")
 
 
 @dataclass(frozen=True)
@@ -151,10 +236,20 @@ class RunConfig:
 
     # ---- derived settings -------------------------------------------------------------------------
     @property
+    def method(self) -> Any:
+        """The ``MethodSpec`` of ``ticket.method`` (ConfigError listing the valid names if unknown)."""
+        from colt_ray.core.tickets.methods import METHODS
+
+        return METHODS.get(self.ticket.method)
+
+    @property
     def prune_rate(self) -> float:
-        if self.ticket.method == "jackpot":  # one prune step from dense, straight to the target
+        """The fraction pruned per round: the setting, else the method's default; a method that prunes once
+        (a jackpot) goes straight to its target sparsity."""
+        spec = self.method
+        if spec.default_prune_rate is None:
             return self.jackpot_sparsity
-        return self.prune.rate if self.prune.rate is not None else DEFAULT_PRUNE_RATE[self.ticket.method]
+        return self.prune.prune_rate if self.prune.prune_rate is not None else spec.default_prune_rate
 
     @property
     def jackpot_sparsity(self) -> float:
@@ -174,7 +269,22 @@ class RunConfig:
 
     @property
     def num_shards(self) -> int:
-        return self.ticket.shards if self.ticket.method == "colt" else 1
+        return self.ticket.shards if self.method.uses_shards else 1
+
+    @property
+    def backend(self) -> str:
+        """The backend that runs: ``auto`` is ray for a method that trains k >= 2 shards (they train, and
+        tickets are evaluated, concurrently) on a machine with >= 2 CPUs or a cluster address, else local
+        (one trainer gains nothing from Ray's start-up cost)."""
+        res = self.resources
+        if res.backend != "auto":
+            return res.backend
+        parallel = self.num_shards >= 2 and ((os.cpu_count() or 1) >= 2 or bool(res.address))
+        return "ray" if parallel else "local"
+
+    def resolved(self) -> "RunConfig":
+        """This config with ``backend`` auto replaced by the backend that runs (what the ``runs`` row says)."""
+        return self.replace(resources=dataclasses.replace(self.resources, backend=self.backend))
 
     def replace(self, **sections: Any) -> "RunConfig":
         return dataclasses.replace(self, **sections)
@@ -191,8 +301,10 @@ class RunConfig:
 
     @classmethod
     def from_flat(cls, flat: dict[str, Any]) -> "RunConfig":
-        """Build from a flat dict (a Tune trial config); unknown keys are a ConfigError naming them."""
+        """Build from a flat dict (a Tune trial config); unknown keys are a ConfigError naming them. Former
+        names of renamed settings (``rate``, ``groups``) and ``eval_tickets`` true/false are still read."""
         owner = flat_field_owners()
+        flat = upgrade_flat(flat)
         unknown = sorted(set(flat) - set(owner))
         if unknown:
             raise ConfigError(unknown[0], f"unknown setting; valid: {', '.join(sorted(owner))}")
@@ -208,11 +320,34 @@ class RunConfig:
         base = RunConfig().to_flat()
         own = self.to_flat()
         skip = {f.name for f in fields(ResourcesConfig)}
-        diff = {k: v for k, v in own.items() if k not in skip and v != base[k]}
+        diff = {_hash_key(k): _hash_value(k, v) for k, v in own.items() if k not in skip and v != base[k]}
         blob = json.dumps(diff, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+# former names of renamed settings -> their names now (read from old sweep checkpoints and YAML files)
+RENAMED = {"rate": "prune_rate", "groups": "prune_groups"}
+
+
+def upgrade_flat(flat: dict[str, Any]) -> dict[str, Any]:
+    """``flat`` with former setting names and values replaced by today's (``eval_tickets`` was a bool)."""
+    out = {RENAMED.get(k, k): v for k, v in flat.items()}
+    if isinstance(out.get("eval_tickets"), bool):
+        out["eval_tickets"] = "all" if out["eval_tickets"] else "none"
+    return out
+
+
+def _hash_key(name: str) -> str:
+    return setting_of(name).hash_key or name
+
+
+def _hash_value(name: str, value: Any) -> Any:
+    if name == "eval_tickets" and value == "none":  # was eval_tickets=False before the policies existed
+        return False
+    return value
+
+
+# ---- field lookups -----------------------------------------------------------------------------------
 def flat_field_owners() -> dict[str, str]:
     """Map every flat field name to the RunConfig section that owns it."""
     owners: dict[str, str] = {}
@@ -221,6 +356,41 @@ def flat_field_owners() -> dict[str, str]:
             assert f.name not in owners, f"duplicate config field {f.name}"
             owners[f.name] = sec.name
     return owners
+
+
+def section_fields(section: str) -> tuple[dataclasses.Field, ...]:
+    return fields(getattr(RunConfig(), section))
+
+
+def _field(name: str) -> dataclasses.Field:
+    section = flat_field_owners()[name]
+    return next(f for f in section_fields(section) if f.name == name)
+
+
+def setting_of(name: str) -> Setting:
+    """The ``Setting`` (help, range, choices) of flat field ``name``."""
+    return _field(name).metadata["setting"]
+
+
+def default_of(name: str) -> Any:
+    return _field(name).default
+
+
+def value_type(name: str) -> Any:
+    """The scalar type of a field: ``Optional[x]`` -> x; ``tuple[x, ...]`` -> tuple."""
+    section = flat_field_owners()[name]
+    hint = typing.get_type_hints(type(getattr(RunConfig(), section)))[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is typing.Union:
+        return args[0]
+    return tuple if typing.get_origin(hint) is tuple else hint
+
+
+def item_type(name: str) -> Any:
+    """The element type of a tuple field (``int`` for ``tuple[int, ...]``)."""
+    section = flat_field_owners()[name]
+    hint = typing.get_type_hints(type(getattr(RunConfig(), section)))[name]
+    return typing.get_args(hint)[0]
 
 
 def _coerce(section: str, key: str, value: Any) -> Any:
@@ -232,109 +402,121 @@ def _coerce(section: str, key: str, value: Any) -> Any:
     return value
 
 
+# ---- validation --------------------------------------------------------------------------------------
+def flag_name(name: str) -> str:
+    """How a setting is named in messages and on the command line: ``prune_rate`` -> ``prune-rate``."""
+    return name.replace("_", "-")
+
+
+def check_value(name: str, value: Any, where: Optional[str] = None) -> None:
+    """ConfigError unless ``value`` is allowed for setting ``name`` (range, finiteness, integer, choices).
+    The same check serves the command line, sweep YAML (``where`` = its key path) and ``validate``."""
+    spec, label = setting_of(name), where or flag_name(name)
+    if value is None:
+        if default_of(name) is not None:
+            raise ConfigError(label, f"{name} cannot be null")
+        return
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    for item in items:
+        if isinstance(item, (int, float)) and not isinstance(item, bool):
+            _check_number(label, item, spec, integer=(item_type(name) if value_type(name) is tuple else value_type(name)) is int)
+        allowed = spec.allowed()
+        if allowed is not None and item not in allowed:
+            raise ConfigError(label, f"unknown {item!r}; valid: {', '.join(allowed)}")
+    if spec.check is not None:
+        why = spec.check(value)
+        if why:
+            raise ConfigError(label, why)
+
+
+def _check_number(label: str, value: float, spec: Setting, integer: bool) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(label, f"must be a finite number, got {value}")
+    if integer and float(value) != int(value):
+        raise ConfigError(label, f"must be an integer, got {value}")
+    lo_bad = spec.lo is not None and (value < spec.lo or (spec.lo_open and value == spec.lo))
+    hi_bad = spec.hi is not None and (value > spec.hi or (spec.hi_open and value == spec.hi))
+    if lo_bad or hi_bad:
+        raise ConfigError(label, f"must be {range_text(spec)}, got {value}")
+
+
+def range_text(spec: Setting) -> str:
+    """``in (0, 1)``, ``>= 1``, ``> 0``: the allowed range of a numeric setting."""
+    if spec.lo is not None and spec.hi is not None:
+        return f"in {'(' if spec.lo_open else '['}{spec.lo:g}, {spec.hi:g}{')' if spec.hi_open else ']'}"
+    if spec.lo is not None:
+        return f"{'>' if spec.lo_open else '>='} {spec.lo:g}"
+    return f"{'<' if spec.hi_open else '<='} {spec.hi:g}"
+
+
 def validate(cfg: RunConfig, num_classes: Optional[int] = None) -> None:
     """Check every setting that can be checked without loading data; raise ConfigError on the first bad one.
 
+    Each field is checked against its own ``Setting`` first; the rules that tie fields together follow.
     ``num_classes`` (when known) also checks that a class split can serve the shard count.
     """
-    t, p, r, d = cfg.ticket, cfg.prune, cfg.recipe, cfg.data
-    _choice("method", t.method, METHODS)
-    _choice("split", t.split, SPLITS)
-    _choice("optimizer", r.optimizer, OPTIMIZERS)
-    _choice("schedule", r.schedule, SCHEDULES)
-    _choice("budget", p.budget, BUDGETS)
-    for g in p.groups:
-        _choice("prune-groups", g, PRUNE_GROUPS)
-    if not p.groups:
+    for name, value in cfg.to_flat().items():
+        check_value(name, value)
+    spec, t, p = cfg.method, cfg.ticket, cfg.prune
+    if not p.prune_groups:
         raise ConfigError("prune-groups", f"must name at least one of {', '.join(PRUNE_GROUPS)}")
-    if p.rate is not None and not 0.0 < p.rate < 1.0:
-        raise ConfigError("prune-rate", f"must be in (0, 1), got {p.rate}")
-    if t.shards < 1:
-        raise ConfigError("shards", f"must be >= 1, got {t.shards}")
-    if t.cycles is not None and t.cycles < 1:
-        raise ConfigError("cycles", f"must be >= 1, got {t.cycles}")
-    if t.target_sparsity is not None and not 0.0 < t.target_sparsity < 1.0:
-        raise ConfigError("target-sparsity", f"must be in (0, 1), got {t.target_sparsity}")
     if t.vote is not None and not 1 <= t.vote <= cfg.num_shards:
         raise ConfigError("vote", f"must be in [1, shards={cfg.num_shards}], got {t.vote}")
-    if t.rewind_step < 0:
-        raise ConfigError("rewind-step", f"must be >= 0, got {t.rewind_step}")
-    if t.rewind_step and t.method != "imp":
-        raise ConfigError("rewind-step", "is an IMP setting; COLT rewinds to the initialisation")
-    if t.method == "colt" and t.split == "class" and "output" in p.groups and t.shards > 1:
+    if t.rewind_step and not spec.late_rewind:
+        raise ConfigError("rewind-step", f"is an {_methods_with('late_rewind')} setting; {t.method.upper()} rewinds "
+                          "to the initialisation")
+    if spec.uses_shards and t.split == "class" and "output" in p.prune_groups and t.shards > 1:
         raise ConfigError("prune-groups", "'output' cannot be pruned under a class split: shard heads differ")
-    if num_classes is not None and t.method == "colt" and t.split == "class" and t.shards > num_classes:
-        raise ConfigError("shards", f"a class split of {num_classes} classes allows at most {num_classes} shards, got {t.shards}")
-    _positive("epochs", r.epochs, allow_zero=True)
-    _positive("batch-size", r.batch_size)
-    _positive("lr", r.lr)
-    if r.weight_decay < 0:
-        raise ConfigError("weight-decay", f"must be >= 0, got {r.weight_decay}")
-    if not 0.0 <= r.momentum < 1.0:
-        raise ConfigError("momentum", f"must be in [0, 1), got {r.momentum}")
-    if r.warmup_epochs < 0:
-        raise ConfigError("warmup-epochs", f"must be >= 0, got {r.warmup_epochs}")
-    if not 0.0 <= r.label_smoothing < 1.0:
-        raise ConfigError("label-smoothing", f"must be in [0, 1), got {r.label_smoothing}")
-    if r.schedule in ("step", "multistep") and not r.milestones:
-        raise ConfigError("milestones", f"schedule {r.schedule!r} needs at least one milestone epoch")
-    if not 0.0 <= d.val_fraction < 1.0:
-        raise ConfigError("val-fraction", f"must be in [0, 1), got {d.val_fraction}")
+    if num_classes is not None:
+        check_classes(cfg, num_classes)
+    if cfg.recipe.schedule in ("step", "multistep") and not cfg.recipe.milestones:
+        raise ConfigError("milestones", f"schedule {cfg.recipe.schedule!r} needs at least one milestone epoch")
     _validate_tweaks(cfg)
     _validate_jackpot(cfg)
     _validate_resources(cfg.resources)
 
 
+def check_classes(cfg: RunConfig, num_classes: int) -> None:
+    """The check that needs the data: a class split can give each shard at least one class."""
+    t = cfg.ticket
+    if cfg.method.uses_shards and t.split == "class" and t.shards > num_classes:
+        raise ConfigError("shards", f"a class split of {num_classes} classes allows at most {num_classes} shards, "
+                          f"got {t.shards}")
+
+
+def _methods_with(flag: str) -> str:
+    from colt_ray.core.tickets.methods import METHODS
+
+    return "/".join(n.upper() for n in METHODS if getattr(METHODS.get(n), flag))
+
+
 def _validate_tweaks(cfg: RunConfig) -> None:
-    tw = cfg.retrain
-    _choice("activation", tw.activation, ACTIVATIONS)
-    for name in tw.names:
-        _choice("tweaks", name, TWEAKS)
-    if tw.distill_temperature <= 0:
-        raise ConfigError("distill-temperature", f"must be > 0, got {tw.distill_temperature}")
-    if not 0.0 <= tw.distill_weight <= 1.0:
-        raise ConfigError("distill-weight", f"must be in [0, 1], got {tw.distill_weight}")
-    if "distill" in tw.names and cfg.ticket.method == "jackpot":
-        raise ConfigError("tweaks", "distill retrains weights; a jackpot trains none (valid with colt, imp)")
+    for name in cfg.retrain.names:
+        if name not in TWEAKS:
+            raise ConfigError("tweaks", f"unknown {name!r}; valid: {', '.join(TWEAKS)}")
+    if "distill" in cfg.retrain.names and not cfg.method.trains_weights:
+        raise ConfigError("tweaks", f"distill retrains weights; a {cfg.ticket.method} trains none "
+                          f"(valid with {_methods_with('trains_weights').lower().replace('/', ', ')})")
 
 
 def _validate_jackpot(cfg: RunConfig) -> None:
-    j, t = cfg.jackpot, cfg.ticket
-    if t.method != "jackpot":
+    j, spec = cfg.jackpot, cfg.method
+    if "jackpot" not in spec.sections:
         changed = [f.name for f in fields(j) if getattr(j, f.name) != f.default]
         if changed:
-            raise ConfigError(changed[0].replace("_", "-"), "is a jackpot setting; use it with --method jackpot")
+            raise ConfigError(flag_name(changed[0]), "is a jackpot setting; use it with --method jackpot")
         return
-    if cfg.prune.rate is not None:
+    if cfg.prune.prune_rate is not None and spec.default_prune_rate is None:
         raise ConfigError("prune-rate", "jackpot prunes once, to --target-sparsity (default 0.9); drop --prune-rate")
-    if j.pretrain_epochs < -1:
-        raise ConfigError("pretrain-epochs", f"must be >= 0 (or -1: the recipe's epochs, 0 with --pretrained), got {j.pretrain_epochs}")
-    if j.search_epochs < 0:
-        raise ConfigError("search-epochs", f"must be >= 0, got {j.search_epochs}")
-    _positive("score-lr", j.score_lr)
-    if j.score_weight_decay < 0:
-        raise ConfigError("score-weight-decay", f"must be >= 0, got {j.score_weight_decay}")
 
 
 def _validate_resources(res: ResourcesConfig) -> None:
-    _choice("backend", res.backend, ("local", "ray"))
-    _choice("device", res.device, ("auto", "cpu", "cuda"))
     if res.backend == "ray" and res.device == "cuda" and res.gpus_per_shard <= 0:
         # Ray hides every GPU from an actor that reserved none, so cuda would fail inside the actors
-        raise ConfigError("gpus-per-shard", "--device cuda on the ray backend needs a GPU share per shard, e.g. --gpus-per-shard 0.25")
-    if res.cpus_per_shard <= 0:
-        raise ConfigError("cpus-per-shard", f"must be > 0, got {res.cpus_per_shard}")
-    if res.gpus_per_shard < 0:
-        raise ConfigError("gpus-per-shard", f"must be >= 0, got {res.gpus_per_shard}")
-    if res.threads < 1:
-        raise ConfigError("threads", f"must be >= 1, got {res.threads}")
+        raise ConfigError("gpus-per-shard", "--device cuda on the ray backend needs a GPU share per shard, "
+                          "e.g. --gpus-per-shard 0.25")
 
 
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(name, f"unknown {value!r}; valid: {', '.join(allowed)}")
-
-
-def _positive(name: str, value: float, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(name, f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+def eval_every(policy: str) -> Optional[int]:
+    """The N of an ``every:N`` evaluation policy, else None."""
+    return int(policy.split(":", 1)[1]) if policy.startswith("every:") else None

@@ -25,10 +25,12 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (
 
 
 class Callback(Protocol):
-    """Hooks into ``train``; every method is optional (see ``BaseCallback``)."""
+    """Hooks into ``train``; every method is optional (see ``BaseCallback``). ``on_epoch_end`` may add to
+    ``metrics``; callbacks run in order, so the standard ones (evaluation first) fill it for the rest."""
 
     def on_step_end(self, step: int, model: nn.Module) -> None: ...
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], model: nn.Module) -> None: ...
+    def on_train_end(self, model: nn.Module) -> None: ...
 
 
 class BaseCallback:
@@ -37,6 +39,49 @@ class BaseCallback:
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], model: nn.Module) -> None:
         pass
+
+    def on_train_end(self, model: nn.Module) -> None:
+        pass
+
+
+class Evaluation(BaseCallback):
+    """Test accuracy after every epoch (validation accuracy too when the data have a split), best kept.
+    A training of zero epochs is evaluated once, at its end."""
+
+    def __init__(self, data: DatasetBundle, device: torch.device):
+        self.data, self.device = data, device
+        self.prep = Preprocess(data.mean, data.std, None, device=device)
+        self.acc, self.best, self.best_val, self.epochs = 0.0, 0.0, None, 0
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float], model: nn.Module) -> None:
+        self.epochs = epoch
+        self.acc = metrics["acc"] = evaluate(model, self.data.test, self.prep, self.device)
+        self.best = max(self.best, self.acc)
+        if self.data.val is not None:
+            val = metrics["val_acc"] = evaluate(model, self.data.val, self.prep, self.device)
+            self.best_val = val if self.best_val is None else max(self.best_val, val)
+
+    def on_train_end(self, model: nn.Module) -> None:
+        if self.epochs == 0:
+            self.acc = self.best = evaluate(model, self.data.test, self.prep, self.device)
+            if self.data.val is not None:
+                self.best_val = evaluate(model, self.data.val, self.prep, self.device)
+
+
+class Progress(BaseCallback):
+    """A tqdm bar over epochs with the last loss and accuracy (off unless asked)."""
+
+    def __init__(self, epochs: int, desc: str, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=epochs, desc=desc, unit="epoch", leave=False, disable=not enabled)
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float], model: nn.Module) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['acc']:.3f}")
+
+    def on_train_end(self, model: nn.Module) -> None:
+        self.bar.close()
 
 
 @dataclass
@@ -153,7 +198,8 @@ def train(
     """Train ``model`` in place on ``data.train`` with ``recipe``; pruned weights (``mask`` False) stay 0.
 
     ``generator`` drives shuffling and augmentation. ``loss_fn(logits, targets, inputs)`` replaces the
-    default (label-smoothed) cross-entropy, e.g. for distillation.
+    default (label-smoothed) cross-entropy, e.g. for distillation. Evaluation and the progress bar are the
+    standard callbacks (open_lth's ``standard_callbacks``); ``callbacks`` run after them.
     """
     start = time.perf_counter()
     model.to(device).train()
@@ -161,15 +207,14 @@ def train(
     applier.apply_to_weights()
     opt = make_optimizer(model.parameters(), recipe)
     prep = Preprocess(data.mean, data.std, data.augment, device=device)
-    eval_prep = Preprocess(data.mean, data.std, None, device=device)
     x_all, y_all = data.train.x.to(device), data.train.y.to(device)
     n = len(data.train)
     steps_per_epoch = max(1, math.ceil(n / recipe.batch_size))
     loss_fn = loss_fn or (lambda logits, y, _x: smoothed_cross_entropy(logits, y, recipe.label_smoothing))
+    evaluation = Evaluation(data, device)
+    hooks = [evaluation, Progress(recipe.epochs, desc, progress), *callbacks]
     history: list[dict[str, float]] = []
-    step, best, best_val, last_loss = 0, 0.0, None, None
-    acc = evaluate(model, data.test, eval_prep, device) if recipe.epochs == 0 else 0.0
-    bar = _progress(recipe.epochs, desc, progress)
+    step, last_loss = 0, None
     for epoch in range(recipe.epochs):
         order = torch.randperm(n, generator=generator).to(device)
         total_loss = torch.zeros((), device=device)
@@ -181,39 +226,22 @@ def train(
             loss = train_step(model, opt, applier, loss_fn, x, y_all[idx])
             total_loss += loss * len(idx)
             step += 1
-            for cb in callbacks:
+            for cb in hooks:
                 cb.on_step_end(step, model)
         last_loss = float(total_loss) / n
-        acc = evaluate(model, data.test, eval_prep, device)
-        best = max(best, acc)
-        metrics = {"epoch": epoch + 1, "loss": last_loss, "acc": acc}
-        if data.val is not None:
-            val = evaluate(model, data.val, eval_prep, device)
-            best_val = val if best_val is None else max(best_val, val)
-            metrics["val_acc"] = val
-        history.append(metrics)
-        for cb in callbacks:
+        metrics = {"epoch": epoch + 1, "loss": last_loss}
+        for cb in hooks:
             cb.on_epoch_end(epoch + 1, metrics, model)
-        bar.update(1)
-        bar.set_postfix(loss=f"{last_loss:.3f}", acc=f"{acc:.3f}")
-    bar.close()
-    if recipe.epochs == 0:
-        best = acc
-        if data.val is not None:
-            best_val = evaluate(model, data.val, eval_prep, device)
+        history.append(metrics)
+    for cb in hooks:
+        cb.on_train_end(model)
     return TrainResult(
-        acc_best=best,
-        acc_final=acc,
-        val_acc=best_val,
+        acc_best=evaluation.best,
+        acc_final=evaluation.acc,
+        val_acc=evaluation.best_val,
         loss=last_loss,
         sample_epochs=n * recipe.epochs,
         wall_seconds=time.perf_counter() - start,
         steps=step,
         history=history,
     )
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="epoch", leave=False, disable=not enabled)

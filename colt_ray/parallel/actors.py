@@ -1,16 +1,21 @@
 """Trainer actors: ``ShardTrainer`` (a plain class), the one factory that makes it remote, and two pools.
 
-A pool is "the k trainers of a run": ``RayPool`` holds one actor per trainer and trains them concurrently;
-``LocalPool`` holds the same plain objects in this process (unit tests, debugging). Both take theta as an
-object returned by ``put`` (an ``ObjectRef`` on Ray, the dict itself locally) and the mask as a numpy dict,
-and return the trainers' ``TrainOutcome``s in index order. Nothing device-resident crosses a process.
+A pool is "some trainers of a run": ``RayPool`` holds one actor per trainer and trains them concurrently;
+``LocalPool`` holds the same plain objects in this process (unit tests, debugging). Both take theta and the
+data as objects returned by ``put`` (an ``ObjectRef`` on Ray, the object itself locally) and the mask as a
+numpy dict, and return the trainers' ``TrainOutcome``s in index order. Nothing device-resident crosses a
+process.
+
+Data reach a trainer by reference: the driver loads the dataset once and puts its arrays in the object
+store; every call carries ``[reference, shard]``, and a trainer builds its view of the data on its first call
+(zero-copy on a node; a restarted actor rebuilds it on its retried call). No trainer opens the data root.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import ray
@@ -20,33 +25,63 @@ from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from colt_ray.core.config import RunConfig
+from colt_ray.core.data import bundle_from_arrays
 from colt_ray.core.errors import RunError
 from colt_ray.core.pruning import Mask
-from colt_ray.core.tickets.trainer import FULL, TicketTrainer, TrainOutcome
+from colt_ray.core.tickets.search import make_full_trainer, make_shard_trainer
+from colt_ray.core.tickets.trainer import FULL, TrainOutcome
 from colt_ray.parallel.resources import ActorResources
 
 NumpyMask = Optional[dict[str, np.ndarray]]
+Data = list  # [reference to (or the) bundle arrays, the trainer's Shard or None]
+POLL_SECONDS = 0.1  # how often a waiting pool asks whether the run was stopped
 
 
 class ShardFailedError(RunError):
     """A trainer actor died more often than its restart budget allows; the run cannot continue."""
 
 
+def writable(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Arrays from the object store are read-only views; a copy of those that are, for code that writes."""
+    return {k: v if v.flags.writeable else v.copy() for k, v in arrays.items()}
+
+
+def unwrap_remote_error(exc: RayTaskError) -> BaseException:
+    """The error a remote call raised, as itself (one line), not wrapped in Ray's traceback."""
+    return exc.cause if isinstance(exc.cause, Exception) else exc
+
+
 class ShardTrainer:
-    """One trainer of a run, alive for the whole run: COLT shard ``index`` (>= 0) or the full-data model
-    (``FULL``, IMP). Loads its data once in ``__init__``, so a restarted actor is whole again."""
+    """One trainer of a run, alive for the whole run: COLT shard ``index`` (>= 0), or the full-data trainer
+    (``FULL``: IMP's levels, a jackpot, COLT's ticket evaluations). Starts without data (so the process and
+    its imports start while the driver loads the data) and builds its trainer on the first call."""
 
     def __init__(self, cfg: RunConfig, index: int):
         torch.set_num_threads(cfg.resources.threads)  # same thread count as the local backend: bitwise equal
-        self.index = index
-        self.trainer = TicketTrainer.for_full(cfg) if index == FULL else TicketTrainer.for_shard(cfg, index)
+        self.cfg, self.index = cfg, index
+        self.trainer: Any = None
+        self._data_key: Any = None
 
-    def run(self, theta: dict[str, np.ndarray], mask: NumpyMask, cycle: int, prune_next: bool = True,
+    def attach(self, data: Data) -> None:
+        """Build this trainer's view of the shared data (once per data reference)."""
+        source, shard = data
+        key = source.hex() if isinstance(source, ray.ObjectRef) else id(source)
+        if key == self._data_key:
+            return
+        arrays = ray.get(source) if isinstance(source, ray.ObjectRef) else source
+        bundle = bundle_from_arrays(arrays)
+        if self.index == FULL:
+            self.trainer = make_full_trainer(self.cfg, bundle)
+        else:
+            self.trainer = make_shard_trainer(self.cfg, bundle, shard)
+        self._data_key = key
+
+    def run(self, data: Data, theta: dict[str, np.ndarray], mask: NumpyMask, cycle: int, prune_next: bool = True,
             capture_step: int = 0) -> TrainOutcome:
         """Train from ``theta`` under ``mask`` (numpy dict, None = dense) and prune if ``prune_next``."""
-        theta = {k: v if v.flags.writeable else v.copy() for k, v in theta.items()}  # object-store arrays are read-only
+        self.attach(data)
         m = Mask.from_numpy(mask) if mask is not None else None
-        return self.trainer.run(theta, m, cycle, prune_next, capture_step)
+        return self.trainer.run(writable(theta), m, cycle, prune_next, capture_step)
 
     def pid(self) -> int:
         """The process id (tests kill actors; a restarted actor has a new one)."""
@@ -71,95 +106,127 @@ def trainer_label(index: int) -> str:
 
 
 class LocalPool:
-    """The run's trainers as plain objects in this process, one after another."""
+    """Trainers as plain objects in this process, one after another."""
 
-    def __init__(self, cfg: RunConfig, indices: Sequence[int], trainer_cls: type = ShardTrainer):
+    def __init__(self, cfg: RunConfig, indices: Sequence[int], trainer_cls: type = ShardTrainer, **_: Any):
         self.indices = list(indices)
         self.trainers = [trainer_cls(cfg, i) for i in self.indices]
 
-    def put(self, theta: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return theta
+    def put(self, value: Any) -> Any:
+        return value
 
     def ready(self) -> list[int]:
         return [t.pid() for t in self.trainers]
 
-    def run(self, theta: Any, mask: NumpyMask, cycle: int, prune_next: bool, capture_step: int = 0) -> list[TrainOutcome]:
-        return [t.run(theta, mask, cycle, prune_next, capture_step) for t in self.trainers]
+    def run(self, data: Sequence[Data], theta: Any, mask: NumpyMask, cycle: int, prune_next: bool,
+            capture_step: int = 0, stop: Optional[Callable[[], bool]] = None) -> list[TrainOutcome]:
+        return [t.run(d, theta, mask, cycle, prune_next, capture_step) for t, d in zip(self.trainers, data)]
+
+    def submit(self, data: Data, theta: Any, mask: NumpyMask, cycle: int) -> Any:
+        from colt_ray.core.tickets.methods import Finished
+
+        return Finished(self.trainers[0].run(data, theta, mask, cycle, False, 0).metrics)
 
     def close(self) -> None:
         self.trainers = []
 
 
-class RayPool:
-    """One ``ShardTrainer`` actor per trainer, trained concurrently. In a placement group (a Tune trial),
-    trainer i goes to bundle ``len(bundles) - k + i``: the last k bundles, after the trial's own."""
+class RayPending:
+    """A ticket evaluation running on the evaluator actor (the ``Pending`` of the core's COLT loop)."""
 
-    def __init__(self, cfg: RunConfig, indices: Sequence[int], resources: ActorResources,
-                 trainer_cls: type = ShardTrainer, placement_group: Optional[PlacementGroup] = None):
+    def __init__(self, pool: "RayPool", future: Any, cycle: int):
+        self.pool, self.future, self.cycle = pool, future, cycle
+
+    def done(self) -> bool:
+        ready, _ = ray.wait([self.future], timeout=0)
+        return bool(ready)
+
+    def result(self) -> dict:
+        return self.pool.get(0, self.future, f"evaluating cycle {self.cycle}").metrics
+
+
+class RayPool:
+    """One ``ShardTrainer`` actor per trainer. In a placement group (a Tune trial), trainer i goes to bundle
+    ``first_bundle + i``."""
+
+    def __init__(self, cfg: RunConfig, indices: Sequence[int], trainer_cls: type = ShardTrainer, *,
+                 resources: ActorResources, placement_group: Optional[PlacementGroup] = None, first_bundle: int = 0):
         self.indices = list(indices)
         self.restarts = resources.max_restarts
         self.in_flight: Optional[int] = None  # the cycle being trained, for observers (tests)
-        self._puts: dict[int, tuple[Any, Any]] = {}
-        strategies = bundle_strategies(placement_group, len(self.indices), resources)
+        strategies = bundle_strategies(placement_group, first_bundle, len(self.indices), resources)
         self.actors = [create_actor(trainer_cls, resources, cfg, i, strategy=s) for i, s in zip(self.indices, strategies)]
 
     def ready(self) -> list[int]:
-        """Wait until every actor has loaded its data; their process ids. Raises if one cannot start."""
-        return [self._get(i, a.pid.remote(), "while starting") for i, a in zip(self.indices, self.actors)]
+        """Wait until every actor has started; their process ids. Raises if one cannot start."""
+        return [self.get(i, a.pid.remote(), "while starting") for i, a in enumerate(self.actors)]
 
-    def put(self, theta: dict[str, np.ndarray]) -> Any:
-        """``ray.put`` a rewind point once; the same dict object gives the same reference."""
-        key = id(theta)
-        if key not in self._puts:
-            self._puts[key] = (theta, ray.put(theta))  # keep theta alive so its id is not reused
-        return self._puts[key][1]
+    def put(self, value: Any) -> Any:
+        return ray.put(value)
 
-    def run(self, theta: Any, mask: NumpyMask, cycle: int, prune_next: bool, capture_step: int = 0) -> list[TrainOutcome]:
-        """Every actor trains once; a dead actor is restarted by Ray and its call retried (max_task_retries)."""
-        ref = theta if isinstance(theta, ray.ObjectRef) else self.put(theta)
+    def run(self, data: Sequence[Data], theta: Any, mask: NumpyMask, cycle: int, prune_next: bool,
+            capture_step: int = 0, stop: Optional[Callable[[], bool]] = None) -> Optional[list[TrainOutcome]]:
+        """Every actor trains once; a dead actor is restarted by Ray and its call retried (max_task_retries).
+        Returns None, without waiting for the trainings, as soon as ``stop()`` says the run is over."""
+        mask_ref = ray.put(mask)  # once per cycle, shared by the k calls
         self.in_flight = cycle
         try:
-            futures = [a.run.remote(ref, mask, cycle, prune_next, capture_step) for a in self.actors]
-            return [self._get(i, f, f"in cycle {cycle}") for i, f in zip(self.indices, futures)]
+            futures = [a.run.remote(d, theta, mask_ref, cycle, prune_next, capture_step)
+                       for a, d in zip(self.actors, data)]
+            if stop is not None and not self._wait(futures, stop):
+                return None
+            return [self.get(i, f, f"in cycle {cycle}") for i, f in enumerate(futures)]
         finally:
             self.in_flight = None
 
-    def _get(self, index: int, future: Any, when: str) -> Any:
+    def submit(self, data: Data, theta: Any, mask: NumpyMask, cycle: int) -> RayPending:
+        """Start a ticket evaluation on the (single) actor of this pool; its result is picked up later."""
+        return RayPending(self, self.actors[0].run.remote(data, theta, mask, cycle, False, 0), cycle)
+
+    @staticmethod
+    def _wait(futures: list, stop: Callable[[], bool]) -> bool:
+        """Wait for ``futures`` while polling ``stop``; False if the run was stopped first."""
+        pending = list(futures)
+        while pending:
+            if stop():
+                return False
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_SECONDS)
+        return not stop()
+
+    def get(self, position: int, future: Any, when: str) -> Any:
+        index = self.indices[position]
         try:
             return ray.get(future)
         except RayActorError as exc:
             lines = str(exc).strip().splitlines() or [type(exc).__name__]
             if getattr(exc, "actor_init_failed", False):  # its __init__ raised: the last line is the error
                 raise ShardFailedError(f"{trainer_label(index)} could not start: {lines[-1].strip()}") from None
-            why = lines[0]
             raise ShardFailedError(
                 f"{trainer_label(index)} died {when} and could not be brought back "
-                f"within {self.restarts} restarts ({why})"
+                f"within {self.restarts} restarts ({lines[0]})"
             ) from None
         except RayTaskError as exc:  # an error raised by the training itself: surface it as if local
-            if isinstance(exc.cause, Exception):
-                raise exc.cause from None
-            raise
+            raise unwrap_remote_error(exc) from None
 
     def close(self) -> None:
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
-        self.actors, self._puts = [], {}
+        self.actors = []
 
 
-def bundle_strategies(pg: Optional[PlacementGroup], k: int, resources: ActorResources) -> list[Any]:
-    """Scheduling strategy per trainer: None outside a placement group, else the last k bundles of ``pg``
-    (checked to fit, so a too-small bundle is an error, not a run waiting forever)."""
+def bundle_strategies(pg: Optional[PlacementGroup], first: int, k: int, resources: ActorResources) -> list[Any]:
+    """Scheduling strategy per trainer: None outside a placement group, else bundles ``first .. first+k-1``
+    of ``pg`` (checked to fit, so a too-small bundle is an error, not a run waiting forever)."""
     if pg is None:
         return [None] * k
     specs = pg.bundle_specs
-    if len(specs) < k:
-        raise ValueError(f"placement group has {len(specs)} bundles; this run needs one per trainer ({k}) "
-                         "after the trial's own (see colt_ray.parallel.resources.placement_bundles)")
-    first = len(specs) - k
-    for i in range(first, len(specs)):
+    if len(specs) < first + k:
+        raise ValueError(f"placement group has {len(specs)} bundles; this run needs {first + k} "
+                         "(see colt_ray.parallel.resources.placement_bundles)")
+    for i in range(first, first + k):
         if specs[i].get("CPU", 0) < resources.num_cpus or specs[i].get("GPU", 0) < resources.num_gpus:
             raise ValueError(f"placement group bundle {i} {specs[i]} cannot hold a trainer asking for "
                              f"{resources.num_cpus:g} CPU, {resources.num_gpus:g} GPU")
     return [PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=first + i,
                                              placement_group_capture_child_tasks=True) for i in range(k)]
+

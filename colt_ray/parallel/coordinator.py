@@ -1,119 +1,115 @@
-"""``Coordinator``: holds one ticket search on Ray. A plain class, used two ways:
+"""``Coordinator``: holds one ticket search on Ray, in the driver's process (the CLI, or a Tune trial).
 
-* in-process (``Coordinator(cfg, prepared=p).run(sink)``): inside a Tune trial (its actors land in the
-  trial's placement group) or a driver that already holds the data;
-* as an actor (``create_actor(Coordinator, ...)`` then ``stream``): the CLI's ``--backend ray``; each cycle's
-  record is yielded back to the driver, which writes it and prints the progress line.
+Its trainer actors are created first (their processes start and import torch while the driver loads the
+data), then ``attach`` puts the dataset's arrays and theta_0 in the object store once; every call passes
+those references. For COLT, k shard actors form the mask chain and one evaluator actor trains the tickets on
+the full data beside it (README, "Backends and speed"): the core's loop submits each evaluation and never waits for it
+before the next cycle's shards. IMP and jackpots have one full-data trainer actor.
 
-The method loop is the core's (``run_method``): the coordinator only supplies ``train_shards`` and
-``train_full``, so the masks are intersected and the records built exactly as in the local backend.
+The method loop is the core's (``run_method``): the coordinator only supplies the callables, so masks are
+intersected and records built exactly as in the local backend.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import queue
-import threading
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Optional
 
+import ray
 import torch
 from ray.util.placement_group import PlacementGroup, get_current_placement_group
 
 from colt_ray.core.config import RunConfig
+from colt_ray.core.data import bundle_arrays
+from colt_ray.core.errors import stderr_line
 from colt_ray.core.pruning import Mask
-from colt_ray.core.tickets.methods import Resume, Sink
+from colt_ray.core.tickets.methods import Backend, Resume, Sink
 from colt_ray.core.tickets.records import CycleRecord
-from colt_ray.core.tickets.search import Prepared, prepare, run_method
-from colt_ray.core.tickets.trainer import FULL, TicketTrainer, TrainOutcome
+from colt_ray.core.tickets.search import Prepared, run_method
+from colt_ray.core.tickets.trainer import FULL, TrainOutcome
 from colt_ray.parallel.actors import LocalPool, RayPool, ShardTrainer
-from colt_ray.parallel.resources import DEFAULT_RESTARTS, shard_resources, uses_shards
+from colt_ray.parallel.resources import DEFAULT_RESTARTS, cpus_needed, has_evaluator, shard_resources
 
-_DONE = object()
+
+def evaluator_fits(cfg: RunConfig) -> bool:
+    """Whether the connected cluster has CPUs for every trainer of the run, the evaluator included."""
+    return float(ray.cluster_resources().get("CPU", 0)) >= cpus_needed(cfg)
 
 
 class Coordinator:
-    """One run: theta_0 put once in the object store, one trainer per shard (COLT) or the full-data trainer
-    (IMP, jackpot), the ticket evaluation here, one ``CycleRecord`` per cycle to the sink.
+    """One run: k shard trainers (COLT) plus an evaluator, or one full-data trainer (IMP, jackpot).
 
-    ``cfg`` is the config the trainers get (resources already fitted to the cluster); ``prepared`` is the
-    validated run (built here with ``prepare(cfg, run_id)`` when None, e.g. inside an actor, so the data are
-    loaded where they are used rather than shipped). ``use_ray=False`` keeps every trainer in this process.
-    ``placement_group`` None means the current one (a Tune trial's), if any.
+    ``cfg`` is the config the trainers get (resources already fitted to the cluster). ``use_ray=False`` keeps
+    every trainer in this process (tests). ``placement_group`` None means the current one (a Tune trial's),
+    if any: bundle 0 is the trial's own, then one bundle per shard, then the evaluator's.
     """
 
-    def __init__(self, cfg: RunConfig, run_id: Optional[str] = None, *, prepared: Optional[Prepared] = None,
-                 use_ray: bool = True, trainer_cls: type = ShardTrainer, restarts: int = DEFAULT_RESTARTS,
-                 placement_group: Optional[PlacementGroup] = None):
+    def __init__(self, cfg: RunConfig, *, prepared: Optional[Prepared] = None, use_ray: bool = True,
+                 trainer_cls: type = ShardTrainer, restarts: int = DEFAULT_RESTARTS,
+                 placement_group: Optional[PlacementGroup] = None, echo: Callable[[str], None] = stderr_line):
         torch.set_num_threads(cfg.resources.threads)
         self.cfg = cfg
-        indices = list(range(cfg.num_shards)) if uses_shards(cfg) else [FULL]
-        if use_ray:  # the actors start (and load their shards) while this process prepares the run
-            pg = placement_group if placement_group is not None else get_current_placement_group()
-            self.pool: Any = RayPool(cfg, indices, shard_resources(cfg, restarts), trainer_cls, pg)
-        else:
-            self.pool = LocalPool(cfg, indices, trainer_cls)
-        try:
-            self.prepared = dataclasses.replace(prepared if prepared is not None else prepare(cfg, run_id), cfg=cfg)
-        except BaseException:
-            self.pool.close()
-            raise
-        self.theta0 = self.pool.put(self.prepared.ctx.theta0)  # once per run; every call passes this reference
-        self._full: Optional[TicketTrainer] = None
+        pg = placement_group if placement_group is not None else (get_current_placement_group() if use_ray else None)
+        opts: dict[str, Any] = {"resources": shard_resources(cfg, restarts), "placement_group": pg}
+        pool = RayPool if use_ray else LocalPool
+        k = cfg.num_shards if cfg.method.uses_shards else 0
+        self.shards: Any = pool(cfg, range(k), trainer_cls, first_bundle=1, **opts) if k else None
+        self.full: Any = None
+        if k and has_evaluator(cfg) and use_ray and pg is None and not evaluator_fits(cfg):
+            # a cluster that holds the k shards but not one more trainer: the evaluator shares their CPUs
+            # (it only runs beside them), rather than waiting forever for a CPU of its own
+            opts["resources"] = dataclasses.replace(opts["resources"], num_cpus=0.0)
+            echo(f"colt-ray: the Ray cluster has no CPU left for the ticket evaluator beside {k} shards; "
+                 "it shares their CPUs")
+        if not k or has_evaluator(cfg):
+            self.full = pool(cfg, [FULL], trainer_cls, first_bundle=1 + k, **opts)
+        self.prepared: Optional[Prepared] = None
+        if prepared is not None:
+            self.attach(prepared)
 
-    # ---- the two callables of the ticket methods ------------------------------------------------------
-    def train_shards(self, theta: dict, mask: Mask, cycle: int) -> list[TrainOutcome]:
+    @property
+    def pools(self) -> list[Any]:
+        return [p for p in (self.shards, self.full) if p is not None]
+
+    def attach(self, prepared: Prepared) -> "Coordinator":
+        """Put the run's data and theta_0 in the object store, once; every later call passes the references."""
+        self.prepared = prepared
+        any_pool = self.pools[0]
+        self.data = any_pool.put(bundle_arrays(prepared.bundle))
+        self.theta0 = any_pool.put(prepared.ctx.theta0)
+        return self
+
+    # ---- the callables of the ticket methods ------------------------------------------------------
+    def train_shards(self, theta: dict, mask: Mask, cycle: int, stop: Any = None) -> Optional[list[TrainOutcome]]:
         """Every shard trainer from ``theta`` under ``mask``, each pruning its own proposal."""
-        return self.pool.run(self._ref(theta), mask.to_numpy(), cycle, True, 0)
+        data = [[self.data, s] for s in self.prepared.shards]
+        return self.shards.run(data, self._ref(theta), mask.to_numpy(), cycle, True, 0, stop)
 
     def train_full(self, theta: dict, mask: Mask, cycle: int, prune_next: bool, capture_step: int) -> TrainOutcome:
-        """A full-data training: on the trainer actor for IMP (and jackpot), in this process for COLT's ticket
-        evaluation (which never runs while the shard trainers do)."""
-        if not uses_shards(self.cfg):
-            return self.pool.run(self._ref(theta), mask.to_numpy(), cycle, prune_next, capture_step)[0]
-        if self._full is None:
-            self._full = TicketTrainer.for_full(self.cfg, self.prepared.bundle)
-        return self._full.run(theta, mask, cycle, prune_next, capture_step)
+        """A full-data training on the full-data trainer actor (IMP's levels, a jackpot)."""
+        return self.full.run([[self.data, None]], self._ref(theta), mask.to_numpy(), cycle, prune_next, capture_step)[0]
+
+    def evaluate(self, theta: dict, mask: Mask, cycle: int) -> Any:
+        """Start COLT's ticket evaluation of ``cycle`` on the evaluator actor; the loop picks it up later."""
+        return self.full.submit([self.data, None], self._ref(theta), mask.to_numpy(), cycle)
 
     def _ref(self, theta: dict) -> Any:
-        return self.theta0 if theta is self.prepared.ctx.theta0 else self.pool.put(theta)
+        return self.theta0 if theta is self.prepared.ctx.theta0 else self.pools[0].put(theta)
+
+    def backend(self) -> Backend:
+        colt = self.shards is not None
+        return Backend(self.train_shards if colt else None, None if colt else self.train_full,
+                       self.evaluate if (colt and self.full is not None) else None)
 
     # ---- driving a run --------------------------------------------------------------------------------
     def run(self, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
         """Run the configured method to its end; ``sink`` gets each cycle's record as it finishes."""
-        return run_method(self.prepared, self.train_shards, self.train_full, sink, resume)
-
-    def stream(self, resume: Optional[Resume] = None) -> Iterator[CycleRecord]:
-        """``run`` as a generator of records (a Ray streaming generator when this is an actor).
-
-        The method loop runs in a thread and hands each record over a queue, so a record reaches the
-        driver as soon as its cycle ends; an error of the loop is raised here, after the records before it.
-        """
-        records: queue.Queue = queue.Queue()
-
-        def body() -> None:
-            try:
-                self.run(records.put, resume)
-                records.put(_DONE)
-            except BaseException as exc:  # handed to the consumer, which raises it
-                records.put(exc)
-
-        worker = threading.Thread(target=body, name="colt-ray-coordinator", daemon=True)
-        worker.start()
-        while True:
-            item = records.get()
-            if item is _DONE:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-        worker.join()
-
-    def run_id(self) -> str:
-        return self.prepared.run_id
+        return run_method(self.prepared, self.backend(), sink, resume)
 
     def close(self) -> None:
-        """Stop the trainer actors (an actor coordinator's are also stopped when it dies: it owns them)."""
-        self.pool.close()
+        """Stop the trainer actors."""
+        for pool in self.pools:
+            pool.close()
 
     def __enter__(self) -> "Coordinator":
         return self

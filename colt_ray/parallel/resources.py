@@ -1,21 +1,20 @@
 """What each actor of a run asks Ray for, computed from ``ResourcesConfig`` in one place.
 
-The shard trainers reserve ``cpus_per_shard`` CPUs and ``gpus_per_shard`` of a GPU each. The coordinator
-reserves nothing when it runs as an actor: it only trains (the ticket evaluation) while every shard trainer
-is idle, so its work never overlaps theirs (``run_colt`` evaluates, then trains the shards). A sweep reserves
-``placement_bundles(cfg)`` per trial: bundle 0 for the trial (which holds the coordinator), then one bundle
-per trainer.
+Every trainer actor (a COLT shard, COLT's evaluator, IMP's or a jackpot's full-data trainer) reserves
+``cpus_per_shard`` CPUs and ``gpus_per_shard`` of a GPU. The coordinator runs in the driver (or the Tune
+trial) and only waits on its actors. A sweep reserves ``placement_bundles(cfg)`` per trial: bundle 0 for the
+trial (which holds the coordinator), then one bundle per shard, then the evaluator's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from colt_ray.core.config import RunConfig
+from colt_ray.core.errors import stderr_line
 
 DEFAULT_RESTARTS = 3  # a trainer actor may die this many times in a run before the run fails
 
@@ -35,17 +34,17 @@ class ActorResources:
 
 def uses_shards(cfg: RunConfig) -> bool:
     """COLT trains k shard models; every other method (IMP, jackpot) trains only the full-data model."""
-    return cfg.ticket.method == "colt"
+    return cfg.method.uses_shards
+
+
+def has_evaluator(cfg: RunConfig) -> bool:
+    """True when the run has an evaluator actor beside its shards (COLT with any ticket evaluated)."""
+    return uses_shards(cfg) and cfg.ticket.eval_tickets != "none"
 
 
 def num_trainers(cfg: RunConfig) -> int:
-    """Trainer actors of a run: k shards for COLT, the one full-data trainer otherwise."""
-    return cfg.ticket.shards if uses_shards(cfg) else 1
-
-
-def coordinator_trains(cfg: RunConfig) -> bool:
-    """True when the coordinator itself trains (COLT's ticket evaluation on the full data)."""
-    return uses_shards(cfg) and cfg.ticket.eval_tickets
+    """Trainer actors of a run: k shards (+ the evaluator) for COLT, the one full-data trainer otherwise."""
+    return cfg.ticket.shards + int(has_evaluator(cfg)) if uses_shards(cfg) else 1
 
 
 def shard_resources(cfg: RunConfig, restarts: int = DEFAULT_RESTARTS) -> ActorResources:
@@ -54,28 +53,19 @@ def shard_resources(cfg: RunConfig, restarts: int = DEFAULT_RESTARTS) -> ActorRe
     return ActorResources(res.cpus_per_shard, res.gpus_per_shard, restarts, restarts)
 
 
-def coordinator_resources(cfg: RunConfig) -> ActorResources:
-    """The coordinator actor of ``--backend ray``: no reservation (see the module docstring), a GPU share
-    only when it evaluates tickets and GPUs are in use. Never restarted: the driver holds the records."""
-    gpus = cfg.resources.gpus_per_shard if coordinator_trains(cfg) else 0.0
-    return ActorResources(0.0, gpus, 0, 0)
-
-
 def placement_bundles(cfg: RunConfig) -> list[dict[str, float]]:
-    """Bundles of one run's placement group: [trial/coordinator] + one per trainer (for a Tune
-    ``PlacementGroupFactory``). Call after ``fit_to_cluster`` so no GPU is asked of a CPU-only cluster."""
+    """Bundles of one run's placement group: [trial/coordinator] + one per trainer (shards, then the
+    evaluator) for a Tune ``PlacementGroupFactory``. The coordinator only waits on its actors, so its
+    bundle is token-sized. Call after ``fit_to_cluster`` so no GPU is asked of a CPU-only cluster."""
     res = cfg.resources
-    head = {"CPU": res.cpus_per_shard} if coordinator_trains(cfg) else {"CPU": 0.01}  # Ray refuses all-zero bundles
-    if coordinator_trains(cfg) and res.gpus_per_shard > 0:
-        head["GPU"] = res.gpus_per_shard
-    shard = {"CPU": res.cpus_per_shard}
+    trainer = {"CPU": res.cpus_per_shard}
     if res.gpus_per_shard > 0:
-        shard["GPU"] = res.gpus_per_shard
-    return [head] + [dict(shard) for _ in range(num_trainers(cfg))]
+        trainer["GPU"] = res.gpus_per_shard
+    return [{"CPU": 0.01}] + [dict(trainer) for _ in range(num_trainers(cfg))]  # Ray refuses all-zero bundles
 
 
 def cpus_needed(cfg: RunConfig) -> float:
-    """CPUs a run reserves at once outside a placement group (the shard trainers)."""
+    """CPUs a run reserves at once outside a placement group (its trainer actors)."""
     return num_trainers(cfg) * cfg.resources.cpus_per_shard
 
 
@@ -91,12 +81,8 @@ def fit_to_cluster(cfg: RunConfig, cluster_gpus: float, echo: Optional[Callable[
     driver prints one line per cycle instead.
     """
     res = cfg.resources
-    echo = echo or _stderr
+    echo = echo or stderr_line
     if res.gpus_per_shard > 0 and cluster_gpus <= 0:
         echo(f"colt-ray: no GPU in the Ray cluster; ignoring --gpus-per-shard {res.gpus_per_shard:g}, training on the CPU")
         res = dataclasses.replace(res, gpus_per_shard=0.0, device="cpu")
     return cfg.replace(resources=dataclasses.replace(res, progress=False))
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)

@@ -21,7 +21,7 @@ import re
 import secrets
 from typing import Any, Optional, Union
 
-from colt_ray.core.errors import ConfigError
+from colt_ray.core.errors import ConfigError, one_line
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -64,7 +64,7 @@ def resolve(out: PathLike, filesystem: Any = None) -> tuple[Optional[Any], str]:
         try:
             fs, root = pafs.FileSystem.from_uri(os.fspath(out))
         except Exception as e:  # pyarrow raises several types for bad URIs
-            raise ConfigError("out", f"{os.fspath(out)} is not a usable location: {_one_line(e)}") from e
+            raise ConfigError("out", f"{os.fspath(out)} is not a usable location: {one_line(e)}") from e
         return fs, root.rstrip("/")
     return None, local_path(out)
 
@@ -169,6 +169,3 @@ def _at(out: PathLike, *parts: str) -> str:
         return join(os.fspath(out), *parts, remote=True)
     return os.path.join(local_path(out), *parts)
 
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__

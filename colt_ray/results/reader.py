@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from colt_ray.core.errors import ConfigError
+from colt_ray.core.errors import ConfigError, one_line
 from colt_ray.results import layout, schema
 from colt_ray.results.layout import PathLike
 
@@ -144,7 +144,7 @@ def _read_kind(fs: Any, files: list[str], kind: str) -> pa.Table:
     try:
         table = pa.concat_tables(tables, promote_options="permissive")
     except pa.ArrowException as e:
-        raise ConfigError("results", f"{kind} files have incompatible schemas: {_one_line(e)}") from e
+        raise ConfigError("results", f"{kind} files have incompatible schemas: {one_line(e)}") from e
     return _with_declared_columns(table, declared)
 
 
@@ -152,7 +152,7 @@ def _read_one(fs: Any, path: str, kind: str) -> pa.Table:
     try:
         table = pq.read_table(path, filesystem=fs)
     except (pa.ArrowException, OSError, ValueError) as e:
-        raise ConfigError("results", f"{path} is not a readable Parquet file: {_one_line(e)}") from e
+        raise ConfigError("results", f"{path} is not a readable Parquet file: {one_line(e)}") from e
     missing = [k for k in KEYS[kind] if k not in table.column_names]
     if missing:
         raise ConfigError("results", f"{path} is not a colt_ray {kind} file (no column {missing[0]!r})")
@@ -175,9 +175,6 @@ def _to_pandas(table: pa.Table, keys: list[str], sort: list[str]) -> pd.DataFram
         df = df.sort_values(sort, kind="stable", na_position="first").reset_index(drop=True)
     return df
 
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 def describe(results: Results) -> str:

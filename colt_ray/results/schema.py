@@ -63,7 +63,8 @@ CYCLES = pa.schema(
         _f("conv_sparsity", pa.float64(), True),
         _f("kept_weights", pa.int64()),
         _f("prunable_weights", pa.int64()),
-        _f("acc_best", pa.float64(), True),  # null when the ticket was not trained (eval_tickets=False)
+        _f("evaluated", pa.bool_(), True),  # False: the eval policy skipped this ticket; its accuracy columns are null
+        _f("acc_best", pa.float64(), True),  # null when the ticket was not trained (see eval_tickets)
         _f("acc_final", pa.float64(), True),
         _f("val_acc", pa.float64(), True),
         _f("loss", pa.float64(), True),
@@ -93,6 +94,7 @@ FINAL_FIELDS = [
     _f("final_sparsity", pa.float64(), True),
     _f("final_acc_best", pa.float64(), True),
     _f("final_acc_final", pa.float64(), True),
+    _f("reported_cycle", pa.int64(), True),  # the cycle of the reported ticket (max_acc_drop: sparsest within D)
     _f("cycles_done", pa.int64(), True),
     _f("sample_epochs", pa.int64(), True),
     _f("wall_seconds", pa.float64(), True),

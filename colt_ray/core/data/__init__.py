@@ -6,7 +6,7 @@ every dataset in :data:`DATASETS`: digits (embedded default), synthetic (tests),
 cifar10, cifar100, tinyimagenet. Nothing is downloaded unless ``DataConfig.download`` is set.
 """
 
-from .bundle import AugmentSpec, DatasetBundle, TensorSplit
+from .bundle import AugmentSpec, DatasetBundle, TensorSplit, bundle_arrays, bundle_from_arrays
 from .preprocess import Preprocess
 from .shards import Shard, class_groups, make_shards, shard_bundle
 from .spec import DATASETS, DatasetSpec, dataset_names, load_dataset
@@ -22,6 +22,8 @@ __all__ = [
     "Preprocess",
     "Shard",
     "TensorSplit",
+    "bundle_arrays",
+    "bundle_from_arrays",
     "class_groups",
     "dataset_names",
     "load_dataset",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -12,7 +14,7 @@ import torch
 
 def as_index(idx) -> torch.Tensor:
     """Any index list, numpy array or tensor (int or bool) as an int64 CPU tensor of positions."""
-    t = torch.as_tensor(np.asarray(idx) if not isinstance(idx, torch.Tensor) else idx)
+    t = torch.as_tensor(np.array(idx) if not isinstance(idx, torch.Tensor) else idx)  # a copy: idx may be read-only
     if t.dtype == torch.bool:
         return t.nonzero().flatten()
     return t.to(torch.int64).flatten()
@@ -168,3 +170,32 @@ def make_bundle(
         augment=augment,
         class_names=tuple(class_names) if class_names is not None else None,
     )
+
+
+def bundle_arrays(bundle: DatasetBundle) -> dict:
+    """``bundle`` as numpy arrays and plain values: what a parallel backend puts in shared memory once, so
+    that every trainer maps the same arrays instead of loading the data itself. Each split keeps its image
+    strides: a loader may leave a size-1 channel dimension with an unusual stride, and convolution kernels
+    choose their memory format (and so their rounding) from the strides."""
+    out: dict = {f.name: getattr(bundle, f.name) for f in dataclasses.fields(bundle)}
+    for split in ("train", "test", "val"):
+        part = getattr(bundle, split)
+        out[split] = None if part is None else (part.x.numpy(), part.y.numpy(), tuple(part.x.stride()))
+    return out
+
+
+def bundle_from_arrays(arrays: dict) -> DatasetBundle:
+    """The bundle of ``bundle_arrays``; its tensors share the arrays' memory (read-only object-store memory
+    is fine: training never writes the data) and have the original strides, so trainings are bit-identical."""
+
+    def split(triple):
+        if triple is None:
+            return None
+        x, y, strides = triple
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "not writable": the data are only read
+            xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        return TensorSplit(xt.as_strided(xt.shape, strides), yt)
+
+    return DatasetBundle(**{**arrays, "train": split(arrays["train"]), "test": split(arrays["test"]),
+                            "val": split(arrays["val"])})

@@ -14,7 +14,7 @@ from colt_ray.core.seeds import generator
 
 from .bundle import DatasetBundle, TensorSplit
 
-KINDS = ("class", "random")
+SPLITS = ("class", "random")  # the shard splits (config: TicketConfig.split)
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,8 +84,8 @@ def make_shards(bundle: DatasetBundle, k: int, kind: str, seed: int) -> list[Sha
     The test (and val) sets are split the same way so each shard has its own evaluation data. Deterministic in
     ``seed`` (which only the random split uses).
     """
-    if kind not in KINDS:
-        raise ConfigError("split", f"unknown {kind!r}; valid: {', '.join(KINDS)}")
+    if kind not in SPLITS:
+        raise ConfigError("split", f"unknown {kind!r}; valid: {', '.join(SPLITS)}")
     y_train, y_test, y_val = _labels(bundle.train), _labels(bundle.test), _labels(bundle.val)
     if kind == "class":
         groups = class_groups(bundle.num_classes, k)

@@ -1,1 +1,2 @@
-"""Ticket methods (IMP, COLT), the trainer they share, ticket files and transfer."""
+"""Ticket methods (COLT, IMP, lottery jackpots) as specs, the trainer they share, distillation, ticket and
+weight files, and transfer."""

@@ -1,4 +1,7 @@
-"""Ticket files: the rewind point and the mask of one cycle, in safetensors (no unpickling on load).
+"""Ticket and weight files, in safetensors (no unpickling on load): every file the core reads or writes.
+
+A ticket file holds the rewind point and the mask of one cycle (``save_ticket``/``load_ticket``);
+``load_weights`` reads pre-trained weights for a model (a plain state dict, or a ticket's theta).
 
 Keys are ``theta/<state name>`` (every tensor of the model state, float and buffers) and ``mask/<param>``
 (bool). Metadata (strings) records the architecture, input shape, class count, dataset, run and cycle, so
@@ -12,7 +15,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
@@ -102,3 +105,44 @@ def check_ticket_fits(ticket: Ticket, model: torch.nn.Module, skip: tuple[str, .
     missing = [n for n in state if n not in ticket.theta and n not in skip]
     if missing:
         raise ConfigError("ticket", f"ticket lacks tensor {missing[0]!r} of the model")
+
+
+def load_weights(path: str | os.PathLike, model: torch.nn.Module, arch: str) -> dict[str, np.ndarray]:
+    """Read pre-trained weights for ``model``: a safetensors state dict, or a colt_ray ticket file (its theta;
+    a jackpot run's cycle-0 ticket holds its pre-trained weights). ConfigError("pretrained", ...) if missing,
+    unreadable, or not matching the architecture (names and shapes)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("pretrained", f"no such file {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            is_ticket = (f.metadata() or {}).get("format") == FORMAT
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises several types for a damaged header or body
+        why = str(exc).splitlines()[0][:200]
+        raise ConfigError("pretrained", f"{path} is not a readable safetensors file: {why}") from None
+    if is_ticket:
+        tensors = {k[6:]: v for k, v in tensors.items() if k.startswith("theta/")}
+    state = model.state_dict()
+    check_matches(tensors, state, f"{path} does not match arch {arch}")
+    return {k: tensors[k].to(state[k].dtype).numpy() for k in state}
+
+
+def check_matches(tensors: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], what: str) -> None:
+    """ConfigError("pretrained", ...) unless ``tensors`` has exactly ``state``'s names and shapes."""
+    extra = [k for k in tensors if k not in state]
+    missing = [k for k in state if k not in tensors]
+    bad: Optional[str] = None
+    if missing:
+        bad = f"it lacks tensor {missing[0]!r}"
+    elif extra:
+        bad = f"it has tensor {extra[0]!r} that the model lacks"
+    else:
+        wrong = [k for k in state if tuple(tensors[k].shape) != tuple(state[k].shape)]
+        if wrong:
+            k = wrong[0]
+            bad = f"tensor {k} has shape {tuple(tensors[k].shape)}, the model needs {tuple(state[k].shape)}"
+    if bad:
+        raise ConfigError("pretrained", f"{what}: {bad}")

@@ -1,4 +1,4 @@
-"""Lottery jackpots (Zhang, Lin et al., arXiv 2104.08700; ALGORITHMS.md section 4): masks searched on frozen
+"""Lottery jackpots (Zhang, Lin et al., arXiv 2104.08700; docs/algorithms.md section 4): masks searched on frozen
 pre-trained weights.
 
 Every prunable weight gets a real-valued score, initialised to its magnitude, and every layer a budget: the
@@ -17,19 +17,18 @@ accepted only while the first-order estimate of the loss change of the pair is n
 from __future__ import annotations
 
 import dataclasses
-import os
-from pathlib import Path
-from typing import Mapping, Optional
+import time
+from typing import Optional
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from colt_ray.core.config import RecipeConfig, RunConfig
 from colt_ray.core.data import DatasetBundle
-from colt_ray.core.errors import ConfigError
 from colt_ray.core.pruning import Mask
+from colt_ray.core.seeds import generator
+from colt_ray.core.tickets.trainer import TicketTrainer, TrainOutcome
 from colt_ray.core.train import BaseCallback, TrainResult, train
 from colt_ray.core.tweaks import retrain_recipe
 
@@ -159,43 +158,39 @@ def search_jackpot(
             p.requires_grad_(True)
 
 
-def load_pretrained(path: str | os.PathLike, model: nn.Module, arch: str) -> dict[str, np.ndarray]:
-    """Read pre-trained weights for ``model``: a safetensors state dict, or a colt_ray ticket file (its theta;
-    a jackpot run's cycle-0 ticket holds its pre-trained weights). ConfigError if missing, unreadable, or not
-    matching the architecture (names and shapes)."""
-    from safetensors import safe_open
+class JackpotTrainer:
+    """The full-data trainer of a jackpot run, wrapping a ``TicketTrainer``. Cycle 0 trains (or, with a
+    pre-trained file and no pre-training epochs, only evaluates) the dense model and proposes its magnitude
+    mask at the target sparsity; its outcome's ``captured`` is the pre-trained model the search keeps frozen.
+    Cycle >= 1 searches the jackpot from the given mask and evaluates it without any weight training."""
 
-    from colt_ray.core.tickets.io import FORMAT
+    def __init__(self, trainer: TicketTrainer):
+        self.trainer = trainer
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("pretrained", f"no such file {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            is_ticket = (f.metadata() or {}).get("format") == FORMAT
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises several types for a damaged header or body
-        raise ConfigError("pretrained", f"{path} is not a readable safetensors file: {str(exc).splitlines()[0][:200]}") from None
-    if is_ticket:
-        tensors = {k[6:]: v for k, v in tensors.items() if k.startswith("theta/")}
-    state = model.state_dict()
-    check_matches(tensors, state, f"{path} does not match arch {arch}")
-    return {k: tensors[k].to(state[k].dtype).numpy() for k in state}
+    @property
+    def model(self) -> nn.Module:
+        return self.trainer.model
 
+    def run(self, theta, mask: Optional[Mask], cycle: int, prune_next: bool, capture_step: int = 0) -> TrainOutcome:
+        if cycle > 0:
+            return self.search(theta, mask, cycle)
+        out = self.trainer.run(theta, mask, cycle, prune_next, capture_step, epochs=pretrain_epochs(self.trainer.cfg))
+        out.captured = self.trainer.state()
+        return out
 
-def check_matches(tensors: Mapping[str, Tensor], state: Mapping[str, Tensor], what: str) -> None:
-    """ConfigError("pretrained", ...) unless ``tensors`` has exactly ``state``'s names and shapes."""
-    extra = [k for k in tensors if k not in state]
-    missing = [k for k in state if k not in tensors]
-    bad: Optional[str] = None
-    if missing:
-        bad = f"it lacks tensor {missing[0]!r}"
-    elif extra:
-        bad = f"it has tensor {extra[0]!r} that the model lacks"
-    else:
-        wrong = [k for k in state if tuple(tensors[k].shape) != tuple(state[k].shape)]
-        if wrong:
-            k = wrong[0]
-            bad = f"tensor {k} has shape {tuple(tensors[k].shape)}, the model needs {tuple(state[k].shape)}"
-    if bad:
-        raise ConfigError("pretrained", f"{what}: {bad}")
+    def search(self, theta, start: Mask, cycle: int) -> TrainOutcome:
+        """Search a mask on the frozen weights ``theta`` from ``start`` (whose per-layer counts are the
+        budgets), then evaluate it without any weight training. ``mask`` of the outcome = the jackpot."""
+        t, t0 = self.trainer, time.perf_counter()
+        cfg, seed = t.cfg, t.cfg.ticket.seed
+        t.load(theta)
+        found, search = search_jackpot(
+            t.model, t.bundle, cfg, start, generator=generator(seed, "jackpot", cycle),
+            device=t.device, progress=cfg.resources.progress, desc=f"cycle {cycle} jackpot search",
+        )
+        t.load(theta)
+        evaluated = train(t.model, t.bundle, dataclasses.replace(t.recipe, epochs=0), found,
+                          generator=generator(seed, "eval", cycle), device=t.device)
+        metrics = evaluated.metrics()
+        metrics.update(loss=search.loss, sample_epochs=search.sample_epochs, wall_seconds=time.perf_counter() - t0)
+        return TrainOutcome(t.index, cycle, metrics, found.to_numpy())

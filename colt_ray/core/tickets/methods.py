@@ -1,46 +1,89 @@
-"""The ticket methods: IMP (Frankle & Carbin; open_lth), COLT (Hossain et al.; ismail31416/COLT) and lottery
-jackpots (Zhang, Lin et al.; zyxxmu/lottery-jackpots; only ``train_full``, see ``jackpot.py``).
+"""The ticket methods as specs: IMP (Frankle & Carbin; open_lth), COLT (Hossain et al.; ismail31416/COLT) and
+lottery jackpots (Zhang, Lin et al.; zyxxmu/lottery-jackpots). What each does: docs/algorithms.md.
 
-All are loops over pure core functions. The work of training is passed in as callables, so a parallel
+Each method is a ``MethodSpec`` in ``METHODS``: its loop and the facts every other layer asks about it
+(whether it trains shards, its default prune rate, whether it rewinds late, which config sections it owns).
+Nobody compares method names: adding a method is one entry here (plus its loop).
+
+A loop is a function over pure core code. The work of training is passed in as callables, so a parallel
 backend replaces the sequential one without touching the method:
 
-* ``train_shards(theta, mask, cycle) -> list[TrainOutcome]``: train every shard model from ``theta`` under
-  ``mask`` and prune each (COLT step 4a for the next cycle);
+* ``train_shards(theta, mask, cycle, stop=None) -> list[TrainOutcome] | None``: train every shard model from
+  ``theta`` under ``mask`` and prune each (COLT step 4a for the next cycle). ``stop()`` says the run is over
+  (an evaluation crossed ``max_acc_drop``): a backend that trains asynchronously may give up and return None;
 * ``train_full(theta, mask, cycle, prune_next, capture_step) -> TrainOutcome``: one full-data training
-  (IMP's levels, COLT's ticket evaluation, step 6; a jackpot's pre-training and, at cycle >= 1, its search).
+  (IMP's levels, a jackpot's pre-training and, at cycle >= 1, its search);
+* ``evaluate(theta, mask, cycle) -> Pending``: COLT's ticket evaluation (step 6), which never feeds the mask
+  chain: a backend may run it beside the next cycles' shard trainings and hand its result over later.
 
-``sink(record)`` receives one ``CycleRecord`` per finished cycle. ``resume`` continues after a completed
-cycle (a retried sweep trial), so a cycle whose record was emitted is never recomputed.
+``sink(record)`` receives one ``CycleRecord`` per finished cycle, in cycle order, once its evaluation (if
+any) has landed. ``resume`` continues after a completed cycle (a retried sweep trial), so a cycle whose
+record was emitted is never recomputed.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
-from colt_ray.core.config import RunConfig
+from colt_ray.core.config import RunConfig, eval_every
 from colt_ray.core.pruning import Mask, vote
 from colt_ray.core.registry import Registry
-from colt_ray.core.tickets.records import CycleRecord, layer_rows, shard_row, ticket_row
+from colt_ray.core.tickets.jackpot import JackpotTrainer
+from colt_ray.core.tickets.records import CycleRecord, fill_ticket_metrics, layer_rows, shard_row, ticket_row
 from colt_ray.core.tickets.trainer import TrainOutcome
 
 State = dict[str, np.ndarray]
-TrainShards = Callable[[State, Mask, int], Sequence[TrainOutcome]]
+TrainShards = Callable[..., Optional[Sequence[TrainOutcome]]]
 TrainFull = Callable[[State, Mask, int, bool, int], TrainOutcome]
 Sink = Callable[[CycleRecord], None]
 
 
+class Pending(Protocol):
+    """A ticket evaluation under way: ``done()`` without waiting, ``result()`` waits for the metrics."""
+
+    def done(self) -> bool: ...
+    def result(self) -> dict: ...
+
+
+Evaluate = Callable[[State, Mask, int], Pending]
+
+
+class Finished:
+    """An evaluation that ran at once (the local backend)."""
+
+    def __init__(self, metrics: dict):
+        self.metrics = metrics
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> dict:
+        return self.metrics
+
+
 @dataclass
 class Resume:
-    """Where to continue: the last completed cycle, its ticket mask, the shard proposals it produced and
-    the rewind point in use."""
+    """Where to continue: the last completed cycle, its ticket mask, the shard proposals it produced, the
+    rewind point in use, and the dense ticket's accuracy (the reference of ``max_acc_drop``)."""
 
     cycle: int
     mask: Mask
     proposals: list[Mask]
     theta: State
+    dense_acc: Optional[float] = None
+
+
+@dataclass
+class Backend:
+    """The callables a backend offers the loops (any may be None when the method does not use it)."""
+
+    train_shards: Optional[TrainShards] = None
+    train_full: Optional[TrainFull] = None
+    evaluate: Optional[Evaluate] = None
 
 
 @dataclass
@@ -64,40 +107,139 @@ class Context:
             return True
         return previous is not None and previous.kept() == mask.kept()
 
+    def record(self, cycle: int, mask: Mask, theta: State, metrics: Optional[dict], merged_from: Sequence[Mask],
+               shards: Sequence[TrainOutcome], proposals: list[Mask], done: bool) -> CycleRecord:
+        rows = [ticket_row(self.run_id, cycle, mask, self.groups, metrics, merged_from)]
+        rows += [shard_row(self.run_id, cycle, o.index, mask, self.groups, o.metrics) for o in shards]
+        layers = layer_rows(self.run_id, cycle, mask, self.groups, merged_from)
+        return CycleRecord(self.run_id, cycle, mask, theta, rows, layers, proposals, done)
 
-METHODS: Registry[Callable[..., CycleRecord]] = Registry("method")
+
+def selection_acc(metrics: Optional[dict]) -> Optional[float]:
+    """The accuracy the stop rule compares: validation when the run has a split, else test (best epoch)."""
+    if not metrics:
+        return None
+    return metrics.get("val_acc") if metrics.get("val_acc") is not None else metrics.get("acc_best")
 
 
-@METHODS.register("colt")
-def run_colt(ctx: Context, train_shards: TrainShards, train_full: Optional[TrainFull], sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
-    """COLT (ALGORITHMS.md section 2): k shard models from theta_0, AND of their pruned masks, rewind, repeat."""
+class DropRule:
+    """``max_acc_drop``: the run is over once an evaluated ticket falls more than D below the dense one."""
+
+    def __init__(self, cfg: RunConfig, dense_acc: Optional[float] = None):
+        self.limit, self.dense, self.crossed_at = cfg.ticket.max_acc_drop, dense_acc, None
+
+    def see(self, cycle: int, metrics: Optional[dict]) -> None:
+        acc = selection_acc(metrics)
+        if self.limit is None or acc is None or self.crossed_at is not None:
+            return
+        if cycle == 0:
+            self.dense = acc
+        elif self.dense is not None and self.dense - acc > self.limit:
+            self.crossed_at = cycle
+
+    @property
+    def crossed(self) -> bool:
+        return self.crossed_at is not None
+
+
+# ---- the specs -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MethodSpec:
+    """One ticket method and the facts the other layers ask about it."""
+
+    name: str
+    loop: Callable[..., CycleRecord]
+    summary: str
+    uses_shards: bool  # trains k shard models (and evaluates tickets apart); else one full-data trainer
+    default_prune_rate: Optional[float]  # None: prunes once, straight to the target sparsity
+    late_rewind: bool = False  # accepts rewind_step
+    trains_weights: bool = True  # False: the ticket's weights are never trained (distillation is meaningless)
+    sections: tuple[str, ...] = ()  # config sections only this method reads (others must leave them default)
+    full_trainer: Optional[Callable[[Any], Any]] = None  # wraps the full-data TicketTrainer (jackpot's search)
+
+
+METHODS: Registry[MethodSpec] = Registry("method")
+
+
+def method(name: str, **facts) -> Callable:
+    """Register the decorated loop as method ``name`` with ``facts`` (the ``MethodSpec`` fields)."""
+
+    def deco(loop: Callable[..., CycleRecord]) -> Callable[..., CycleRecord]:
+        METHODS.add(name, MethodSpec(name, loop, (loop.__doc__ or "").splitlines()[0], **facts))
+        return loop
+
+    return deco
+
+
+def eval_due(cfg: RunConfig, cycle: int, done: bool) -> bool:
+    """Whether the ticket of ``cycle`` is evaluated under ``cfg.ticket.eval_tickets`` (the last ticket is,
+    except under ``none``; the dense one is whenever ``max_acc_drop`` needs its reference)."""
+    policy = cfg.ticket.eval_tickets
+    if policy == "none":
+        return False
+    if policy == "all" or done or (cycle == 0 and cfg.ticket.max_acc_drop is not None):
+        return True
+    n = eval_every(policy)
+    return n is not None and cycle % n == 0
+
+
+@method("colt", uses_shards=True, default_prune_rate=0.15)
+def run_colt(ctx: Context, backend: Backend, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
+    """COLT: k shard models from theta_0, AND of their pruned masks, rewind, repeat.
+
+    The mask chain (train k shards -> AND -> next cycle) never waits for a ticket evaluation: each is
+    submitted, and its cycle's record is held until it lands, then emitted in cycle order. Once an evaluation
+    crosses ``max_acc_drop``, cycles after it are abandoned and their records never written.
+    """
     cfg, theta0 = ctx.cfg, ctx.theta0
     cycle, mask, proposals, previous = 0, ctx.ones(), [], None
+    rule = DropRule(cfg, resume.dense_acc if resume else None)
     if resume is not None:
         previous = resume.mask
         cycle, mask, proposals = resume.cycle + 1, vote(resume.proposals, cfg.vote), resume.proposals
+    held: deque[tuple[CycleRecord, Optional[Pending]]] = deque()
+    last: Optional[CycleRecord] = None
+
+    def emit(wait: bool) -> bool:
+        """Emit the held records whose evaluations have landed (all, if ``wait``); True once the run is over."""
+        nonlocal last
+        while held and not rule.crossed and (wait or held[0][1] is None or held[0][1].done()):
+            record, pending = held.popleft()
+            if pending is not None:
+                metrics = pending.result()
+                fill_ticket_metrics(record, metrics)
+                rule.see(record.cycle, metrics)
+                record.done = record.done or rule.crossed
+            sink(record)
+            last = record
+        return rule.crossed
+
     while True:
         if cycle > 0 and previous is not None:
             mask.check_subset_of(previous)
-        ticket = train_full(theta0, mask, cycle, False, 0).metrics if (train_full and cfg.ticket.eval_tickets) else None
         done = ctx.finished(cycle, mask, previous)
-        outs = [] if done else list(train_shards(theta0, mask, cycle))
-        rows = [ticket_row(ctx.run_id, cycle, mask, ctx.groups, ticket, proposals)]
-        rows += [shard_row(ctx.run_id, cycle, o.index, mask, ctx.groups, o.metrics) for o in outs]
+        pending = backend.evaluate(theta0, mask, cycle) if (backend.evaluate and eval_due(cfg, cycle, done)) else None
+        outs = [] if done else backend.train_shards(theta0, mask, cycle, stop=lambda: emit(wait=False))
+        if outs is None or rule.crossed:  # this cycle started after the crossing: abandoned, never written
+            break
         next_proposals = [Mask.from_numpy(o.mask) for o in outs]
-        record = CycleRecord(ctx.run_id, cycle, mask, theta0, rows, layer_rows(ctx.run_id, cycle, mask, ctx.groups, proposals), next_proposals, done)
-        sink(record)
-        if done:
-            return record
+        held.append((ctx.record(cycle, mask, theta0, None, proposals, outs, next_proposals, done), pending))
+        emit(wait=False)
+        if done or rule.crossed:
+            break
         previous, proposals = mask, next_proposals
         mask, cycle = vote(proposals, cfg.vote), cycle + 1
+    emit(wait=True)
+    assert last is not None, "a COLT run emits at least one record"
+    return last
 
 
-@METHODS.register("imp")
-def run_imp(ctx: Context, train_shards: Optional[TrainShards], train_full: TrainFull, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
-    """IMP (ALGORITHMS.md section 1): train, prune p of the survivors, rewind to theta_0 (or theta_k), retrain."""
+@method("imp", uses_shards=False, default_prune_rate=0.20, late_rewind=True)
+def run_imp(ctx: Context, backend: Backend, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
+    """IMP: train, prune p of the survivors, rewind to theta_0 (or theta_k), retrain."""
     cfg = ctx.cfg
     cycle, mask, theta, previous = 0, ctx.ones(), ctx.theta0, None
+    rule = DropRule(cfg, resume.dense_acc if resume else None)
     if resume is not None:
         previous, theta = resume.mask, resume.theta
         cycle, mask = resume.cycle + 1, resume.proposals[0]
@@ -106,10 +248,11 @@ def run_imp(ctx: Context, train_shards: Optional[TrainShards], train_full: Train
             mask.check_subset_of(previous)
         done = ctx.finished(cycle, mask, previous)
         capture = cfg.ticket.rewind_step if cycle == 0 else 0
-        out = train_full(theta, mask, cycle, not done, capture)
+        out = backend.train_full(theta, mask, cycle, not done, capture)
+        rule.see(cycle, out.metrics)
+        done = done or rule.crossed
         proposals = [] if done else [Mask.from_numpy(out.mask)]
-        rows = [ticket_row(ctx.run_id, cycle, mask, ctx.groups, out.metrics, [])]
-        record = CycleRecord(ctx.run_id, cycle, mask, theta, rows, layer_rows(ctx.run_id, cycle, mask, ctx.groups, []), proposals, done)
+        record = ctx.record(cycle, mask, theta, out.metrics, [], [], proposals, done)
         sink(record)
         if done:
             return record
@@ -118,27 +261,26 @@ def run_imp(ctx: Context, train_shards: Optional[TrainShards], train_full: Train
         previous, mask, cycle = mask, proposals[0], cycle + 1
 
 
-@METHODS.register("jackpot")
-def run_jackpot(ctx: Context, train_shards: Optional[TrainShards], train_full: TrainFull, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
-    """Lottery jackpot (ALGORITHMS.md section 4), through ``train_full`` alone.
+@method("jackpot", uses_shards=False, default_prune_rate=None, trains_weights=False, sections=("jackpot",),
+        full_trainer=JackpotTrainer)
+def run_jackpot(ctx: Context, backend: Backend, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
+    """Lottery jackpot: a mask searched by scores on frozen pre-trained weights, no weight training.
 
     Cycle 0: train the dense model from ``ctx.theta0`` (or, with a pre-trained file, only evaluate it) and
     propose its magnitude mask at the target sparsity; the record's theta is the pre-trained model. Cycle 1:
     search the jackpot from that mask on the frozen weights; its accuracy is that of the weights under the
     mask, with no weight training. ``resume`` (after cycle 0) starts at the search from its theta and proposal.
     """
+    train_full = backend.train_full
     if resume is not None:
         theta, start = resume.theta, resume.proposals[0]
     else:
         dense = ctx.ones()
         out = train_full(ctx.theta0, dense, 0, True, 0)
         theta, start = out.captured, Mask.from_numpy(out.mask)
-        rows = [ticket_row(ctx.run_id, 0, dense, ctx.groups, out.metrics, [])]
-        layers = layer_rows(ctx.run_id, 0, dense, ctx.groups, [])
-        sink(CycleRecord(ctx.run_id, 0, dense, theta, rows, layers, [start], False))
+        sink(ctx.record(0, dense, theta, out.metrics, [], [], [start], False))
     out = train_full(theta, start, 1, False, 0)
     mask = Mask.from_numpy(out.mask)
-    rows = [ticket_row(ctx.run_id, 1, mask, ctx.groups, out.metrics, [])]
-    record = CycleRecord(ctx.run_id, 1, mask, theta, rows, layer_rows(ctx.run_id, 1, mask, ctx.groups, []), [], True)
+    record = ctx.record(1, mask, theta, out.metrics, [], [], [], True)
     sink(record)
     return record

@@ -61,11 +61,17 @@ def shard_row(run_id: str, cycle: int, shard: int, mask: Mask, groups: dict[str,
     return row
 
 
+def fill_ticket_metrics(record: CycleRecord, metrics: dict) -> None:
+    """Put a ticket evaluation that landed after its cycle into the cycle's ticket row."""
+    record.ticket_row.update(_metric_cols(metrics))
+
+
 def _metric_cols(metrics: Optional[dict]) -> dict:
+    """The accuracy and cost columns; ``evaluated`` False (and accuracies null) when nothing was trained."""
     keys = ("acc_best", "acc_final", "val_acc", "loss", "sample_epochs", "wall_seconds")
     if metrics is None:
-        return {k: None for k in keys} | {"sample_epochs": 0, "wall_seconds": 0.0}
-    return {k: metrics.get(k) for k in keys}
+        return {k: None for k in keys} | {"sample_epochs": 0, "wall_seconds": 0.0, "evaluated": False}
+    return {k: metrics.get(k) for k in keys} | {"evaluated": True}
 
 
 def layer_rows(run_id: str, cycle: int, mask: Mask, groups: dict[str, str], merged_from: Sequence[Mask]) -> list[dict]:

@@ -8,19 +8,20 @@ process; the Ray backend (``colt_ray.parallel``) offers the same two callables.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
-from colt_ray.core.config import RunConfig, validate
+from colt_ray.core.config import RunConfig, check_classes, validate
 from colt_ray.core.data import DatasetBundle, Shard, load_dataset, make_shards, shard_bundle
 from colt_ray.core.models import check_fits, param_groups, prunable_names
 from colt_ray.core.pruning import Mask
-from colt_ray.core.tickets.jackpot import load_pretrained
-from colt_ray.core.tickets.methods import METHODS, Context, Resume, Sink
+from colt_ray.core.tickets.io import load_weights
+from colt_ray.core.tickets.methods import Backend, Context, Finished, Resume, Sink, State
 from colt_ray.core.tickets.records import CycleRecord
+from colt_ray.core.tickets.teacher import DistillingTrainer
 from colt_ray.core.tickets.trainer import TicketTrainer, TrainOutcome, build_theta0, shard_head_seed
-from colt_ray.core.tweaks import build_run_model
+from colt_ray.core.tweaks import build_run_model, uses
 
 
 @dataclass
@@ -38,50 +39,73 @@ class Prepared:
         return self.bundle.num_classes
 
 
-def prepare(cfg: RunConfig, run_id: Optional[str] = None) -> Prepared:
-    """Validate ``cfg`` against its data and architecture; build theta_0. Raises ConfigError on bad input."""
-    validate(cfg)
-    METHODS.get(cfg.ticket.method)
+def prepare(cfg: RunConfig, run_id: Optional[str] = None, *, checked: bool = False) -> Prepared:
+    """Validate ``cfg`` against its data and architecture; build theta_0. Raises ConfigError on bad input.
+    ``checked``: ``validate(cfg)`` has already passed (only the checks that need the data remain)."""
+    if not checked:
+        validate(cfg)
     bundle = load_dataset(cfg.data, cfg.ticket.seed)
-    validate(cfg, num_classes=bundle.num_classes)
+    check_classes(cfg, bundle.num_classes)
     check_fits(cfg.model.arch, bundle.in_shape)
-    shards = make_shards(bundle, cfg.num_shards, cfg.ticket.split, cfg.ticket.seed) if cfg.ticket.method == "colt" else []
+    shards = make_shards(bundle, cfg.num_shards, cfg.ticket.split, cfg.ticket.seed) if cfg.method.uses_shards else []
     # tweaks first: an unknown activation or skip paths without residual blocks fail before any work
     model = build_run_model(cfg, bundle.in_shape, bundle.num_classes)
     theta0 = build_theta0(cfg, bundle.in_shape, bundle.num_classes)
-    if cfg.ticket.method == "jackpot" and cfg.jackpot.pretrained:
-        theta0 = load_pretrained(cfg.jackpot.pretrained, model, cfg.model.arch)  # the jackpot's cycle 0 starts here
+    if cfg.jackpot.pretrained:
+        theta0 = load_weights(cfg.jackpot.pretrained, model, cfg.model.arch)  # the jackpot's cycle 0 starts here
     groups = param_groups(model)
-    prunable = {n: groups[n] for n in prunable_names(model, cfg.prune.groups)}
+    prunable = {n: groups[n] for n in prunable_names(model, cfg.prune.prune_groups)}
     run_id = run_id or cfg.run_id()
     return Prepared(cfg, run_id, bundle, shards, Context(cfg, run_id, theta0, prunable))
 
 
-def run_method(prepared: Prepared, train_shards, train_full, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
+def run_method(prepared: Prepared, backend: Backend, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
     """Drive the configured method with the backend's callables; returns the last cycle's record."""
-    method = METHODS.get(prepared.cfg.ticket.method)
-    return method(prepared.ctx, train_shards, train_full, sink, resume)
+    return prepared.cfg.method.loop(prepared.ctx, backend, sink, resume)
+
+
+def make_full_trainer(cfg: RunConfig, bundle: DatasetBundle) -> Any:
+    """The full-data trainer of a run: IMP's levels, COLT's ticket evaluations, a jackpot's pre-training and
+    search; with the distillation tweak, its sparse trainings learn from the dense model."""
+    trainer: Any = TicketTrainer.for_full(cfg, bundle)
+    if cfg.method.full_trainer is not None:
+        trainer = cfg.method.full_trainer(trainer)
+    if uses(cfg, "distill"):
+        trainer = DistillingTrainer(trainer)
+    return trainer
+
+
+def make_shard_trainer(cfg: RunConfig, bundle: DatasetBundle, shard: Shard) -> TicketTrainer:
+    """The trainer of COLT shard ``shard`` of ``bundle``: its own data view and its own fresh head."""
+    return TicketTrainer(cfg, shard_bundle(bundle, shard), shard.index, shard_head_seed(cfg, shard.index))
+
+
+def evaluation(trainer: Any, theta: State, mask: Mask, cycle: int) -> dict:
+    """A ticket evaluation (COLT step 6): theta under ``mask`` trained on the full data, nothing pruned."""
+    return trainer.run(theta, mask, cycle, False, 0).metrics
 
 
 class LocalBackend:
-    """Every training in this process, one after another (``--backend local``)."""
+    """Every training in this process, one after another (``--backend local``); evaluations run at once."""
 
     def __init__(self, prepared: Prepared):
         cfg = prepared.cfg
         torch.set_num_threads(cfg.resources.threads)
-        self.full = TicketTrainer.for_full(cfg, prepared.bundle)
-        self.shards = [
-            TicketTrainer(cfg, shard_bundle(prepared.bundle, s), s.index, shard_head_seed(cfg, s.index))
-            for s in prepared.shards
-        ]
+        self.full = make_full_trainer(cfg, prepared.bundle)
+        self.shards = [make_shard_trainer(cfg, prepared.bundle, s) for s in prepared.shards]
 
-    def train_shards(self, theta, mask: Mask, cycle: int) -> list[TrainOutcome]:
+    def train_shards(self, theta: State, mask: Mask, cycle: int, stop: Any = None) -> list[TrainOutcome]:
         return [t.run(theta, mask, cycle, True) for t in self.shards]
 
-    def train_full(self, theta, mask: Mask, cycle: int, prune_next: bool, capture_step: int) -> TrainOutcome:
+    def train_full(self, theta: State, mask: Mask, cycle: int, prune_next: bool, capture_step: int) -> TrainOutcome:
         return self.full.run(theta, mask, cycle, prune_next, capture_step)
+
+    def evaluate(self, theta: State, mask: Mask, cycle: int) -> Finished:
+        return Finished(evaluation(self.full, theta, mask, cycle))
+
+    def callables(self) -> Backend:
+        return Backend(self.train_shards, self.train_full, self.evaluate)
 
 
 def run_local(prepared: Prepared, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
-    backend = LocalBackend(prepared)
-    return run_method(prepared, backend.train_shards, backend.train_full, sink, resume)
+    return run_method(prepared, LocalBackend(prepared).callables(), sink, resume)

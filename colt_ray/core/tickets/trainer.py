@@ -16,13 +16,12 @@ import numpy as np
 import torch
 
 from colt_ray.core.config import RunConfig
-from colt_ray.core.data import DatasetBundle, load_dataset, make_shards, shard_bundle
+from colt_ray.core.data import DatasetBundle
 from colt_ray.core.models import head_module, prunable_names, replace_head
 from colt_ray.core.pruning import Mask, magnitude_scores, prune
 from colt_ray.core.seeds import derive_seed, generator
-from colt_ray.core.tickets.jackpot import pretrain_epochs, search_jackpot
-from colt_ray.core.train import BaseCallback, TrainResult, resolve_device, train
-from colt_ray.core.tweaks import Distiller, build_run_model, rescale_to_density, retrain_recipe, uses
+from colt_ray.core.train import BaseCallback, LossFn, TrainResult, resolve_device, train
+from colt_ray.core.tweaks import build_run_model, rescale_to_density, retrain_recipe, uses
 
 State = Mapping[str, np.ndarray]
 FULL = -1  # trainer index of the full-data model (IMP, ticket evaluation)
@@ -67,10 +66,8 @@ class TicketTrainer:
     seed for this bundle's class count (COLT shard heads, transfer to another dataset).
 
     Retraining tweaks (``cfg.retrain``) shape the model (activation, skip paths) and every training (label
-    smoothing, re-scaled init under a mask). With ``distill``, the full-data trainer keeps the weights of its
-    dense training (the run's dense trained model) and retrains every sparse ticket against them; shard
-    trainers never distil (their heads see a subset of the classes). With method ``jackpot``, cycle 0 trains
-    (or only evaluates) the dense model and cycle >= 1 searches a jackpot on it (see ``jackpot.py``).
+    smoothing, re-scaled init under a mask). Distillation (``teacher.DistillingTrainer``) and the jackpot
+    search (``jackpot.JackpotTrainer``) wrap this class; ``make_full_trainer`` picks the wrapper.
     """
 
     def __init__(self, cfg: RunConfig, bundle: DatasetBundle, index: int = FULL, head_seed: Optional[int] = None):
@@ -78,8 +75,6 @@ class TicketTrainer:
         self.device = resolve_device(cfg.resources.device)
         self.model = self.build()
         self.recipe = retrain_recipe(cfg)
-        self.teacher: Optional[dict[str, np.ndarray]] = None  # dense trained weights, for distillation
-        self._distiller: Optional[Distiller] = None
         self.head_seed = head_seed
         self._fresh_head: Optional[dict[str, torch.Tensor]] = None
         if head_seed is not None:
@@ -87,19 +82,11 @@ class TicketTrainer:
             w, b = head_keys(self.model)
             sd = self.model.state_dict()
             self._fresh_head = {w: sd[w].clone(), b: sd[b].clone()}
-        self.prunable = prunable_names(self.model, cfg.prune.groups)
-
-    # ---- construction from a config alone (what a remote actor does) ------------------------------
-    @classmethod
-    def for_shard(cls, cfg: RunConfig, index: int) -> "TicketTrainer":
-        """Load the data, cut shard ``index`` exactly as every other process does, and keep it."""
-        full = load_dataset(cfg.data, cfg.ticket.seed)
-        shards = make_shards(full, cfg.num_shards, cfg.ticket.split, cfg.ticket.seed)
-        return cls(cfg, shard_bundle(full, shards[index]), index, shard_head_seed(cfg, index))
+        self.prunable = prunable_names(self.model, cfg.prune.prune_groups)
 
     @classmethod
-    def for_full(cls, cfg: RunConfig, bundle: Optional[DatasetBundle] = None) -> "TicketTrainer":
-        return cls(cfg, bundle or load_dataset(cfg.data, cfg.ticket.seed), FULL, None)
+    def for_full(cls, cfg: RunConfig, bundle: DatasetBundle) -> "TicketTrainer":
+        return cls(cfg, bundle, FULL, None)
 
     # ---- the work -------------------------------------------------------------------------------
     def load(self, theta: State) -> None:
@@ -109,20 +96,17 @@ class TicketTrainer:
             state.update(self._fresh_head)
         self.model.load_state_dict(state, strict=True)
 
-    def run(self, theta: State, mask: Optional[Mask], cycle: int, prune_next: bool, capture_step: int = 0) -> TrainOutcome:
-        """Train from ``theta`` under ``mask``; if ``prune_next``, prune the run's rate of the survivors."""
-        jackpot = self.cfg.ticket.method == "jackpot"
-        if jackpot and cycle > 0:
-            return self.search(theta, mask, cycle)
+    def run(self, theta: State, mask: Optional[Mask], cycle: int, prune_next: bool, capture_step: int = 0, *,
+            loss_fn: Optional[LossFn] = None, epochs: Optional[int] = None) -> TrainOutcome:
+        """Train from ``theta`` under ``mask``; if ``prune_next``, prune the run's rate of the survivors.
+        ``loss_fn`` replaces the recipe's loss (distillation); ``epochs`` the recipe's epochs."""
         start = time.perf_counter()
         mask = mask if mask is not None else Mask.ones_like(self.weights())
-        dense = mask.kept() == mask.numel()
-        loss_fn = self.distiller(theta) if (self.distils and not dense) else None
         self.load(theta)
-        if uses(self.cfg, "rescale-init") and not dense:
+        if uses(self.cfg, "rescale-init") and mask.kept() < mask.numel():
             rescale_to_density(self.model, mask)
         capture = _Capture(capture_step) if capture_step > 0 else None
-        recipe = dataclasses.replace(self.recipe, epochs=pretrain_epochs(self.cfg)) if jackpot else self.recipe
+        recipe = self.recipe if epochs is None else dataclasses.replace(self.recipe, epochs=epochs)
         result: TrainResult = train(
             self.model,
             self.bundle,
@@ -135,59 +119,20 @@ class TicketTrainer:
             progress=self.cfg.resources.progress,
             desc=self.label(cycle),
         )
-        if self.distils and dense and self.teacher is None:
-            self.set_teacher(state_to_numpy(self.model))
-        proposal = None
-        if prune_next:
-            scores = magnitude_scores(self.weights())
-            proposal = prune(scores, mask, self.cfg.prune_rate, self.cfg.prune.budget).to_numpy()
+        proposal = self.prune(mask) if prune_next else None
         metrics = result.metrics()
         metrics["wall_seconds"] = time.perf_counter() - start
         if capture is not None and capture.state is None:
             raise ValueError(f"rewind-step {capture_step} is beyond the {result.steps} steps of the first training")
-        captured = state_to_numpy(self.model) if jackpot else (capture.state if capture else None)
-        return TrainOutcome(self.index, cycle, metrics, proposal, captured)
+        return TrainOutcome(self.index, cycle, metrics, proposal, capture.state if capture else None)
 
-    # ---- tweaks and jackpots --------------------------------------------------------------------
-    @property
-    def distils(self) -> bool:
-        return uses(self.cfg, "distill") and self.index == FULL
+    def prune(self, mask: Mask) -> dict[str, np.ndarray]:
+        """The run's prune rate of the survivors of ``mask``, by the magnitude of the current weights."""
+        return prune(magnitude_scores(self.weights()), mask, self.cfg.prune_rate, self.cfg.prune.budget).to_numpy()
 
-    def set_teacher(self, state: State) -> None:
-        """Use ``state`` (numpy, this model's names) as the dense teacher of every later sparse training."""
-        self.teacher = {k: np.asarray(v) for k, v in state.items()}
-        self._distiller = None
-
-    def distiller(self, theta: State) -> Distiller:
-        """The distillation loss against the dense teacher. A trainer that has not trained the dense model
-        itself (a resumed run, a transfer) trains it first: the run's dense training with the cycle-0 seed,
-        from theta_0 (from ``theta`` when this trainer has its own head)."""
-        b = self.bundle
-        if self.teacher is None:
-            self.run(build_theta0(self.cfg, b.in_shape, b.num_classes) if self.head_seed is None else theta, None, 0, False)
-        if self._distiller is None:
-            model = self.build()
-            model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in self.teacher.items()})
-            tw = self.cfg.retrain
-            alpha = self.recipe.label_smoothing
-            self._distiller = Distiller(model.to(self.device), tw.distill_temperature, tw.distill_weight, alpha)
-        return self._distiller
-
-    def search(self, theta: State, start: Mask, cycle: int) -> TrainOutcome:
-        """Jackpot cycle: search a mask on the frozen weights ``theta`` from ``start`` (whose per-layer counts
-        are the budgets), then evaluate it without any weight training. ``mask`` of the outcome = the jackpot."""
-        t0 = time.perf_counter()
-        self.load(theta)
-        found, search = search_jackpot(
-            self.model, self.bundle, self.cfg, start, generator=generator(self.cfg.ticket.seed, "jackpot", cycle),
-            device=self.device, progress=self.cfg.resources.progress, desc=f"cycle {cycle} jackpot search",
-        )
-        self.load(theta)
-        evaluated = train(self.model, self.bundle, dataclasses.replace(self.recipe, epochs=0), found,
-                          generator=generator(self.cfg.ticket.seed, "eval", cycle), device=self.device)
-        metrics = evaluated.metrics()
-        metrics.update(loss=search.loss, sample_epochs=search.sample_epochs, wall_seconds=time.perf_counter() - t0)
-        return TrainOutcome(self.index, cycle, metrics, found.to_numpy())
+    def state(self) -> dict[str, np.ndarray]:
+        """The model's current state (after a training: the trained weights), as numpy."""
+        return state_to_numpy(self.model)
 
     def build(self) -> torch.nn.Module:
         """A fresh copy of this trainer's network (architecture tweaks applied; weights to be loaded)."""

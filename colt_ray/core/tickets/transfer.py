@@ -1,8 +1,9 @@
-"""Transfer (ALGORITHMS.md 2.7): train a ticket found on dataset A on dataset B, with B's fresh head."""
+"""Transfer (docs/algorithms.md, COLT step 7): train a ticket found on dataset A on dataset B, with B's fresh head."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 
@@ -12,7 +13,9 @@ from colt_ray.core.models import check_fits
 from colt_ray.core.pruning import Mask
 from colt_ray.core.seeds import derive_seed
 from colt_ray.core.tickets.io import Ticket, check_ticket_fits
+from colt_ray.core.tickets.teacher import DistillingTrainer
 from colt_ray.core.tickets.trainer import FULL, TicketTrainer, TrainOutcome, head_keys
+from colt_ray.core.tweaks import uses
 
 
 def transfer(ticket: Ticket, cfg: RunConfig) -> TrainOutcome:
@@ -22,7 +25,9 @@ def transfer(ticket: Ticket, cfg: RunConfig) -> TrainOutcome:
     torch.set_num_threads(cfg.resources.threads)
     bundle = load_dataset(cfg.data, cfg.ticket.seed)
     check_fits(ticket.arch, bundle.in_shape)
-    trainer = TicketTrainer(cfg, bundle, FULL, head_seed=derive_seed(cfg.ticket.seed, "head", "full"))
+    trainer: Any = TicketTrainer(cfg, bundle, FULL, head_seed=derive_seed(cfg.ticket.seed, "head", "full"))
+    if uses(cfg, "distill"):
+        trainer = DistillingTrainer(trainer)
     heads = head_keys(trainer.model)
     check_ticket_fits(ticket, trainer.model, skip=heads)
     theta = {k: v for k, v in ticket.theta.items() if k not in heads}

@@ -1,4 +1,4 @@
-"""Retraining tweaks for sparse tickets (ALGORITHMS.md section 3), each independent and combinable.
+"""Retraining tweaks for sparse tickets (docs/algorithms.md section 3), each independent and combinable.
 
 * ``activation``: every ReLU replaced by swish, mish, GELU, ELU or softplus (``swap_activations``);
 * ``skip-paths``: two 1x1 conv + BN paths per residual block, never pruned (``add_skip_paths``);

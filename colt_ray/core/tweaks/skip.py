@@ -1,4 +1,4 @@
-"""Extra skip paths for residual blocks (ALGORITHMS.md section 3, after Jaiswal et al.'s ToST).
+"""Extra skip paths for residual blocks (docs/algorithms.md section 3, after Jaiswal et al.'s ToST).
 
 Each ``BasicBlock`` gets two learned paths, each a 1x1 conv + BatchNorm:
 

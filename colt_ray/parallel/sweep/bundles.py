@@ -17,7 +17,7 @@ from colt_ray.parallel.resources import fit_to_cluster, placement_bundles
 def trial_bundles(config: dict[str, Any], cluster_gpus: float = 0.0) -> list[dict[str, float]]:
     """The placement-group bundles of a trial with flat ``config`` (GPU shares dropped without GPUs)."""
     cfg = fit_to_cluster(RunConfig.from_flat(config), cluster_gpus, echo=lambda line: None)
-    if cfg.resources.backend == "ray":
+    if cfg.backend == "ray":
         return placement_bundles(cfg)
     res = cfg.resources
     head = {"CPU": res.cpus_per_shard}

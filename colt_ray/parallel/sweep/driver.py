@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from colt_ray.core.errors import ConfigError
+from colt_ray.core.errors import ConfigError, stderr_line
 from colt_ray.parallel.sweep.checks import check_spec
 from colt_ray.parallel.sweep.parse import load_spec
 from colt_ray.parallel.sweep.spec import SweepSpec
@@ -65,14 +65,9 @@ def plan_sweep(space: str, storage: str = DEFAULT_STORAGE, name: Optional[str] =
 def init_ray(address: Optional[str]) -> bool:
     """Join ``address`` (or ``$RAY_ADDRESS``, or a cluster started with ``ray start`` here), else start a
     local Ray. Does nothing if Ray is up already. True when this call connected or started it."""
-    import logging
+    from colt_ray.parallel.backend import init_ray as start
 
-    import ray
-
-    if ray.is_initialized():
-        return False
-    ray.init(address=address, logging_level=logging.WARNING)
-    return True
+    return start(address, detect=True)
 
 
 def run_sweep(plan: SweepPlan, address: Optional[str] = None, echo: Echo = print, verbose: int = 1) -> list[dict]:
@@ -88,7 +83,7 @@ def run_sweep(plan: SweepPlan, address: Optional[str] = None, echo: Echo = print
     try:
         gpus = float(ray.cluster_resources().get("GPU", 0))
         spec, out = plan.spec, plan.out
-        _stderr(f"sweep {spec.name}: {'resuming' if plan.resume else 'starting'}, {spec.budget.num_samples} trials, "
+        stderr_line(f"sweep {spec.name}: {'resuming' if plan.resume else 'starting'}, {spec.budget.num_samples} trials, "
                 f"at most {spec.budget.max_concurrent} at once -> {out}")
         tuner = restore_tuner(spec, out, gpus) if plan.resume else build_tuner(spec, out, gpus, verbose=verbose)
         grid = tuner.fit()
@@ -101,7 +96,3 @@ def run_sweep(plan: SweepPlan, address: Optional[str] = None, echo: Echo = print
     finally:
         if started:
             ray.shutdown()
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)

@@ -7,11 +7,10 @@ list the valid ones). The format is documented in ``docs/sweeps.md``. Pure Pytho
 from __future__ import annotations
 
 import os
-import typing
 from typing import Any, Optional
 
-from colt_ray.core.config import RunConfig, flat_field_owners
-from colt_ray.core.errors import ConfigError
+from colt_ray.core.config import RENAMED, check_value, flat_field_owners, upgrade_flat, value_type
+from colt_ray.core.errors import ConfigError, one_line
 from colt_ray.parallel.sweep.spec import (
     ACC_METRICS,
     BUDGET_KEYS,
@@ -47,7 +46,7 @@ def load_spec(path: str) -> SweepSpec:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError("space", f"{path} is not valid YAML: {_one_line(e)}") from e
+        raise ConfigError("space", f"{path} is not valid YAML: {one_line(e)}") from e
     return parse_spec(data, source=path)
 
 
@@ -61,6 +60,7 @@ def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
     fixed = {k: _absolute_root(k, v) for k, v in _settings(data.get("fixed") or {}, "fixed").items()}
     for key, value in fixed.items():
         check_type(key, value, f"fixed.{key}")
+        check_value(key, value, f"fixed.{key}")
     search = {k: _dist(k, v) for k, v in _settings(data.get("search") or {}, "search").items()}
     both = sorted(set(fixed) & set(search))
     if both:
@@ -82,9 +82,12 @@ def _settings(block: Any, where: str) -> dict[str, Any]:
     if not isinstance(block, dict):
         raise ConfigError(where, "must be a mapping of setting name -> value")
     owners = flat_field_owners()
+    block = {RENAMED.get(k, k): v for k, v in block.items()}  # former names of renamed settings still read
     for key in block:
         if key not in owners:
             raise ConfigError(f"{where}.{key}", f"unknown setting; valid: {', '.join(sorted(owners))}")
+    if where == "fixed":
+        block = upgrade_flat(block)
     return dict(block)
 
 
@@ -108,10 +111,11 @@ def _dist(name: str, raw: Any) -> Dist:
         raise ConfigError(where, f"inverted range [{lo}, {hi}]: lo must be below hi")
     if kind == "logfloat" and lo <= 0:
         raise ConfigError(where, f"logfloat needs lo > 0, got {lo}")
-    if kind != "int" and _field_kind(name) is int:
+    if kind != "int" and value_type(name) is int:
         raise ConfigError(where, f"{name} is an integer setting; use {{int: [lo, hi]}}")
     for v in values:
         check_type(name, v, where)
+        check_value(name, v, where)
     return Dist(kind, (lo, hi))
 
 
@@ -121,7 +125,10 @@ def _choices(where: str, values: Any, name: str) -> tuple:
     for v in values:
         if not (v is None or isinstance(v, (bool, int, float, str))):
             raise ConfigError(where, f"choices must be numbers, strings, booleans or null, got {v!r}")
+        if name == "eval_tickets" and isinstance(v, bool):
+            v = "all" if v else "none"
         check_type(name, v, where)
+        check_value(name, v, where)
     if len(set(map(repr, values))) != len(values):
         raise ConfigError(where, f"repeated choice in {values!r}")
     return tuple(_absolute_root(name, v) for v in values)
@@ -151,8 +158,9 @@ def _objectives(raw: Any, fixed: dict[str, Any]) -> tuple[Objective, ...]:
 
 def _check_acc_objectives(objectives: tuple[Objective, ...], fixed: dict[str, Any], search: dict[str, Dist]) -> None:
     uses_acc = any(o.metric in ACC_METRICS for o in objectives)
-    if uses_acc and (fixed.get("eval_tickets") is False or "eval_tickets" in search):
-        raise ConfigError("eval_tickets", "an accuracy objective needs eval_tickets: true (tickets must be trained)")
+    if uses_acc and (fixed.get("eval_tickets") in ("none", "final") or fixed.get("eval_tickets", "").startswith("every:")
+                     or "eval_tickets" in search):
+        raise ConfigError("eval_tickets", "an accuracy objective needs eval_tickets: all (every ticket trained)")
 
 
 def _budget(raw: Any) -> Budget:
@@ -227,23 +235,11 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _field_kind(name: str) -> Any:
-    """The scalar Python type of a flat setting (``Optional[x]`` -> x, ``tuple[x, ...]`` -> tuple)."""
-    owner = flat_field_owners()[name]
-    hint = typing.get_type_hints(type(getattr(RunConfig(), owner)))[name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) is typing.Union:
-        return args[0]
-    return tuple if typing.get_origin(hint) is tuple else hint
-
-
 def check_type(name: str, value: Any, where: str) -> None:
     """Raise ConfigError unless ``value`` fits the setting's type (ints pass as floats; None if optional)."""
-    kind = _field_kind(name)
+    kind = value_type(name)
     if value is None:
-        if getattr(RunConfig(), flat_field_owners()[name]).__dataclass_fields__[name].default is not None:
-            raise ConfigError(where, f"{name} cannot be null")
-        return
+        return  # whether a setting may be null: check_value
     ok = {int: _is_number(value) and isinstance(value, int), float: _is_number(value),
           bool: isinstance(value, bool), str: isinstance(value, str), tuple: isinstance(value, list)}[kind]
     if not ok:
@@ -257,6 +253,3 @@ def _absolute_root(name: str, value: Any) -> Any:
         return os.path.abspath(os.path.expanduser(value))
     return value
 
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:300]

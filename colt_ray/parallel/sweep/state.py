@@ -30,6 +30,7 @@ class Totals:
     sample_epochs: int = 0
     wall_seconds: float = 0.0
     dense_acc: Optional[float] = None
+    dense_selection: Optional[float] = None  # the dense ticket's accuracy that max_acc_drop compares against
     acc_at_target: float = 0.0
 
 

@@ -57,6 +57,7 @@ class TrialSink:
         self.results(record)  # the Parquet rows and ticket of this cycle, replacing any earlier attempt's
         self.totals.sample_epochs = self.results.sample_epochs
         self.totals.dense_acc = self.results.dense_acc
+        self.totals.dense_selection = self.results.dense_selection
         self.totals.wall_seconds = self._wall0 + time.perf_counter() - self._t0
         metrics = cycle_metrics(record, self.totals, self.target, record.run_id)
         with tempfile.TemporaryDirectory(prefix="colt-ray-ckpt-") as path:
@@ -88,7 +89,10 @@ def train_trial(config: dict[str, Any], out: str = "", sweep: str = "", target: 
     results.sample_epochs, results.dense_acc = totals.sample_epochs, totals.dense_acc
     results.start()
     try:
-        run_search(prepared, TrialSink(results, totals, target, tune.report), state.resume if state else None)
+        resume = state.resume if state else None
+        if resume is not None:
+            resume.dense_acc = results.dense_selection = state.totals.dense_selection
+        run_search(prepared, TrialSink(results, totals, target, tune.report), resume)
     except Exception as exc:
         results.finish("failed", " ".join(f"{type(exc).__name__}: {exc}".split())[:500])
         raise
@@ -108,7 +112,7 @@ def restored_state() -> Optional[TrialState]:
 
 def run_search(prepared: Any, sink: Callable[[CycleRecord], None], resume: Optional[Resume]) -> CycleRecord:
     """Run on the configured backend: ``ray`` (shard actors in the trial's placement group) or ``local``."""
-    if prepared.cfg.resources.backend == "ray":
+    if prepared.cfg.backend == "ray":
         from colt_ray.parallel.backend import run_on_ray
 
         return run_on_ray(prepared, sink, resume)
