@@ -137,6 +137,11 @@ class DropRule:
         elif self.dense is not None and self.dense - acc > self.limit:
             self.crossed_at = cycle
 
+    def would_cross(self, cycle: int, metrics: Optional[dict]) -> bool:
+        acc = selection_acc(metrics)
+        return self.limit is not None and cycle > 0 and acc is not None and self.dense is not None \
+            and self.dense - acc > self.limit
+
     @property
     def crossed(self) -> bool:
         return self.crossed_at is not None
@@ -219,6 +224,9 @@ def run_colt(ctx: Context, backend: Backend, sink: Sink, resume: Optional[Resume
             mask.check_subset_of(previous)
         done = ctx.finished(cycle, mask, previous)
         pending = backend.evaluate(theta0, mask, cycle) if (backend.evaluate and eval_due(cfg, cycle, done)) else None
+        emit(wait=False)
+        if not held and pending is not None and pending.done() and rule.would_cross(cycle, pending.result()):
+            done = True  # this ticket ends the run: its shards need not train
         outs = [] if done else backend.train_shards(theta0, mask, cycle, stop=lambda: emit(wait=False))
         if outs is None or rule.crossed:  # this cycle started after the crossing: abandoned, never written
             break
