@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SWEEPS ?= sweeps
 DEMO := quick-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install demo test bench clean
+.PHONY: install demo lint test bench clean
 
 install: $(STAMP)
 
@@ -22,7 +22,12 @@ demo: $(STAMP)
 	$(VENV)/bin/colt-ray report $(SWEEPS)/$(DEMO)
 	@echo "results: $(SWEEPS)/$(DEMO)/ (runs/ cycles/ layers/ Parquet, trials.parquet, tickets/, report/)"
 
-test: $(STAMP)
+# ruff: lint and format check (configured in pyproject.toml), then the whole suite
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
 	$(PY) -m pytest -q
 
 clean:

@@ -1,4 +1,5 @@
-"""The ``colt-ray`` command: find lottery tickets (``ticket``), evaluate them elsewhere (``transfer``), summarise (``report``).
+"""The ``colt-ray`` command: find lottery tickets (``ticket``), evaluate them elsewhere (``transfer``), summarise
+(``report``), search settings (``sweep``).
 
 Every bad input ends with one line ``colt-ray: error: <field>: <what is allowed>`` on stderr and exit
 status 2, before anything is written.
@@ -9,7 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 from colt_ray.core.config import (
     RunConfig,
@@ -33,8 +35,11 @@ TICKET_GROUPS = [
     ("data", ("data",)),
     ("training recipe (every training: shards, IMP levels, ticket evaluation)", ("recipe",)),
     ("retraining tweaks (docs/algorithms.md section 3; each independent, combinable)", ("retrain",)),
-    ("jackpot (--method jackpot: a mask searched on frozen pre-trained weights; sparsity = --target-sparsity, "
-     "default 0.9; per-layer budgets from --budget)", ("jackpot",)),
+    (
+        "jackpot (--method jackpot: a mask searched on frozen pre-trained weights; sparsity = --target-sparsity, "
+        "default 0.9; per-layer budgets from --budget)",
+        ("jackpot",),
+    ),
     ("execution (never changes the ticket found)", ("resources",)),
 ]
 # flags whose former spelling now means another value: (flag, setting, value)
@@ -53,8 +58,12 @@ class _Help(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if ("default" in text or action.default in (None, argparse.SUPPRESS) or not action.option_strings
-                or isinstance(action, argparse._StoreTrueAction)):
+        if (
+            "default" in text
+            or action.default in (None, argparse.SUPPRESS)
+            or not action.option_strings
+            or isinstance(action, argparse._StoreTrueAction)
+        ):
             return text
         shown = ",".join(map(str, action.default)) if isinstance(action.default, tuple) else action.default
         return f"{text} (default: {shown if shown != '' else 'none'})"
@@ -65,7 +74,9 @@ def _csv(kind):
         try:
             return tuple(kind(x) for x in text.split(",") if x.strip())
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list of {kind.__name__}, got {text!r}"
+            ) from None
 
     parse.__name__ = f"list of {kind.__name__}"
     return parse
@@ -93,8 +104,9 @@ def add_setting(group: Any, name: str, *, required: bool = False) -> None:
     group.add_argument(*flags, default=None if required else default, required=required, **kw)
 
 
-def add_sections(parser: argparse.ArgumentParser, groups: list, *, only: Optional[set] = None,
-                 required: tuple[str, ...] = ()) -> None:
+def add_sections(
+    parser: argparse.ArgumentParser, groups: list, *, only: Optional[set] = None, required: tuple[str, ...] = ()
+) -> None:
     """The flags of every field of the named config sections (or of the ``only`` fields among them)."""
     for title, sections in groups:
         names = [f.name for sec in sections for f in section_fields(sec) if only is None or f.name in only]
@@ -112,35 +124,56 @@ def _add_legacy(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="colt-ray", description=__doc__.splitlines()[0], formatter_class=_Help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _ticket_parser(sub)
+    _transfer_parser(sub)
+    _report_parser(sub)
+    add_sweep_parser(sub, _Help)
+    return parser
 
-    t = sub.add_parser("ticket", formatter_class=_Help, help="find a lottery ticket with COLT, IMP or a jackpot search",
-                       description="Find a lottery ticket. COLT: k shard models from the same init, AND of their "
-                       "magnitude masks, rewind, repeat. IMP: prune p of the survivors each level, rewind, retrain. "
-                       "Jackpot: search a mask on frozen pre-trained weights, no weight training.\n"
-                       "Writes runs/, cycles/, layers/ (Parquet) and tickets/ (safetensors) under --out.")
+
+def _ticket_parser(sub: Any) -> None:
+    t = sub.add_parser(
+        "ticket",
+        formatter_class=_Help,
+        help="find a lottery ticket with COLT, IMP or a jackpot search",
+        description="Find a lottery ticket. COLT: k shard models from the same init, AND of their "
+        "magnitude masks, rewind, repeat. IMP: prune p of the survivors each level, rewind, retrain. "
+        "Jackpot: search a mask on frozen pre-trained weights, no weight training.\n"
+        "Writes runs/, cycles/, layers/ (Parquet) and tickets/ (safetensors) under --out.",
+    )
     add_sections(t, TICKET_GROUPS)
     _add_legacy(t)
-    t.add_argument("--list", dest="list_names", action="store_true", help="list architectures and datasets, then exit")
+    t.add_argument("--list", dest="list_names", action="store_true", help="list the names each setting accepts")
     t.add_argument("--out", default="results", help="results directory")
 
-    tr = sub.add_parser("transfer", formatter_class=_Help, help="evaluate a saved ticket on another dataset",
-                        description="Train a ticket (theta_0 x mask) with a fresh head on another dataset and report "
-                        "its accuracy.")
+
+def _transfer_parser(sub: Any) -> None:
+    tr = sub.add_parser(
+        "transfer",
+        formatter_class=_Help,
+        help="evaluate a saved ticket on another dataset",
+        description="Train a ticket (theta_0 x mask) with a fresh head on another dataset and report its accuracy.",
+    )
     tr.add_argument("ticket_file", metavar="TICKET", help="a tickets/<run>/cycle-NNNN.safetensors file")
-    tr.add_argument("--arch", default=None, help="expected architecture of the ticket (checked; default: the ticket's own)")
+    tr.add_argument(
+        "--arch", default=None, help="expected architecture of the ticket (checked; default: the ticket's own)"
+    )
     add_sections(tr, TICKET_GROUPS[1:4], required=("dataset",))
     add_sections(tr, TICKET_GROUPS, only={"seed", "device", "threads", "progress"})
     tr.add_argument("--json", dest="json_out", default=None, help="also write the result as JSON to this file")
 
-    rp = sub.add_parser("report", formatter_class=_Help, help="tables and plots from a results directory",
-                        description="Best ticket per method, COLT vs IMP at matched sparsity, the Pareto front and "
-                        "per-layer density, printed and saved with PNG plots.")
+
+def _report_parser(sub: Any) -> None:
+    rp = sub.add_parser(
+        "report",
+        formatter_class=_Help,
+        help="tables and plots from a results directory",
+        description="Best ticket per method, COLT vs IMP at matched sparsity, the Pareto front and "
+        "per-layer density, printed and saved with PNG plots.",
+    )
     rp.add_argument("results_dir", metavar="RESULTS_DIR", help="output of `colt-ray ticket` or `colt-ray sweep`")
     rp.add_argument("--out", default=None, help="where to save tables and plots (default RESULTS_DIR/report)")
     rp.add_argument("--format", dest="fmt", default="md", help="md or csv")
-
-    add_sweep_parser(sub, _Help)
-    return parser
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -160,27 +193,65 @@ def cmd_ticket(args: argparse.Namespace) -> int:
     if args.list_names:
         return _list_names()
     cfg = config_from_args(args).resolved()
-    validate(cfg)
+    validate(cfg, registries=False)  # every check that needs no torch import, before anything starts
     check_writable(args.out)
     if cfg.backend == "ray":
-        from colt_ray.parallel.backend import RayRun
-
-        with RayRun(cfg, echo=stderr_line) as ray_run:  # its actors start while the data load
-            return _search(cfg, args.out, ray_run.run)
+        return _search_on_ray(cfg, args.out)
+    validate(cfg)
     from colt_ray.core.tickets.search import run_local
 
     return _search(cfg, args.out, run_local)
 
 
-def _search(cfg: RunConfig, out: str, run: Any) -> int:
-    """Prepare (data and architecture checks: still nothing written), then search with ``run``."""
+def _search_on_ray(cfg: RunConfig, out: str) -> int:
+    """Start Ray (its start is mostly waiting on its own processes) while a thread imports torch, checks the rest
+    of the config and loads the data; then start the actors and search. Bad input still ends
+    with one line and nothing written (Ray is stopped first)."""
+    import threading
+
+    from colt_ray.parallel.cluster import init_for
+
+    ahead: dict[str, Any] = {}
+    worker = threading.Thread(target=_prepare_ahead, args=(cfg, ahead), daemon=True)
+    worker.start()
+    started = init_for(cfg)
+    try:
+        worker.join()
+        if "error" in ahead:
+            raise ahead["error"]
+        from colt_ray.parallel.backend import RayRun
+
+        with RayRun(cfg, echo=stderr_line) as ray_run:
+            return _search(cfg, out, ray_run.run, ahead["prepared"])
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _prepare_ahead(cfg: RunConfig, box: dict[str, Any]) -> None:
+    """Validate and prepare ``cfg`` (torch import, data load, theta_0) into ``box``; an error goes there too."""
+    try:
+        from colt_ray.core.tickets.search import prepare
+
+        validate(cfg)
+        box["prepared"] = prepare(cfg, checked=True)
+    except BaseException as exc:  # noqa: BLE001 - raised again by the main thread
+        box["error"] = exc
+
+
+def _search(cfg: RunConfig, out: str, run: Any, prepared: Any = None) -> int:
+    """Prepare (data and architecture checks: still nothing written) unless done, then search with ``run``."""
     from colt_ray.core.tickets.search import prepare
     from colt_ray.runner import ResultsSink
 
-    prepared = prepare(cfg, checked=True)
+    prepared = prepared or prepare(cfg, checked=True)
     sink = ResultsSink(prepared, out, echo=stderr_line)
-    stderr_line(f"run {prepared.run_id}: {cfg.ticket.method} on {cfg.data.dataset} with {cfg.model.arch}, "
-                f"{prepared.num_classes} classes, backend {cfg.backend} -> {out}")
+    stderr_line(
+        f"run {prepared.run_id}: {cfg.ticket.method} on {cfg.data.dataset} with {cfg.model.arch}, "
+        f"{prepared.num_classes} classes, backend {cfg.backend} -> {out}"
+    )
     if "skip-paths" in cfg.retrain.names:
         from colt_ray.core.tweaks import skip_parameters
 
@@ -195,10 +266,14 @@ def _search(cfg: RunConfig, out: str, run: Any) -> int:
     sink.finish("completed")
     t = sink.reported.ticket_row
     acc = "n/a" if t["acc_best"] is None else f"{t['acc_best']:.4f}"
-    print(f"done: run {prepared.run_id}, {sink.last.cycle} cycles; reported ticket: cycle {sink.reported.cycle}, "
-          f"sparsity {t['sparsity']:.4f}, ticket accuracy {acc}")
-    print(f"results: {out}/ (runs/, cycles/, layers/ Parquet; tickets/{prepared.run_id}/); "
-          f"summarise with: colt-ray report {out}")
+    print(
+        f"done: run {prepared.run_id}, {sink.last.cycle} cycles; reported ticket: cycle {sink.reported.cycle}, "
+        f"sparsity {t['sparsity']:.4f}, ticket accuracy {acc}"
+    )
+    print(
+        f"results: {out}/ (runs/, cycles/, layers/ Parquet; tickets/{prepared.run_id}/); "
+        f"summarise with: colt-ray report {out}"
+    )
     return 0
 
 
@@ -212,8 +287,14 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     validate(cfg)
     outcome = transfer(ticket, cfg)
-    result = {"ticket": args.ticket_file, "arch": ticket.arch, "source_dataset": ticket.meta.get("dataset"),
-              "dataset": cfg.data.dataset, "sparsity": ticket.mask.sparsity(), **outcome.metrics}
+    result = {
+        "ticket": args.ticket_file,
+        "arch": ticket.arch,
+        "source_dataset": ticket.meta.get("dataset"),
+        "dataset": cfg.data.dataset,
+        "sparsity": ticket.mask.sparsity(),
+        **outcome.metrics,
+    }
     print(json.dumps(result, default=float))
     if args.json_out:
         with open(args.json_out, "w") as f:

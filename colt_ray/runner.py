@@ -10,7 +10,8 @@ import datetime as dt
 import platform
 import sys
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 from colt_ray.core.tickets.io import save_ticket
 from colt_ray.core.tickets.methods import selection_acc
@@ -31,7 +32,13 @@ class ResultsSink:
     """Receives one ``CycleRecord`` per cycle: writes its Parquet rows and ticket file, keeps run totals,
     and rewrites the ``runs`` row as the run starts, finishes or fails."""
 
-    def __init__(self, prepared: Prepared, out: str, extra: Optional[dict[str, Any]] = None, echo: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        prepared: Prepared,
+        out: str,
+        extra: Optional[dict[str, Any]] = None,
+        echo: Callable[[str], None] | None = None,
+    ):
         self.prepared, self.out = prepared, out
         self.writer = ResultsWriter(out)
         self.extra = dict(extra or {})
@@ -48,14 +55,20 @@ class ResultsSink:
     def run_row(self, status: str, error: Optional[str] = None) -> dict[str, Any]:
         p = self.prepared
         row = {"run_id": p.run_id, **p.cfg.to_flat(), **_versions(), **self.extra}
-        row.update(status=status, error=error, started_at=self.started, num_classes=p.num_classes, dense_acc=self.dense_acc)
+        row.update(
+            status=status, error=error, started_at=self.started, num_classes=p.num_classes, dense_acc=self.dense_acc
+        )
         if status != "running":
             row.update(finished_at=dt.datetime.now(dt.timezone.utc), wall_seconds=time.perf_counter() - self._t0)
         if self.last is not None:
             t = self.reported.ticket_row
             row.update(
-                final_sparsity=t["sparsity"], final_acc_best=t["acc_best"], final_acc_final=t["acc_final"],
-                reported_cycle=self.reported.cycle, cycles_done=self.last.cycle, sample_epochs=self.sample_epochs,
+                final_sparsity=t["sparsity"],
+                final_acc_best=t["acc_best"],
+                final_acc_final=t["acc_final"],
+                reported_cycle=self.reported.cycle,
+                cycles_done=self.last.cycle,
+                sample_epochs=self.sample_epochs,
             )
         return row
 
@@ -77,9 +90,15 @@ class ResultsSink:
     def __call__(self, record: CycleRecord) -> None:
         p = self.prepared
         meta = {
-            "arch": p.cfg.model.arch, "dataset": p.cfg.data.dataset, "in_shape": list(p.bundle.in_shape),
-            "num_classes": p.num_classes, "run_id": p.run_id, "cycle": record.cycle, "method": p.cfg.ticket.method,
-            "sparsity": record.mask.sparsity(), "prune_groups": list(p.cfg.prune.prune_groups),
+            "arch": p.cfg.model.arch,
+            "dataset": p.cfg.data.dataset,
+            "in_shape": list(p.bundle.in_shape),
+            "num_classes": p.num_classes,
+            "run_id": p.run_id,
+            "cycle": record.cycle,
+            "method": p.cfg.ticket.method,
+            "sparsity": record.mask.sparsity(),
+            "prune_groups": list(p.cfg.prune.prune_groups),
         }
         save_ticket(layout.ticket_path(self.out, p.run_id, record.cycle), record.theta, record.mask, meta)
         self.writer.write_cycle(p.run_id, record.cycle, record.cycle_rows, record.layer_rows)

@@ -24,7 +24,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from colt_ray.core.config import DataConfig, ModelConfig, PruneConfig, RecipeConfig, ResourcesConfig, RunConfig, TicketConfig
+from colt_ray.core.config import (
+    DataConfig,
+    ModelConfig,
+    PruneConfig,
+    RecipeConfig,
+    ResourcesConfig,
+    RunConfig,
+    TicketConfig,
+)
 from colt_ray.core.models import build_model, prunable_names
 from colt_ray.core.pruning import Mask, magnitude_scores, prune
 from colt_ray.core.tickets.search import prepare, run_local
@@ -82,7 +90,16 @@ def search(cfg: RunConfig) -> list[dict]:
         shard_cost = sum(r["sample_epochs"] for r in record.cycle_rows if r["shard"] is not None)
         search_cost = shard_cost if cfg.ticket.method == "colt" else t["sample_epochs"]
         eval_cost = t["sample_epochs"] if cfg.ticket.method == "colt" else 0
-        rows.append({"round": record.cycle, "sparsity": t["sparsity"], "acc": t["acc_best"], "search": search_cost, "eval": eval_cost, "overlap": t["overlap"]})
+        rows.append(
+            {
+                "round": record.cycle,
+                "sparsity": t["sparsity"],
+                "acc": t["acc_best"],
+                "search": search_cost,
+                "eval": eval_cost,
+                "overlap": t["overlap"],
+            }
+        )
 
     run_local(prepare(cfg), sink)
     return rows
@@ -108,7 +125,10 @@ def summarise(name: str, rows: list[dict], targets=(0.8, 0.9)) -> list[str]:
 def compare(label: str, data: DataConfig, arch: str, recipe: RecipeConfig, threads: int, target: float) -> list[str]:
     res = ResourcesConfig(backend="local", threads=threads, progress=False)
     base = RunConfig(data=data, model=ModelConfig(arch=arch), recipe=recipe, resources=res)
-    colt = base.replace(ticket=TicketConfig(method="colt", shards=2, split="class", target_sparsity=target), prune=PruneConfig(rate=0.15))
+    colt = base.replace(
+        ticket=TicketConfig(method="colt", shards=2, split="class", target_sparsity=target),
+        prune=PruneConfig(rate=0.15),
+    )
     imp = base.replace(ticket=TicketConfig(method="imp", target_sparsity=target), prune=PruneConfig(rate=0.20))
     lines = [f"{label} ({arch}, {recipe.epochs} epochs/training, lr {recipe.lr}, batch {recipe.batch_size})"]
     for name, cfg in (("COLT k=2 p=0.15", colt), ("IMP p=0.20", imp)):
@@ -119,7 +139,10 @@ def compare(label: str, data: DataConfig, arch: str, recipe: RecipeConfig, threa
         lines.append(f"    curve sparsity:acc = {curve}")
         if name.startswith("COLT"):
             ov = [f"{r['overlap']:.3f}" for r in rows if r["overlap"] is not None]
-            lines.append(f"    shard-mask Jaccard per cycle = {', '.join(ov)}; ticket-evaluation sample-epochs (extra) = {sum(r['eval'] for r in rows):,}")
+            lines.append(
+                f"    shard-mask Jaccard per cycle = {', '.join(ov)}; "
+                f"ticket-evaluation sample-epochs (extra) = {sum(r['eval'] for r in rows):,}"
+            )
         lines.append(f"    wall {time.perf_counter() - start:.1f} s")
     return lines
 
@@ -133,7 +156,10 @@ def main(argv=None) -> int:
     ap.add_argument("--only", choices=("step", "search"), default=None, help="run one part only")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, threads {args.threads}, python {sys.version.split()[0]}")
+    print(
+        f"machine: {os.cpu_count()} cores, torch {torch.__version__}, threads {args.threads}, "
+        f"python {sys.version.split()[0]}"
+    )
     if args.only != "search":
         part_step(args.smoke_test)
     if args.only != "step":
@@ -144,9 +170,17 @@ def main(argv=None) -> int:
 def part_step(smoke: bool) -> None:
     print("== part 1: masked vs plain training step (median of blocks) ==")
     blocks, steps = (2, 3) if smoke else (15, 20)
-    for arch, shape, batch in (("lenet300", (1, 28, 28), 128), ("conv4", (3, 32, 32), 64), ("resnet20", (3, 32, 32), 64)):
+    for arch, shape, batch in (
+        ("lenet300", (1, 28, 28), 128),
+        ("conv4", (3, 32, 32), 64),
+        ("resnet20", (3, 32, 32), 64),
+    ):
         r = bench_step(arch, shape, batch, blocks, steps)
-        print(f"{r['arch']:9s} batch {r['batch']:4d}: plain {r['plain_ms']:.2f} ms, masked {r['masked_ms']:.2f} ms, ratio {r['ratio']:.3f}", flush=True)
+        print(
+            f"{r['arch']:9s} batch {r['batch']:4d}: plain {r['plain_ms']:.2f} ms, "
+            f"masked {r['masked_ms']:.2f} ms, ratio {r['ratio']:.3f}",
+            flush=True,
+        )
 
 
 def part_search(args) -> None:
@@ -155,7 +189,15 @@ def part_search(args) -> None:
     target = 0.3 if args.smoke_test else 0.9
     jobs = [("digits", DataConfig(dataset="digits"), "conv2", RecipeConfig(epochs=epochs * 2, lr=0.05))]
     if Path(args.mnist).exists() and not args.smoke_test:
-        jobs.insert(0, ("mnist10k", DataConfig(dataset="npz", data_root=args.mnist), "lenet300", RecipeConfig(epochs=epochs, lr=0.05, batch_size=64)))
+        jobs.insert(
+            0,
+            (
+                "mnist10k",
+                DataConfig(dataset="npz", data_root=args.mnist),
+                "lenet300",
+                RecipeConfig(epochs=epochs, lr=0.05, batch_size=64),
+            ),
+        )
     elif not args.smoke_test:
         print(f"(skipping mnist10k: {args.mnist} not found)")
     for label, data, arch, recipe in jobs:

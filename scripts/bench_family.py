@@ -25,19 +25,23 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import pandas as pd
 import torch
 
-from colt_ray.cli import build_parser, config_from_args, main as cli_main
+from colt_ray.cli import build_parser, config_from_args
+from colt_ray.cli import main as cli_main
 
 MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist10k.npz"
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--smoke-test", action="store_true", help="digits + lenet300 only, 1 epoch, 1 search epoch")
     p.add_argument("--mnist", default=str(MNIST.resolve()), help="mnist10k.npz (skipped if missing)")
     p.add_argument("--sparsities", default="0.8,0.9", help="target sparsities, comma-separated")
@@ -45,8 +49,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--search-epochs", type=int, default=5, help="jackpot score-training epochs")
     p.add_argument("--tweaks", default="label-smoothing,distill,rescale-init", help="tweaks of the tweaked IMP")
     p.add_argument("--activation", default="swish", help="activation of the tweaked IMP")
-    p.add_argument("--no-ablation", dest="ablation", action="store_false",
-                   help="skip the runs with one tweak at a time (at the last sparsity)")
+    p.add_argument(
+        "--no-ablation",
+        dest="ablation",
+        action="store_false",
+        help="skip the runs with one tweak at a time (at the last sparsity)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads per training")
     p.add_argument("--out", default=None, help="results directory (default: a temporary one)")
     p.add_argument("--markdown", default=None, help="also write the table as Markdown to this file")
@@ -81,8 +89,13 @@ def ticket(argv: list[str], out: Path) -> pd.DataFrame:
 
 def row(setup: str, method: str, r: pd.Series, rows: pd.DataFrame) -> dict:
     return {
-        "setup": setup, "method": method, "sparsity": r.sparsity, "acc_best": r.acc_best, "acc_final": r.acc_final,
-        "sample_epochs": int(rows.sample_epochs.sum()), "wall_s": float(rows.wall_seconds.sum()),
+        "setup": setup,
+        "method": method,
+        "sparsity": r.sparsity,
+        "acc_best": r.acc_best,
+        "acc_final": r.acc_final,
+        "sample_epochs": int(rows.sample_epochs.sum()),
+        "wall_s": float(rows.wall_seconds.sum()),
     }
 
 
@@ -110,7 +123,10 @@ def bench_setup(setup: str, base: list[str], args: argparse.Namespace, out: Path
             results.append(row(setup, name, rows.iloc[-1], rows))
         for name, epochs in (("magnitude (no search)", 0), ("jackpot", args.search_epochs)):
             source = ["--pretrained", pretrained] if pretrained else []
-            rows = ticket([*common, "--method", "jackpot", "--target-sparsity", str(s), "--search-epochs", str(epochs), *source], out)
+            rows = ticket(
+                [*common, "--method", "jackpot", "--target-sparsity", str(s), "--search-epochs", str(epochs), *source],
+                out,
+            )
             if pretrained is None:
                 pretrained = str(next((out / "tickets" / rows.run_id.iloc[0]).glob("cycle-0000.safetensors")))
             results.append(row(setup, name, rows.iloc[-1], rows.iloc[-1:]))  # cost of the search only
@@ -121,7 +137,15 @@ def to_markdown(df: pd.DataFrame) -> str:
     cols = ["setup", "method", "sparsity", "acc_best", "acc_final", "sample_epochs", "wall_s"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in df[cols].iterrows():
-        cells = [r.setup, r.method, f"{r.sparsity:.3f}", f"{r.acc_best:.4f}", f"{r.acc_final:.4f}", f"{r.sample_epochs:,}", f"{r.wall_s:.1f}"]
+        cells = [
+            r.setup,
+            r.method,
+            f"{r.sparsity:.3f}",
+            f"{r.acc_best:.4f}",
+            f"{r.acc_final:.4f}",
+            f"{r.sample_epochs:,}",
+            f"{r.wall_s:.1f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -136,8 +160,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         out = Path(args.out) if args.out else Path(tmp)
         results = [r for label, base in setups(args) for r in bench_setup(label, base, args, out)]
     table = to_markdown(pd.DataFrame(results))
-    machine = f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), Python {platform.python_version()}, torch {torch.__version__}"
-    text = f"{table}\n\nepochs {args.epochs}, search epochs {args.search_epochs}; {machine}; total {time.perf_counter() - start:.0f} s"
+    machine = (
+        f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), Python {platform.python_version()}, "
+        f"torch {torch.__version__}"
+    )
+    text = (
+        f"{table}\n\nepochs {args.epochs}, search epochs {args.search_epochs}; {machine}; "
+        f"total {time.perf_counter() - start:.0f} s"
+    )
     print(text)
     if args.markdown:
         Path(args.markdown).write_text(text + "\n")

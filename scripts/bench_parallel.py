@@ -25,8 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 COLT_RAY = [sys.executable, "-m", "colt_ray"]
 
@@ -52,19 +53,25 @@ def summary(out: str) -> dict:
     tickets = cycles[cycles.shard.isna()].sort_values("cycle")
     last = tickets.iloc[-1]
     files = sorted((Path(out) / "tickets").rglob("*.safetensors"))
-    return {"cycles": int(last.cycle), "sparsity": float(last.sparsity), "acc": last.acc_best,
-            "accs": [None if pd.isna(a) else round(float(a), 6) for a in tickets.acc_best],
-            "masks": [load_ticket(f).mask for f in files], "wall_run": float(runs.wall_seconds.iloc[0])}
+    return {
+        "cycles": int(last.cycle),
+        "sparsity": float(last.sparsity),
+        "acc": last.acc_best,
+        "accs": [None if pd.isna(a) else round(float(a), 6) for a in tickets.acc_best],
+        "masks": [load_ticket(f).mask for f in files],
+        "wall_run": float(runs.wall_seconds.iloc[0]),
+    }
 
 
-def compare(name: str, a_args: list[str], b_args: list[str], repeats: int, labels: tuple[str, str],
-            same_results: bool) -> dict:
+def compare(
+    name: str, a_args: list[str], b_args: list[str], repeats: int, labels: tuple[str, str], same_results: bool
+) -> dict:
     """Time A and B alternately ``repeats`` times each; print medians, the ratio B/A and the results."""
     walls: dict[str, list[float]] = {labels[0]: [], labels[1]: []}
     last: dict[str, dict] = {}
     for i in range(repeats):
         order = [(labels[0], a_args), (labels[1], b_args)]
-        for label, args in (order if i % 2 == 0 else order[::-1]):
+        for label, args in order if i % 2 == 0 else order[::-1]:
             with tempfile.TemporaryDirectory(prefix="bench-") as out:
                 walls[label].append(ticket(args, out))
                 last[label] = summary(out)
@@ -73,8 +80,10 @@ def compare(name: str, a_args: list[str], b_args: list[str], repeats: int, label
     for label in labels:
         s = last[label]
         acc = "n/a" if s["acc"] is None or s["acc"] != s["acc"] else f"{s['acc']:.4f}"
-        print(f"  {label:>6}: median {med[label]:7.2f} s  (runs: {', '.join(f'{w:.2f}' for w in walls[label])}); "
-              f"{s['cycles']} rounds to sparsity {s['sparsity']:.4f}, test acc of that ticket {acc}")
+        print(
+            f"  {label:>6}: median {med[label]:7.2f} s  (runs: {', '.join(f'{w:.2f}' for w in walls[label])}); "
+            f"{s['cycles']} rounds to sparsity {s['sparsity']:.4f}, test acc of that ticket {acc}"
+        )
     if same_results:
         a, b = last[labels[0]], last[labels[1]]
         same = len(a["masks"]) == len(b["masks"]) and all(x == y for x, y in zip(a["masks"], b["masks"]))
@@ -101,22 +110,51 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"machine: {sys.platform}, python {sys.version.split()[0]}; data: {' '.join(data)}; repeats {repeats}")
     if "ray-vs-local" in parts:
         colt = ["--method", "colt", "--shards", "2", "--cycles", cycles, "--eval-tickets", "all", *data, *extra]
-        med = compare("COLT k=2, --eval-tickets all: --backend local vs --backend ray",
-                      colt + ["--backend", "local"], colt + ["--backend", "ray"], repeats, ("local", "ray"), True)
+        med = compare(
+            "COLT k=2, --eval-tickets all: --backend local vs --backend ray",
+            colt + ["--backend", "local"],
+            colt + ["--backend", "ray"],
+            repeats,
+            ("local", "ray"),
+            True,
+        )
         print(f"  speed-up ray vs local: {med['local'] / med['ray']:.2f}x (goal >= 1.5x on 2 CPUs)")
     if "colt-vs-imp" in parts:
         target = "0.5" if a.smoke_test else "0.9"
-        colt = ["--method", "colt", "--shards", "2", "--target-sparsity", target, "--eval-tickets", "final",
-                "--backend", "ray", *data, *extra]
+        colt = [
+            "--method",
+            "colt",
+            "--shards",
+            "2",
+            "--target-sparsity",
+            target,
+            "--eval-tickets",
+            "final",
+            "--backend",
+            "ray",
+            *data,
+            *extra,
+        ]
         imp = ["--method", "imp", "--target-sparsity", target, "--backend", "local", *data, *extra]
-        med = compare(f"wall time to a >= {target} sparse ticket: IMP (local, p=0.2) vs COLT (ray, k=2, eval final)",
-                      imp, colt, repeats, ("imp", "colt"), False)
+        med = compare(
+            f"wall time to a >= {target} sparse ticket: IMP (local, p=0.2) vs COLT (ray, k=2, eval final)",
+            imp,
+            colt,
+            repeats,
+            ("imp", "colt"),
+            False,
+        )
         print(f"  COLT / IMP wall time: {med['colt'] / med['imp']:.2f}x (goal <= 0.5x)")
     if "fixed-cost" in parts:
         tiny = ["--dataset", "digits", "--arch", "conv2", "--cycles", "1", "--epochs", "1", "--eval-tickets", "none"]
-        med = compare("tiny run (digits, 1 cycle, 1 epoch, no evaluation): local vs ray",
-                      tiny + ["--backend", "local"], tiny + ["--backend", "ray"], max(repeats, 3) if not a.smoke_test
-                      else 1, ("local", "ray"), True)
+        med = compare(
+            "tiny run (digits, 1 cycle, 1 epoch, no evaluation): local vs ray",
+            tiny + ["--backend", "local"],
+            tiny + ["--backend", "ray"],
+            max(repeats, 3) if not a.smoke_test else 1,
+            ("local", "ray"),
+            True,
+        )
         print(f"  fixed cost of --backend ray: {med['ray'] - med['local']:.2f} s over local (goal <= 3 s)")
     return 0
 

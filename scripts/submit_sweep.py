@@ -22,7 +22,8 @@ import re
 import shlex
 import subprocess
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # heavy packages the cluster image provides; everything else the project needs is pip-installed per job
@@ -35,7 +36,15 @@ def job_pip_packages(root: str = ROOT) -> list[str]:
     try:
         import tomllib
     except ImportError:  # Python 3.10: no TOML reader in the standard library
-        return ["optuna>=3.4", "pyyaml>=6", "safetensors>=0.4", "scikit-learn>=1.2", "pyarrow>=14", "pandas>=2.0", "tqdm>=4.60"]
+        return [
+            "optuna>=3.4",
+            "pyyaml>=6",
+            "safetensors>=0.4",
+            "scikit-learn>=1.2",
+            "pyarrow>=14",
+            "pandas>=2.0",
+            "tqdm>=4.60",
+        ]
     with open(os.path.join(root, "pyproject.toml"), "rb") as fh:
         deps = tomllib.load(fh)["project"]["dependencies"]
     return [d for d in deps if re.split(r"[\[<>=!~ ;]", d, maxsplit=1)[0].lower() not in IMAGE_PACKAGES]
@@ -65,29 +74,59 @@ def sweep_name(space: str, name: Optional[str]) -> str:
 def build_command(args: argparse.Namespace, name: str, submission_id: str) -> list[str]:
     """The ``ray job submit`` command line."""
     space = os.path.relpath(os.path.abspath(args.space), ROOT)  # the job runs in its copy of ROOT
-    entry = shlex.split(args.entrypoint) + [space, "--storage", storage_arg(args.storage), "--name", name, *args.sweep_args]
-    return [args.ray, "job", "submit", "--address", args.address, "--submission-id", submission_id,
-            "--working-dir", ".", "--runtime-env-json", json.dumps(runtime_env(args.install)),
-            *([] if args.wait else ["--no-wait"]), "--", *entry]
+    entry = shlex.split(args.entrypoint) + [
+        space,
+        "--storage",
+        storage_arg(args.storage),
+        "--name",
+        name,
+        *args.sweep_args,
+    ]
+    return [
+        args.ray,
+        "job",
+        "submit",
+        "--address",
+        args.address,
+        "--submission-id",
+        submission_id,
+        "--working-dir",
+        ".",
+        "--runtime-env-json",
+        json.dumps(runtime_env(args.install)),
+        *([] if args.wait else ["--no-wait"]),
+        "--",
+        *entry,
+    ]
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="submit_sweep.py", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="submit_sweep.py",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("space", metavar="SPACE.yaml", help="search space file (inside the project, so the job has it)")
-    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "http://127.0.0.1:8265"),
-                   help="the cluster's dashboard (job server) address")
+    p.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS", "http://127.0.0.1:8265"),
+        help="the cluster's dashboard (job server) address",
+    )
     p.add_argument("--storage", default="sweeps", help="results root: a path every node sees, or a URI (s3://...)")
     p.add_argument("--name", default=None, help="sweep name (default: the YAML's)")
-    p.add_argument("--install", choices=("deps", "none"), default="deps",
-                   help="deps: pip-install the project's light dependencies in the job's runtime env; none: the image has them")
+    p.add_argument(
+        "--install",
+        choices=("deps", "none"),
+        default="deps",
+        help="deps: pip-install the project's light dependencies in the job's runtime env; none: the image has them",
+    )
     p.add_argument("--entrypoint", default="python -m colt_ray sweep", help="the sweep command run by the job")
     p.add_argument("--wait", action="store_true", help="stream the job's logs until it ends (exit status = job's)")
     p.add_argument("--ray", default="ray", help="the ray executable")
     p.add_argument("--smoke-test", action="store_true", help="print the submit command, submit nothing")
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = p.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     args.sweep_args = extra  # after --: more arguments for colt-ray sweep
     return args
 
@@ -96,8 +135,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Submit (or with ``--smoke-test`` print) the job; print how to follow it and where results land."""
     args = parse_args(argv)
     if not os.path.abspath(args.space).startswith(ROOT + os.sep):
-        print(f"submit_sweep: error: space: {args.space} must be inside {ROOT} (the job gets the project's files only)",
-              file=sys.stderr)
+        print(
+            f"submit_sweep: error: space: {args.space} must be inside {ROOT} (the job gets the project's files only)",
+            file=sys.stderr,
+        )
         return 2
     try:
         name = sweep_name(args.space, args.name)
@@ -111,13 +152,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     rc = subprocess.call(cmd, cwd=ROOT)
     results = f"{storage_arg(args.storage).rstrip('/')}/{name}"
-    print(f"job: {submission_id}\n"
-          f"follow its logs:  {args.ray} job logs -f {submission_id} --address {args.address}\n"
-          f"status / stop:    {args.ray} job status {submission_id} --address {args.address}  |  "
-          f"{args.ray} job stop {submission_id} --address {args.address}\n"
-          f"results land in:  {results}/ (trials.parquet, runs/, cycles/, layers/, tickets/)\n"
-          f"resume if the job dies: python scripts/submit_sweep.py {args.space} --address {args.address} "
-          f"--storage {args.storage} --name {name} -- --resume", flush=True)
+    print(
+        f"job: {submission_id}\n"
+        f"follow its logs:  {args.ray} job logs -f {submission_id} --address {args.address}\n"
+        f"status / stop:    {args.ray} job status {submission_id} --address {args.address}  |  "
+        f"{args.ray} job stop {submission_id} --address {args.address}\n"
+        f"results land in:  {results}/ (trials.parquet, runs/, cycles/, layers/, tickets/)\n"
+        f"resume if the job dies: python scripts/submit_sweep.py {args.space} --address {args.address} "
+        f"--storage {args.storage} --name {name} -- --resume",
+        flush=True,
+    )
     return rc
 
 

@@ -59,7 +59,18 @@ def test_help_documents_every_option_with_its_default(capsys):
     with pytest.raises(SystemExit):
         main(["ticket", "--help"])
     text = capsys.readouterr().out
-    for option in ["--prune-rate", "--shards", "--split", "--cycles", "--target-sparsity", "--epochs", "--lr", "--seed", "--out", "--backend"]:
+    for option in [
+        "--prune-rate",
+        "--shards",
+        "--split",
+        "--cycles",
+        "--target-sparsity",
+        "--epochs",
+        "--lr",
+        "--seed",
+        "--out",
+        "--backend",
+    ]:
         assert option in text
     assert "(default: 0.05)" in text  # lr
 
@@ -95,7 +106,9 @@ def test_missing_file_in_a_dataset_root_is_named(tmp_path, capsys):
     root = tmp_path / "cifar"
     (root / "cifar-10-batches-py").mkdir(parents=True)
     out = tmp_path / "out"
-    assert main(["ticket", "--dataset", "cifar10", "--data-root", str(root), "--out", str(out), "--backend", "local"]) == 2
+    assert (
+        main(["ticket", "--dataset", "cifar10", "--data-root", str(root), "--out", str(out), "--backend", "local"]) == 2
+    )
     err = capsys.readouterr().err
     assert "data_batch_1" in err and err.count("\n") == 1
     assert not out.exists()

@@ -20,7 +20,9 @@ def test_run_ids_are_pinned_so_new_fields_with_defaults_keep_old_ids(flat, run_i
 
 def test_resources_do_not_change_the_run_id():
     base = RunConfig.from_flat({"shards": 4})
-    assert RunConfig.from_flat({"shards": 4, "backend": "ray", "threads": 2, "progress": False}).run_id() == base.run_id()
+    assert (
+        RunConfig.from_flat({"shards": 4, "backend": "ray", "threads": 2, "progress": False}).run_id() == base.run_id()
+    )
 
 
 def test_flat_round_trip_and_list_fields():

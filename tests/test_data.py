@@ -52,7 +52,7 @@ def test_digits_loads_with_fixed_80_20_split_independent_of_run_seed():
     assert a.name == "digits" and a.num_classes == 10 and a.in_shape == (1, 8, 8)
     assert len(a.train) + len(a.test) == 1797 and len(a.test) == 359  # 20% of each class, rounded
     assert a.train.x.dtype == torch.float32 and a.train.x.shape == (1438, 1, 8, 8)
-    assert 0.0 <= float(a.train.x.min()) and float(a.train.x.max()) <= 1.0
+    assert float(a.train.x.min()) >= 0.0 and float(a.train.x.max()) <= 1.0
     assert a.train.y.dtype == torch.int64 and set(a.train.y.tolist()) == set(range(10)) == set(a.test.y.tolist())
     assert torch.equal(a.train.x, b.train.x) and torch.equal(a.test.y, b.test.y)
     assert a.val is None and not a.augment.active

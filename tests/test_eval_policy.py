@@ -35,7 +35,9 @@ class FakeShards:
         alive = np.flatnonzero(keep)
         keep[alive[:20]] = False
         out = {W: keep.reshape(10, 10)}
-        return [TrainOutcome(i, cycle, {"acc_best": 0.9, "sample_epochs": 1, "wall_seconds": 0.0}, out) for i in range(2)]
+        return [
+            TrainOutcome(i, cycle, {"acc_best": 0.9, "sample_epochs": 1, "wall_seconds": 0.0}, out) for i in range(2)
+        ]
 
 
 class LateEvaluations:
@@ -54,8 +56,14 @@ class LateEvaluations:
                 return False
 
             def result(self):
-                return {"acc_best": acc, "acc_final": acc, "val_acc": None, "loss": 0.1, "sample_epochs": 5,
-                        "wall_seconds": 0.0}
+                return {
+                    "acc_best": acc,
+                    "acc_final": acc,
+                    "val_acc": None,
+                    "loss": 0.1,
+                    "sample_epochs": 5,
+                    "wall_seconds": 0.0,
+                }
 
         return Late()
 
@@ -69,8 +77,10 @@ def run(c: Context, accs=(0.9, 0.9, 0.9, 0.9, 0.9), late=True):
     return records, evaluate, shards
 
 
-@pytest.mark.parametrize("policy,evaluated", [("all", [0, 1, 2, 3, 4]), ("final", [4]), ("none", []),
-                                             ("every:2", [0, 2, 4]), ("every:3", [0, 3, 4])])
+@pytest.mark.parametrize(
+    "policy,evaluated",
+    [("all", [0, 1, 2, 3, 4]), ("final", [4]), ("none", []), ("every:2", [0, 2, 4]), ("every:3", [0, 3, 4])],
+)
 def test_each_policy_evaluates_its_cycles_and_leaves_the_others_null(policy, evaluated):
     records, evaluate, _ = run(ctx(eval_tickets=policy))
     assert [r.cycle for r in records] == [0, 1, 2, 3, 4]
@@ -123,12 +133,15 @@ def test_a_bad_eval_policy_is_refused(value):
         validate(RunConfig.from_flat({"eval_tickets": value}))
 
 
-@pytest.mark.parametrize("flag,value,message", [
-    ("--prune-rate", "nan", "prune-rate: must be a finite number"),
-    ("--lr", "inf", "lr: must be a finite number"),
-    ("--max-acc-drop", "-0.1", "max-acc-drop: must be in [0, 1]"),
-    ("--eval-tickets", "most", "eval-tickets: must be all"),
-])
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--prune-rate", "nan", "prune-rate: must be a finite number"),
+        ("--lr", "inf", "lr: must be a finite number"),
+        ("--max-acc-drop", "-0.1", "max-acc-drop: must be in [0, 1]"),
+        ("--eval-tickets", "most", "eval-tickets: must be all"),
+    ],
+)
 def test_non_finite_and_out_of_range_flags_are_one_line_errors(flag, value, message, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["ticket", flag, value, "--backend", "local", "--out", str(out)]) == 2
@@ -145,4 +158,3 @@ def test_former_flags_and_setting_names_still_work():
     assert cfg.ticket.eval_tickets == "none" and cfg.prune.prune_groups == ("conv",)
     old = RunConfig.from_flat({"rate": 0.3, "groups": ["conv"], "eval_tickets": False})
     assert (old.prune.prune_rate, old.prune.prune_groups, old.ticket.eval_tickets) == (0.3, ("conv",), "none")
-

@@ -10,13 +10,21 @@ import torch
 from safetensors.torch import save_file
 
 from colt_ray.cli import main
-from colt_ray.core.config import DataConfig, JackpotConfig, ModelConfig, PruneConfig, RecipeConfig, RunConfig, TicketConfig
+from colt_ray.core.config import (
+    DataConfig,
+    JackpotConfig,
+    ModelConfig,
+    PruneConfig,
+    RecipeConfig,
+    RunConfig,
+    TicketConfig,
+)
 from colt_ray.core.models import build_model
 from colt_ray.core.pruning import Mask, magnitude_scores, prune
 from colt_ray.core.seeds import generator
 from colt_ray.core.tickets.jackpot import restrict_swaps, search_jackpot, topk_mask
 from colt_ray.core.tickets.search import make_full_trainer, prepare, run_local
-from colt_ray.core.tickets.trainer import TicketTrainer, state_to_numpy
+from colt_ray.core.tickets.trainer import state_to_numpy
 
 
 def jackpot_cfg(search_epochs=1, sparsity=0.8, budget="global", **jackpot) -> RunConfig:
@@ -166,8 +174,29 @@ def test_pretrained_state_dict_file_is_used_as_is_and_a_jackpot_ticket_file_too(
     assert all(np.array_equal(records[0].theta[k], v.numpy()) for k, v in model.state_dict().items())
     assert records[0].ticket_row["sample_epochs"] == 0  # --pretrained: no dense training unless asked
     out = tmp_path / "out"
-    assert main(["ticket", "--method", "jackpot", "--arch", "lenet300", "--pretrained", str(path), "--search-epochs", "1",
-                 "--target-sparsity", "0.5", "--out", str(out), "--backend", "local", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "ticket",
+                "--method",
+                "jackpot",
+                "--arch",
+                "lenet300",
+                "--pretrained",
+                str(path),
+                "--search-epochs",
+                "1",
+                "--target-sparsity",
+                "0.5",
+                "--out",
+                str(out),
+                "--backend",
+                "local",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     ticket0 = next((out / "tickets").glob("*/cycle-0000.safetensors"))
     again = []
     run_local(prepare(jackpot_cfg(search_epochs=0, pretrained=str(ticket0))), again.append)
@@ -182,14 +211,19 @@ def test_pretrained_state_dict_file_is_used_as_is_and_a_jackpot_ticket_file_too(
 @pytest.fixture(scope="module")
 def conv2_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("pre") / "conv2.safetensors"
-    save_file({k: v.contiguous() for k, v in build_model("conv2", (1, 8, 8), 10, seed=0).state_dict().items()}, str(path))
+    save_file(
+        {k: v.contiguous() for k, v in build_model("conv2", (1, 8, 8), 10, seed=0).state_dict().items()}, str(path)
+    )
     return path
 
 
 BAD = [
     (["--target-sparsity", "1.0"], "target-sparsity: must be in (0, 1)"),
     (["--target-sparsity", "0"], "target-sparsity: must be in (0, 1)"),
-    (["--pretrained", "{conv2}", "--arch", "lenet300"], "pretrained: {conv2} does not match arch lenet300: it lacks tensor"),
+    (
+        ["--pretrained", "{conv2}", "--arch", "lenet300"],
+        "pretrained: {conv2} does not match arch lenet300: it lacks tensor",
+    ),
     (["--pretrained", "/no/such.safetensors"], "pretrained: no such file /no/such.safetensors"),
     (["--search-epochs", "-1"], "search-epochs: must be >= 0"),
     (["--prune-rate", "0.5"], "prune-rate: jackpot prunes once, to --target-sparsity"),
@@ -201,7 +235,19 @@ BAD = [
 def test_bad_jackpot_input_is_one_line_exit_2_and_writes_nothing(extra, message, conv2_file, tmp_path, capsys):
     out = tmp_path / "out"
     extra = [e.replace("{conv2}", str(conv2_file)) for e in extra]
-    argv = ["ticket", "--method", "jackpot", "--out", str(out), "--dataset", "digits", "--backend", "local", "--no-progress", *extra]
+    argv = [
+        "ticket",
+        "--method",
+        "jackpot",
+        "--out",
+        str(out),
+        "--dataset",
+        "digits",
+        "--backend",
+        "local",
+        "--no-progress",
+        *extra,
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("colt-ray: error: ") and "\n" not in err
@@ -211,9 +257,13 @@ def test_bad_jackpot_input_is_one_line_exit_2_and_writes_nothing(extra, message,
 
 def test_pretrained_file_with_another_class_count_is_refused(tmp_path, capsys):
     path = tmp_path / "five.safetensors"
-    save_file({k: v.contiguous() for k, v in build_model("lenet300", (1, 8, 8), 5, seed=0).state_dict().items()}, str(path))
+    save_file(
+        {k: v.contiguous() for k, v in build_model("lenet300", (1, 8, 8), 5, seed=0).state_dict().items()}, str(path)
+    )
     out = tmp_path / "out"
-    assert main(["ticket", "--method", "jackpot", "--arch", "lenet300", "--pretrained", str(path), "--out", str(out)]) == 2
+    assert (
+        main(["ticket", "--method", "jackpot", "--arch", "lenet300", "--pretrained", str(path), "--out", str(out)]) == 2
+    )
     err = capsys.readouterr().err
     assert "tensor fc.weight has shape (5, 100), the model needs (10, 100)" in err and err.count("\n") == 1
     assert not out.exists()

@@ -18,9 +18,9 @@ import ray
 
 from colt_ray import cli
 from colt_ray.core.config import RunConfig, TicketConfig, validate
+from colt_ray.core.data import bundle_arrays
 from colt_ray.core.errors import ConfigError
 from colt_ray.core.tickets.io import load_ticket
-from colt_ray.core.data import bundle_arrays
 from colt_ray.core.tickets.search import make_shard_trainer, prepare, run_local
 from colt_ray.parallel.actors import ShardFailedError, ShardTrainer, bundle_strategies
 from colt_ray.parallel.backend import run_on_ray
@@ -31,7 +31,9 @@ from colt_ray.runner import ResultsSink
 TIMING = ("wall_seconds", "finished_at")
 
 
-def small_cfg(method: str = "colt", cycles: int = 2, epochs: int = 1, eval_tickets: str = "all", **resources) -> RunConfig:
+def small_cfg(
+    method: str = "colt", cycles: int = 2, epochs: int = 1, eval_tickets: str = "all", **resources
+) -> RunConfig:
     d = RunConfig()
     return d.replace(
         recipe=dataclasses.replace(d.recipe, epochs=epochs),
@@ -165,6 +167,54 @@ def test_killed_shard_actor_is_restarted_and_the_cycle_gives_the_same_masks(ray_
     assert_same_records(got, want)
 
 
+def test_killed_evaluator_is_restarted_and_every_evaluation_lands_once(ray_cluster):
+    p = prepare(small_cfg(cycles=2, epochs=3))
+    want = collect(run_local, p)
+    with Coordinator(p.cfg, prepared=p) as coord:
+        victim = coord.full.actors[0]
+        pid_before = coord.full.ready()[0]
+
+        def kill_during_the_first_evaluation():
+            while not coord.full.submitted:
+                time.sleep(0.01)
+            time.sleep(0.5)  # inside the 3-epoch evaluation of cycle 0
+            ray.kill(victim, no_restart=False)
+
+        killer = threading.Thread(target=kill_during_the_first_evaluation, daemon=True)
+        killer.start()
+        got = collect(coord.run)
+        killer.join(timeout=5)
+        assert ray.get(victim.pid.remote()) != pid_before  # it really died and came back
+        assert coord.full.submitted == [0, 1, 2]  # each evaluation submitted once (Ray retried the lost one)
+    assert [r.cycle for r in got] == [0, 1, 2]  # every (run, cycle) record once
+    assert_same_records(got, want)
+
+
+@pytest.mark.parametrize("policy", ["final", "none", "every:2"])
+def test_every_eval_policy_gives_the_same_records_on_ray_and_local(ray_cluster, policy):
+    p = prepare(small_cfg(cycles=2, eval_tickets=policy))
+    got, want = collect(run_on_ray, p), collect(run_local, p)
+    assert_same_records(got, want)
+    evaluated = [r.cycle for r in got if r.ticket_row["evaluated"]]
+    assert evaluated == {"final": [2], "none": [], "every:2": [0, 2]}[policy]
+
+
+def test_no_actor_reads_the_data_root(ray_cluster, tmp_path):
+    import numpy as np
+
+    path = tmp_path / "small.npz"
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (120, 8, 8), dtype=np.uint8)
+    y = np.arange(120) % 4
+    np.savez(path, x_train=x[:80], y_train=y[:80], x_test=x[80:], y_test=y[80:])
+    cfg = small_cfg(cycles=1)
+    cfg = cfg.replace(data=dataclasses.replace(cfg.data, dataset="npz", data_root=str(path)))
+    p = prepare(cfg)  # the driver loads the data once ...
+    want = collect(run_local, p)
+    path.unlink()  # ... and then the data root is gone: an actor that opened it would fail
+    assert_same_records(collect(run_on_ray, p), want)
+
+
 class DiesInCycle1(ShardTrainer):
     """Shard 0 crashes its process whenever it trains cycle 1 (every restart, too)."""
 
@@ -178,9 +228,11 @@ def test_actor_that_keeps_dying_fails_the_run_and_keeps_completed_cycles(ray_clu
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
     p = prepare(small_cfg(cycles=3))
     sink = ResultsSink(p, str(tmp_path))
-    with Coordinator(p.cfg, prepared=p, trainer_cls=DiesInCycle1, restarts=1) as coord:
-        with pytest.raises(ShardFailedError, match="shard 0 died in cycle 1 .*within 1 restarts") as err:
-            coord.run(sink)
+    with (
+        Coordinator(p.cfg, prepared=p, trainer_cls=DiesInCycle1, restarts=1) as coord,
+        pytest.raises(ShardFailedError, match="shard 0 died in cycle 1 .*within 1 restarts") as err,
+    ):
+        coord.run(sink)
     assert "\n" not in str(err.value)
     rows = pd.read_parquet(tmp_path / "cycles")
     assert sorted(rows["cycle"].unique()) == [0]
@@ -199,7 +251,18 @@ def test_trainers_go_to_their_bundles_of_a_placement_group(ray_cluster, colt_loc
     assert_same_records(got, want)
 
 
-CLI_ARGS = ["ticket", "--method", "colt", "--cycles", "2", "--epochs", "1", "--seed", "7", "--no-progress"]  # = small_cfg()
+CLI_ARGS = [
+    "ticket",
+    "--method",
+    "colt",
+    "--cycles",
+    "2",
+    "--epochs",
+    "1",
+    "--seed",
+    "7",
+    "--no-progress",
+]  # = small_cfg()
 
 
 def assert_cli_results_match(out, p, want):
@@ -230,6 +293,8 @@ def test_gpu_share_without_a_gpu_runs_on_cpu(ray_cluster, colt_local, tmp_path, 
 
 
 def test_driver_modules_do_not_import_ray():
-    code = ("import sys, colt_ray.cli, colt_ray.runner, colt_ray.core.tickets.search; "
-            "sys.exit(1 if 'ray' in sys.modules else 0)")
+    code = (
+        "import sys, colt_ray.cli, colt_ray.runner, colt_ray.core.tickets.search; "
+        "sys.exit(1 if 'ray' in sys.modules else 0)"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

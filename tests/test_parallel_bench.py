@@ -12,8 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_bench_parallel_smoke_test_runs_and_finds_identical_results():
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_parallel.py"), "--smoke-test"],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_parallel.py"), "--smoke-test"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     for line in ("speed-up ray vs local", "COLT / IMP wall time", "fixed cost of --backend ray"):
         assert line in out.stdout

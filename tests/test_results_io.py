@@ -135,6 +135,7 @@ def test_round_trip_pandas_pyarrow_duckdb_keep_types_values_nulls(tmp_path):
     assert r["milestones"] == [3, 6] and r["vote"] is None and r["target_sparsity"] is None
 
     import duckdb
+
     con = duckdb.connect()
     got = con.execute(
         "SELECT shard, acc_best, val_acc, epoch_us(finished_at), typeof(finished_at) "
@@ -142,7 +143,9 @@ def test_round_trip_pandas_pyarrow_duckdb_keep_types_values_nulls(tmp_path):
     ).fetchall()
     assert [g[0] for g in got] == [None, 0, 1] and got[0][1] == 0.8 and got[0][2] is None
     assert got[0][3] == int(T0.timestamp()) * 10**6 + T0.microsecond and got[0][4] == "TIMESTAMP WITH TIME ZONE"
-    runs = con.execute(f"SELECT milestones, prune_groups, vote FROM read_parquet('{tmp_path}/runs/*.parquet')").fetchall()
+    runs = con.execute(
+        f"SELECT milestones, prune_groups, vote FROM read_parquet('{tmp_path}/runs/*.parquet')"
+    ).fetchall()
     assert runs == [([3, 6], ["conv", "linear"], None)]
 
 
@@ -160,6 +163,7 @@ def pd_nat():
 
 def test_polars_reads_the_files(tmp_path):
     import polars as pl
+
     write_sample(tmp_path)
     df = pl.read_parquet(f"{tmp_path}/cycles/*.parquet")
     assert sorted(df["shard"].to_list(), key=lambda x: -1 if x is None else x) == [None, 0, 1]

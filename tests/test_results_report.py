@@ -126,7 +126,9 @@ def test_matched_sparsity_interpolates_accuracy_and_compute(made):
     # evaluations excluded): 100, 100, 200, 300, 400 at sparsity 0, .4, .7, .85, .95; IMP = levels so far
     assert m["colt_sample_epochs"].tolist() == pytest.approx([100, 100 + 100 / 3, 200, 200 + 200 / 3, 300, 350])
     assert m["imp_sample_epochs"].tolist() == pytest.approx([180, 200, 280, 300 + 100 / 3, 300 + 200 / 3, 400])
-    assert m["compute_ratio"].tolist() == pytest.approx([100 / 180, (400 / 3) / 200, 200 / 280, 0.8, 900 / 1100, 350 / 400])
+    assert m["compute_ratio"].tolist() == pytest.approx(
+        [100 / 180, (400 / 3) / 200, 200 / 280, 0.8, 900 / 1100, 350 / 400]
+    )
     assert set(m["colt_run_id"]) == {"colt1"} and set(m["imp_run_id"]) == {"imp1"} and set(m["arch"]) == {"conv2"}
 
 

@@ -31,10 +31,21 @@ def tiny_space(name: str, **over) -> dict:
     """Digits, conv2, 1 epoch, 2 cycles (cycles 0, 1, 2 recorded), 3 trials, TPE: seconds per trial."""
     data = {
         "name": name,
-        "fixed": {"dataset": "digits", "arch": "conv2", "method": "colt", "epochs": 1, "cycles": 2,
-                  "backend": "local", "cpus_per_shard": 1},
-        "search": {"rate": {"float": [0.1, 0.4]}, "lr": {"logfloat": [0.02, 0.2]}, "shards": {"int": [1, 2]},
-                   "split": {"choice": ["class", "random"]}},
+        "fixed": {
+            "dataset": "digits",
+            "arch": "conv2",
+            "method": "colt",
+            "epochs": 1,
+            "cycles": 2,
+            "backend": "local",
+            "cpus_per_shard": 1,
+        },
+        "search": {
+            "rate": {"float": [0.1, 0.4]},
+            "lr": {"logfloat": [0.02, 0.2]},
+            "shards": {"int": [1, 2]},
+            "split": {"choice": ["class", "random"]},
+        },
         "objectives": [{"metric": "acc", "mode": "max"}],
         "budget": {"num_samples": 3, "max_concurrent": 2, "max_failures": 1},
         "sampler": {"seed": 0},
@@ -97,10 +108,12 @@ def test_small_optuna_sweep_completes_with_one_ticket_row_per_trial_cycle(tmp_pa
 def test_two_objectives_asha_and_mixed_k_on_the_ray_backend(tmp_path, ray_cluster):
     """k=1 and k=2 trials (2 and 3 bundles of 0.5 CPU) share 2 CPUs; the front holds completed trials only."""
     space = tiny_space(
-        "multi", search={"rate": {"float": [0.1, 0.5]}, "lr": {"logfloat": [0.02, 0.2]}, "shards": {"choice": [1, 2]}},
+        "multi",
+        search={"rate": {"float": [0.1, 0.5]}, "lr": {"logfloat": [0.02, 0.2]}, "shards": {"choice": [1, 2]}},
         objectives=[{"metric": "acc", "mode": "max"}, {"metric": "sparsity", "mode": "max"}],
         scheduler={"metric": "acc", "grace_period": 1, "reduction_factor": 2},
-        budget={"num_samples": 3, "max_concurrent": 2, "max_failures": 1}, sampler={"kind": "nsga2", "seed": 0},
+        budget={"num_samples": 3, "max_concurrent": 2, "max_failures": 1},
+        sampler={"kind": "nsga2", "seed": 0},
     )
     space["fixed"].update(backend="ray", cpus_per_shard=0.5)
     storage = tmp_path / "st"
@@ -177,14 +190,31 @@ def wait_for(predicate, timeout: float, what: str, proc=None):
 def test_interrupted_sweep_resumes_and_keeps_each_trial_cycle_once(tmp_path, ray_tag):
     space = tiny_space("resume")
     storage, out = tmp_path / "st", tmp_path / "st" / "resume"
-    cmd = [sys.executable, "-m", "colt_ray.parallel.sweep.cli", write_space(tmp_path, space), "--storage", str(storage), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "colt_ray.parallel.sweep.cli",
+        write_space(tmp_path, space),
+        "--storage",
+        str(storage),
+        "--quiet",
+    ]
     env = {**os.environ, "RAY_TMPDIR": ray_tag}
     with open(tmp_path / "driver.log", "w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path
+        )
         try:
             # the first trial's first cycle is written, checkpointed, and the experiment state is on disk
-            wait_for(lambda: glob.glob(str(out / "tune" / "trial_*" / "checkpoint_*"))
-                     and glob.glob(str(out / "tune" / "experiment_state-*.json")), 300, "the first checkpoint", proc)
+            wait_for(
+                lambda: (
+                    glob.glob(str(out / "tune" / "trial_*" / "checkpoint_*"))
+                    and glob.glob(str(out / "tune" / "experiment_state-*.json"))
+                ),
+                300,
+                "the first checkpoint",
+                proc,
+            )
             before = ticket_rows(load_results(str(out)))
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -199,7 +229,9 @@ def test_interrupted_sweep_resumes_and_keeps_each_trial_cycle_once(tmp_path, ray
     check_one_ticket_row_per_trial_cycle(res)
     after = ticket_rows(res)
     assert before.index.isin(after.index).all()
-    assert after.loc[before.index, TICKET_KEYS].equals(before[TICKET_KEYS])  # completed cycles are not redone differently
+    assert after.loc[before.index, TICKET_KEYS].equals(
+        before[TICKET_KEYS]
+    )  # completed cycles are not redone differently
 
 
 def free_ports(n: int) -> list[int]:
@@ -221,24 +253,77 @@ def test_ray_job_submit_runs_the_quick_space_on_a_real_head(tmp_path, ray_tag, m
 
     gcs, dash, client_port, agent, agent_grpc, metrics, env_agent = free_ports(7)
     # RAY_AUTH_MODE fixed for head and clients alike: whether a token sits in ~/.ray must not matter here
-    env = {**os.environ, "RAY_TMPDIR": ray_tag, "RAY_AUTH_MODE": "disabled",
-           "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "")}
+    env = {
+        **os.environ,
+        "RAY_TMPDIR": ray_tag,
+        "RAY_AUTH_MODE": "disabled",
+        "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
+    }
     ray_exe = os.path.join(VENV_BIN, "ray")
-    subprocess.run([ray_exe, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs), "--num-cpus", "2",
-                    "--include-dashboard=true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-                    "--ray-client-server-port", str(client_port), "--dashboard-agent-listen-port", str(agent),
-                    "--dashboard-agent-grpc-port", str(agent_grpc), "--metrics-export-port", str(metrics),
-                    "--runtime-env-agent-port", str(env_agent), "--disable-usage-stats"],
-                   env=env, check=True, capture_output=True, timeout=240)
+    subprocess.run(
+        [
+            ray_exe,
+            "start",
+            "--head",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(gcs),
+            "--num-cpus",
+            "2",
+            "--include-dashboard=true",
+            "--dashboard-host",
+            "127.0.0.1",
+            "--dashboard-port",
+            str(dash),
+            "--ray-client-server-port",
+            str(client_port),
+            "--dashboard-agent-listen-port",
+            str(agent),
+            "--dashboard-agent-grpc-port",
+            str(agent_grpc),
+            "--metrics-export-port",
+            str(metrics),
+            "--runtime-env-agent-port",
+            str(env_agent),
+            "--disable-usage-stats",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=240,
+    )
     address, storage = f"http://127.0.0.1:{dash}", tmp_path / "st"
     wired = "sweep" in getattr(cli, "COMMANDS", {})
     entry = [] if wired else ["--entrypoint", "python -m colt_ray.parallel.sweep.cli"]
     submit = subprocess.run(
-        [sys.executable, "scripts/submit_sweep.py", "search_spaces/quick.yaml", "--address", address, "--storage", str(storage),
-         "--name", "job", "--install", "none", "--ray", ray_exe, *entry, "--", "--smoke-test", "--quiet"],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "scripts/submit_sweep.py",
+            "search_spaces/quick.yaml",
+            "--address",
+            address,
+            "--storage",
+            str(storage),
+            "--name",
+            "job",
+            "--install",
+            "none",
+            "--ray",
+            ray_exe,
+            *entry,
+            "--",
+            "--smoke-test",
+            "--quiet",
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert submit.returncode == 0, submit.stdout + submit.stderr
-    assert f"ray job logs -f colt-ray-job-" in submit.stdout and f"{storage}/job/" in submit.stdout
+    assert "ray job logs -f colt-ray-job-" in submit.stdout and f"{storage}/job/" in submit.stdout
     job_id = next(line.split()[1] for line in submit.stdout.splitlines() if line.startswith("job: "))
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # this process is a client of the same head
     client = JobSubmissionClient(address)

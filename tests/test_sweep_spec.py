@@ -33,7 +33,11 @@ def space(**over):
     data = {
         "name": "t",
         "fixed": {"dataset": "digits", "arch": "conv2", "method": "colt", "epochs": 1, "cycles": 2},
-        "search": {"prune_rate": {"float": [0.1, 0.4]}, "shards": {"int": [1, 2]}, "split": {"choice": ["class", "random"]}},
+        "search": {
+            "prune_rate": {"float": [0.1, 0.4]},
+            "shards": {"int": [1, 2]},
+            "split": {"choice": ["class", "random"]},
+        },
         "objectives": [{"metric": "acc", "mode": "max"}],
         "budget": {"num_samples": 2, "max_concurrent": 1},
     }
@@ -50,8 +54,14 @@ def write(tmp_path, data, name="space.yaml"):
 # ---- the format ------------------------------------------------------------------------------------
 def test_shipped_spaces_parse_and_pass_every_corner():
     names = sorted(f for f in os.listdir(SPACES) if f.endswith(".yaml"))
-    assert {"quick.yaml", "colt_mnist.yaml", "colt_cifar10.yaml", "colt_cifar100.yaml", "colt_tinyimagenet.yaml",
-            "colt_vs_imp.yaml"} <= set(names)
+    assert {
+        "quick.yaml",
+        "colt_mnist.yaml",
+        "colt_cifar10.yaml",
+        "colt_cifar100.yaml",
+        "colt_tinyimagenet.yaml",
+        "colt_vs_imp.yaml",
+    } <= set(names)
     for name in names:
         spec = load_spec(os.path.join(SPACES, name))
         assert {"prune_rate", "shards", "split", "lr"} <= set(spec.search), name
@@ -62,8 +72,13 @@ def test_shipped_spaces_parse_and_pass_every_corner():
 
 
 def test_parse_reads_every_section():
-    spec = parse_spec(space(objectives=[{"metric": "acc"}, {"metric": "sparsity"}],
-                            scheduler={"metric": "acc", "grace_period": 1}, sampler={"seed": 3}))
+    spec = parse_spec(
+        space(
+            objectives=[{"metric": "acc"}, {"metric": "sparsity"}],
+            scheduler={"metric": "acc", "grace_period": 1},
+            sampler={"seed": 3},
+        )
+    )
     assert spec.multi and spec.sampler.kind == "nsga2" and spec.sampler.seed == 3
     assert [o.mode for o in spec.objectives] == ["max", "max"]
     assert spec.scheduler.metric == "acc" and spec.scheduler.mode == "max" and spec.scheduler.reduction_factor == 2
@@ -87,8 +102,13 @@ def test_worst_corner_pairs_most_shards_with_a_class_split():
 
 def test_npz_class_count_reads_labels_only(tmp_path):
     path = tmp_path / "d.npz"
-    np.savez(path, x_train=np.zeros((4, 2, 2), np.uint8), y_train=np.array([0, 1, 2, 6]),
-             x_test=np.zeros((1, 2, 2), np.uint8), y_test=np.array([3]))
+    np.savez(
+        path,
+        x_train=np.zeros((4, 2, 2), np.uint8),
+        y_train=np.array([0, 1, 2, 6]),
+        x_test=np.zeros((1, 2, 2), np.uint8),
+        y_test=np.array([3]),
+    )
     assert dataset_classes("npz", str(path)) == 7
     assert dataset_classes("cifar100", "/nonexistent") == 100
     with pytest.raises(ConfigError, match="data-root"):
@@ -103,14 +123,21 @@ BAD = {
     "unknown_searched_setting": (space(search={"lrr": {"float": [0.01, 0.1]}}), "search.lrr: unknown setting; valid: "),
     "empty_range": (space(search={"prune_rate": {"float": [0.2, 0.2]}}), "search.prune_rate: empty range"),
     "inverted_range": (space(search={"lr": {"logfloat": [0.2, 0.01]}}), "search.lr: inverted range"),
-    "categorical_without_choices": (space(search={"split": {"choice": []}}), "search.split: choice needs a non-empty list"),
+    "categorical_without_choices": (
+        space(search={"split": {"choice": []}}),
+        "search.split: choice needs a non-empty list",
+    ),
     "unknown_distribution": (space(search={"lr": {"normal": [0, 1]}}), "unknown distribution 'normal'"),
-    "too_many_shards_for_class_split": (space(search={"shards": {"int": [2, 20]}, "split": {"choice": ["random", "class"]}}),
-                                        "shards: a class split of 10 classes allows at most 10 shards, got 20"),
+    "too_many_shards_for_class_split": (
+        space(search={"shards": {"int": [2, 20]}, "split": {"choice": ["random", "class"]}}),
+        "shards: a class split of 10 classes allows at most 10 shards, got 20",
+    ),
     "bad_value_in_range": (space(search={"lr": {"float": [-1.0, 0.1]}}), "lr: must be > 0"),
     "integer_setting_as_float": (space(search={"shards": {"float": [1, 4]}}), "shards is an integer setting"),
-    "asha_without_metric_for_two_objectives": (space(objectives=[{"metric": "acc"}, {"metric": "sparsity"}], scheduler={}),
-                                               "scheduler.metric: ASHA is single-objective"),
+    "asha_without_metric_for_two_objectives": (
+        space(objectives=[{"metric": "acc"}, {"metric": "sparsity"}], scheduler={}),
+        "scheduler.metric: ASHA is single-objective",
+    ),
     "unknown_metric": (space(objectives={"metric": "accuracy"}), "unknown metric 'accuracy'"),
     "asha_metric_without_target": (space(scheduler={"metric": "acc_at_target"}), "acc_at_target needs a target"),
 }
@@ -159,8 +186,20 @@ def test_bad_override_and_missing_file(tmp_path, capsys, no_ray):
 
 def test_command_line_exit_status_is_2(tmp_path):
     storage = tmp_path / "st"
-    proc = subprocess.run([sys.executable, "-m", "colt_ray.parallel.sweep.cli", write(tmp_path, BAD["empty_range"][0]),
-                           "--storage", str(storage)], capture_output=True, text=True, cwd=REPO, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "colt_ray.parallel.sweep.cli",
+            write(tmp_path, BAD["empty_range"][0]),
+            "--storage",
+            str(storage),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "search.prune_rate: empty range" in proc.stderr
     assert not storage.exists()
@@ -244,21 +283,35 @@ def test_submit_script_smoke_test_prints_the_job_command(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("submit_sweep", os.path.join(REPO, "scripts", "submit_sweep.py"))
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    rc = script.main([os.path.join(SPACES, "quick.yaml"), "--address", "http://10.0.0.1:8265", "--storage", "rel/st",
-                      "--smoke-test", "--", "--num-samples", "3"])
+    rc = script.main(
+        [
+            os.path.join(SPACES, "quick.yaml"),
+            "--address",
+            "http://10.0.0.1:8265",
+            "--storage",
+            "rel/st",
+            "--smoke-test",
+            "--",
+            "--num-samples",
+            "3",
+        ]
+    )
     assert rc == 0
     cmd = shlex.split(capsys.readouterr().out.splitlines()[0][2:])
     assert cmd[:3] == ["ray", "job", "submit"] and cmd[cmd.index("--working-dir") + 1] == "."
     assert cmd[cmd.index("--address") + 1] == "http://10.0.0.1:8265" and "--no-wait" in cmd
     env = json.loads(cmd[cmd.index("--runtime-env-json") + 1])
     assert "optuna>=3.4" in env["pip"]["packages"] and not any(p.startswith("torch") for p in env["pip"]["packages"])
-    entry = cmd[cmd.index("--") + 1:]
+    entry = cmd[cmd.index("--") + 1 :]
     assert entry[:4] == ["python", "-m", "colt_ray", "sweep"] and entry[4] == "search_spaces/quick.yaml"
     assert entry[entry.index("--storage") + 1] == os.path.abspath("rel/st") and entry[-2:] == ["--num-samples", "3"]
     assert script.main([str(tmp_path / "x.yaml"), "--smoke-test"]) == 2  # outside the project: the job could not see it
 
 
 def test_the_sweep_command_line_imports_neither_ray_nor_optuna_nor_torch():
-    code = "import sys, colt_ray.parallel.sweep.cli as c; print(sorted(m for m in ('ray', 'optuna', 'torch') if m in sys.modules))"
+    code = (
+        "import sys, colt_ray.parallel.sweep.cli as c; "
+        "print(sorted(m for m in ('ray', 'optuna', 'torch') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr

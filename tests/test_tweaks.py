@@ -84,7 +84,9 @@ def test_skip_paths_two_per_block_initialised_to_1e4_and_never_prunable():
     groups = param_groups(model)
     skip_names = [n for n in groups if ".skip1." in n or ".skip2." in n]
     assert skip_names and all(groups[n] == "skip" for n in skip_names)
-    assert prunable_names(model, ("conv", "linear", "batchnorm")) == prunable_names(plain, ("conv", "linear", "batchnorm"))
+    assert prunable_names(model, ("conv", "linear", "batchnorm")) == prunable_names(
+        plain, ("conv", "linear", "batchnorm")
+    )
     assert skip_parameter_count(model) == sum(model.state_dict()[n].numel() for n in skip_names)
     # the stride of a block's first conv is the stride of its first skip path
     block = model.layer2[0]
@@ -207,7 +209,9 @@ BAD = [
 @pytest.mark.parametrize("extra,message", BAD, ids=[" ".join(b[0]) for b in BAD])
 def test_bad_tweak_is_one_line_exit_2_and_writes_nothing(extra, message, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["ticket", "--out", str(out), "--dataset", "digits", "--backend", "local", "--no-progress", *extra]) == 2
+    assert (
+        main(["ticket", "--out", str(out), "--dataset", "digits", "--backend", "local", "--no-progress", *extra]) == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("colt-ray: error: ") and "\n" not in err and message in err
     assert not out.exists()
@@ -215,8 +219,26 @@ def test_bad_tweak_is_one_line_exit_2_and_writes_nothing(extra, message, tmp_pat
 
 def test_cli_runs_imp_with_combined_tweaks_and_records_them(tmp_path):
     out = tmp_path / "out"
-    argv = ["ticket", "--method", "imp", "--arch", "lenet300", "--cycles", "1", "--epochs", "1", "--out", str(out),
-            "--tweaks", "label-smoothing,rescale-init,distill", "--activation", "swish", "--backend", "local", "--no-progress"]
+    argv = [
+        "ticket",
+        "--method",
+        "imp",
+        "--arch",
+        "lenet300",
+        "--cycles",
+        "1",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        "--tweaks",
+        "label-smoothing,rescale-init,distill",
+        "--activation",
+        "swish",
+        "--backend",
+        "local",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     run = pd.read_parquet(out / "runs").iloc[0]
     assert run.tweaks == "label-smoothing,rescale-init,distill" and run.activation == "swish"
@@ -225,13 +247,33 @@ def test_cli_runs_imp_with_combined_tweaks_and_records_them(tmp_path):
 
 def test_cli_reports_skip_path_parameters_apart_from_the_pruned_weights(tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["ticket", "--method", "imp", "--arch", "resnet20", "--dataset", "synthetic", "--cycles", "1", "--epochs", "0",
-            "--tweaks", "skip-paths", "--out", str(out), "--backend", "local", "--no-progress"]
+    argv = [
+        "ticket",
+        "--method",
+        "imp",
+        "--arch",
+        "resnet20",
+        "--dataset",
+        "synthetic",
+        "--cycles",
+        "1",
+        "--epochs",
+        "0",
+        "--tweaks",
+        "skip-paths",
+        "--out",
+        str(out),
+        "--backend",
+        "local",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     assert "skip paths: 31,040 dense parameters, never pruned, not counted in sparsity" in capsys.readouterr().err
     cycles = pd.read_parquet(out / "cycles")
     plain = build_model("resnet20", (1, 8, 8), 10, seed=0)
-    assert set(cycles.prunable_weights) == {sum(p.numel() for n, p in plain.named_parameters() if n in prunable_names(plain, ("conv", "linear")))}
+    assert set(cycles.prunable_weights) == {
+        sum(p.numel() for n, p in plain.named_parameters() if n in prunable_names(plain, ("conv", "linear")))
+    }
 
 
 def test_tweaks_are_searchable_settings_of_a_sweep_space():
@@ -239,7 +281,8 @@ def test_tweaks_are_searchable_settings_of_a_sweep_space():
     from colt_ray.parallel.sweep.parse import parse_spec
 
     space = {
-        "name": "tweaks", "fixed": {"dataset": "digits", "arch": "lenet300", "method": "imp"},
+        "name": "tweaks",
+        "fixed": {"dataset": "digits", "arch": "lenet300", "method": "imp"},
         "search": {
             "tweaks": {"choice": ["", "label-smoothing", "label-smoothing,distill,rescale-init"]},
             "activation": {"choice": ["relu", "swish", "gelu"]},

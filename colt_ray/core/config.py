@@ -16,15 +16,21 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import json
-import math
 import os
 import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional
 
 from colt_ray.core.errors import ConfigError
+from colt_ray.core.settings import (  # noqa: F401  (eval_every, flag_name: part of this module's interface)
+    Setting,
+    eval_every,
+    eval_policy_error,
+    flag_name,
+    registry_names,
+    setting,
+)
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "step", "multistep", "cosine")
@@ -37,60 +43,6 @@ DEFAULT_CYCLES = 5
 TWEAK_LABEL_SMOOTHING = 0.1  # alpha of the label-smoothing tweak when label_smoothing is left at 0
 JACKPOT_SPARSITY = 0.9  # jackpot target when target_sparsity is not given
 
-Choices = Union[tuple[str, ...], Callable[[], list[str]]]
-
-
-# ---- declaring a setting -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Setting:
-    """What a field allows and how it is shown. ``lo``/``hi`` bound numbers (open ends with ``lo_open``/
-    ``hi_open``); ``choices`` are names (a tuple, or a callable reading a registry); ``check`` returns an
-    error message for a value it refuses; ``default_text`` replaces the printed default (a None default
-    that means "the method's own"); ``aliases`` are older flag spellings that still work; ``hash_key``
-    is the name the run id hashes (kept when a field is renamed, so run ids stay the same)."""
-
-    help: str
-    lo: Optional[float] = None
-    hi: Optional[float] = None
-    lo_open: bool = False
-    hi_open: bool = False
-    choices: Optional[Choices] = None
-    check: Optional[Callable[[Any], Optional[str]]] = None
-    default_text: Optional[str] = None
-    aliases: tuple[str, ...] = ()
-    hash_key: Optional[str] = None
-    metavar: Optional[str] = None
-
-    def allowed(self) -> Optional[tuple[str, ...]]:
-        if self.choices is None:
-            return None
-        return tuple(self.choices() if callable(self.choices) else self.choices)
-
-
-def setting(default: Any, help: str, **spec: Any) -> Any:
-    """A dataclass field with its ``Setting`` in the metadata."""
-    return field(default=default, metadata={"setting": Setting(help, **spec)})
-
-
-def registry_names(path: str) -> Callable[[], list[str]]:
-    """Names of the registry at ``module:attribute``, read when first needed (the registries import torch)."""
-
-    def names() -> list[str]:
-        module, attr = path.split(":")
-        return list(getattr(importlib.import_module(module), attr))
-
-    return names
-
-
-def _eval_policy(value: Any) -> Optional[str]:
-    if value in ("all", "final", "none"):
-        return None
-    if isinstance(value, str) and value.startswith("every:"):
-        n = value[len("every:"):]
-        if n.isdigit() and int(n) >= 1:
-            return None
-    return f"must be all, final, none or every:N (N >= 1), got {value!r}"
-
 
 # ---- the sections ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -99,16 +51,18 @@ class DataConfig:
 
     dataset: str = setting("digits", "dataset", choices=registry_names("colt_ray.core.data:DATASETS"))
     data_root: Optional[str] = setting(None, "dataset directory (an .npz file for npz)", metavar="DIR")
-    val_fraction: float = setting(0.0, "fraction of the training set held out for validation (stratified)",
-                                  lo=0.0, hi=1.0, hi_open=True)
+    val_fraction: float = setting(
+        0.0, "fraction of the training set held out for validation (stratified)", lo=0.0, hi=1.0, hi_open=True
+    )
     augment: bool = setting(True, "the dataset's standard augmentation (crop/flip for CIFAR-like data)")
     download: bool = setting(False, "download the dataset first (cifar/mnist; needs internet)")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = setting("conv2", "architecture (see `colt-ray ticket --list`)",
-                        choices=registry_names("colt_ray.core.models:MODELS"))
+    arch: str = setting(
+        "conv2", "architecture (see `colt-ray ticket --list`)", choices=registry_names("colt_ray.core.models:MODELS")
+    )
 
 
 @dataclass(frozen=True)
@@ -125,43 +79,69 @@ class RecipeConfig:
     schedule: str = setting("cosine", "lr schedule after warm-up", choices=SCHEDULES)
     milestones: tuple[int, ...] = setting((), "epochs for step (first = step size) / multistep, e.g. 20,30,45", lo=0)
     gamma: float = setting(0.2, "lr factor at each step/multistep milestone", lo=0.0, lo_open=True)
-    label_smoothing: float = setting(0.0, "alpha: true class 1-alpha, others alpha/(C-1)", lo=0.0, hi=1.0,
-                                     hi_open=True)
+    label_smoothing: float = setting(0.0, "alpha: true class 1-alpha, others alpha/(C-1)", lo=0.0, hi=1.0, hi_open=True)
 
 
 @dataclass(frozen=True)
 class PruneConfig:
     """Score x budget x selection. ``prune_rate`` None means the method's default (COLT 0.15, IMP 0.20)."""
 
-    prune_rate: Optional[float] = setting(None, "fraction of surviving weights pruned per round", lo=0.0, hi=1.0,
-                                          lo_open=True, hi_open=True, default_text="COLT 0.15, IMP 0.20",
-                                          hash_key="rate")
+    prune_rate: Optional[float] = setting(
+        None,
+        "fraction of surviving weights pruned per round",
+        lo=0.0,
+        hi=1.0,
+        lo_open=True,
+        hi_open=True,
+        default_text="COLT 0.15, IMP 0.20",
+        hash_key="rate",
+    )
     budget: str = setting("global", "pruning budget", choices=BUDGETS)
-    prune_groups: tuple[str, ...] = setting(("conv", "linear"), "tensor groups to prune", choices=PRUNE_GROUPS,
-                                            hash_key="groups")
+    prune_groups: tuple[str, ...] = setting(
+        ("conv", "linear"), "tensor groups to prune", choices=PRUNE_GROUPS, hash_key="groups"
+    )
 
 
 @dataclass(frozen=True)
 class TicketConfig:
     """The ticket method and its loop. Stops at ``target_sparsity`` or after ``cycles`` rounds."""
 
-    method: str = setting("colt", "ticket method", choices=registry_names("colt_ray.core.tickets.methods:METHODS"))
+    method: str = setting("colt", "ticket method", choices=registry_names("colt_ray.core.tickets.specs:METHODS"))
     shards: int = setting(2, "COLT: number of shards k", lo=1)
     split: str = setting("class", "COLT shard split", choices=registry_names("colt_ray.core.data.shards:SPLITS"))
-    vote: Optional[int] = setting(None, "COLT: keep a weight kept by >= V shards", lo=1, default_text="all k, the AND",
-                                  metavar="V")
-    cycles: Optional[int] = setting(None, "number of prune rounds", lo=1,
-                                    default_text=f"{DEFAULT_CYCLES} without --target-sparsity")
-    target_sparsity: Optional[float] = setting(None, "stop once sparsity reaches this (jackpot: its sparsity)", lo=0.0,
-                                               hi=1.0, lo_open=True, hi_open=True,
-                                               default_text=f"none; jackpot {JACKPOT_SPARSITY}")
+    vote: Optional[int] = setting(
+        None, "COLT: keep a weight kept by >= V shards", lo=1, default_text="all k, the AND", metavar="V"
+    )
+    cycles: Optional[int] = setting(
+        None, "number of prune rounds", lo=1, default_text=f"{DEFAULT_CYCLES} without --target-sparsity"
+    )
+    target_sparsity: Optional[float] = setting(
+        None,
+        "stop once sparsity reaches this (jackpot: its sparsity)",
+        lo=0.0,
+        hi=1.0,
+        lo_open=True,
+        hi_open=True,
+        default_text=f"none; jackpot {JACKPOT_SPARSITY}",
+    )
     rewind_step: int = setting(0, "IMP: rewind to the weights after K steps (0 = init)", lo=0, metavar="K")
-    eval_tickets: str = setting("all", "COLT: which cycles' tickets are trained on the full data: all, final, none "
-                                "or every:N (the last ticket is evaluated under every policy but none)",
-                                check=_eval_policy, aliases=("--no-eval-tickets",), metavar="POLICY")
-    max_acc_drop: Optional[float] = setting(None, "stop once an evaluated ticket is more than D below the dense "
-                                            "ticket's accuracy (validation when there is a split, else test)",
-                                            lo=0.0, hi=1.0, default_text="no limit", metavar="D")
+    eval_tickets: str = setting(
+        "all",
+        "COLT: which cycles' tickets are trained on the full data: all, final, none "
+        "or every:N (the last ticket is evaluated under every policy but none)",
+        check=eval_policy_error,
+        aliases=("--no-eval-tickets",),
+        metavar="POLICY",
+    )
+    max_acc_drop: Optional[float] = setting(
+        None,
+        "stop once an evaluated ticket is more than D below the dense "
+        "ticket's accuracy (validation when there is a split, else test)",
+        lo=0.0,
+        hi=1.0,
+        default_text="no limit",
+        metavar="D",
+    )
     seed: int = setting(42, "run seed (init, heads, shards, shuffling)", lo=0)
 
 
@@ -169,8 +149,12 @@ class TicketConfig:
 class ResourcesConfig:
     """How a run is executed. Not part of the run id: it never changes which ticket is found."""
 
-    backend: str = setting("auto", "auto (ray for COLT with k >= 2 shards, else local), ray (actors train "
-                           "shards and evaluate tickets concurrently) or local (one process)", choices=BACKENDS)
+    backend: str = setting(
+        "auto",
+        "auto (ray for COLT with k >= 2 shards, else local), ray (actors train "
+        "shards and evaluate tickets concurrently) or local (one process)",
+        choices=BACKENDS,
+    )
     address: Optional[str] = setting(None, "Ray cluster to join", default_text="$RAY_ADDRESS, else a local Ray")
     cpus_per_shard: float = setting(1.0, "CPUs reserved per shard actor", lo=0.0, lo_open=True)
     gpus_per_shard: float = setting(0.0, "GPU share per shard actor (e.g. 0.25)", lo=0.0)
@@ -189,11 +173,18 @@ class TweaksConfig:
     full-data ticket on the run's dense trained model: ``distill_weight * T^2 * KL + (1 - distill_weight) * CE``.
     """
 
-    tweaks: str = setting("", f"comma-separated, from {', '.join(TWEAKS)} (label-smoothing: alpha = "
-                          "--label-smoothing, or 0.1 when that is 0; distill: sparse full-data retraining "
-                          "against the run's dense model)", metavar="LIST")
-    activation: str = setting("relu", "replace every ReLU by this activation",
-                              choices=registry_names("colt_ray.core.tweaks.activations:FACTORIES"))
+    tweaks: str = setting(
+        "",
+        f"comma-separated, from {', '.join(TWEAKS)} (label-smoothing: alpha = "
+        "--label-smoothing, or 0.1 when that is 0; distill: sparse full-data retraining "
+        "against the run's dense model)",
+        metavar="LIST",
+    )
+    activation: str = setting(
+        "relu",
+        "replace every ReLU by this activation",
+        choices=registry_names("colt_ray.core.tweaks.activations:FACTORIES"),
+    )
     distill_temperature: float = setting(5.0, "distill: softmax temperature T", lo=0.0, lo_open=True)
     distill_weight: float = setting(0.9, "distill: weight of T^2 * KL; cross-entropy gets 1 - this", lo=0.0, hi=1.0)
 
@@ -210,10 +201,13 @@ class JackpotConfig:
     Plain (non-Optional) types: the ``runs`` table keeps its set of nullable columns.
     """
 
-    pretrained: str = setting("", "pre-trained weights: a safetensors state dict or a colt_ray ticket file (its "
-                              "theta)", default_text="none: train the dense model first", metavar="FILE")
-    pretrain_epochs: int = setting(-1, "dense training before the search; -1: --epochs, or 0 with --pretrained",
-                                   lo=-1)
+    pretrained: str = setting(
+        "",
+        "pre-trained weights: a safetensors state dict or a colt_ray ticket file (its theta)",
+        default_text="none: train the dense model first",
+        metavar="FILE",
+    )
+    pretrain_epochs: int = setting(-1, "dense training before the search; -1: --epochs, or 0 with --pretrained", lo=-1)
     search_epochs: int = setting(10, "epochs of score training", lo=0)
     score_lr: float = setting(0.1, "SGD learning rate of the scores (cosine decay)", lo=0.0, lo_open=True)
     score_weight_decay: float = setting(5e-4, "weight decay on the scores", lo=0.0)
@@ -238,7 +232,7 @@ class RunConfig:
     @property
     def method(self) -> Any:
         """The ``MethodSpec`` of ``ticket.method`` (ConfigError listing the valid names if unknown)."""
-        from colt_ray.core.tickets.methods import METHODS
+        from colt_ray.core.tickets.specs import METHODS
 
         return METHODS.get(self.ticket.method)
 
@@ -282,11 +276,11 @@ class RunConfig:
         parallel = self.num_shards >= 2 and ((os.cpu_count() or 1) >= 2 or bool(res.address))
         return "ray" if parallel else "local"
 
-    def resolved(self) -> "RunConfig":
+    def resolved(self) -> RunConfig:
         """This config with ``backend`` auto replaced by the backend that runs (what the ``runs`` row says)."""
         return self.replace(resources=dataclasses.replace(self.resources, backend=self.backend))
 
-    def replace(self, **sections: Any) -> "RunConfig":
+    def replace(self, **sections: Any) -> RunConfig:
         return dataclasses.replace(self, **sections)
 
     # ---- flat form --------------------------------------------------------------------------------
@@ -300,7 +294,7 @@ class RunConfig:
         return out
 
     @classmethod
-    def from_flat(cls, flat: dict[str, Any]) -> "RunConfig":
+    def from_flat(cls, flat: dict[str, Any]) -> RunConfig:
         """Build from a flat dict (a Tune trial config); unknown keys are a ConfigError naming them. Former
         names of renamed settings (``rate``, ``groups``) and ``eval_tickets`` true/false are still read."""
         owner = flat_field_owners()
@@ -402,121 +396,5 @@ def _coerce(section: str, key: str, value: Any) -> Any:
     return value
 
 
-# ---- validation --------------------------------------------------------------------------------------
-def flag_name(name: str) -> str:
-    """How a setting is named in messages and on the command line: ``prune_rate`` -> ``prune-rate``."""
-    return name.replace("_", "-")
-
-
-def check_value(name: str, value: Any, where: Optional[str] = None) -> None:
-    """ConfigError unless ``value`` is allowed for setting ``name`` (range, finiteness, integer, choices).
-    The same check serves the command line, sweep YAML (``where`` = its key path) and ``validate``."""
-    spec, label = setting_of(name), where or flag_name(name)
-    if value is None:
-        if default_of(name) is not None:
-            raise ConfigError(label, f"{name} cannot be null")
-        return
-    items = value if isinstance(value, (tuple, list)) else (value,)
-    for item in items:
-        if isinstance(item, (int, float)) and not isinstance(item, bool):
-            _check_number(label, item, spec, integer=(item_type(name) if value_type(name) is tuple else value_type(name)) is int)
-        allowed = spec.allowed()
-        if allowed is not None and item not in allowed:
-            raise ConfigError(label, f"unknown {item!r}; valid: {', '.join(allowed)}")
-    if spec.check is not None:
-        why = spec.check(value)
-        if why:
-            raise ConfigError(label, why)
-
-
-def _check_number(label: str, value: float, spec: Setting, integer: bool) -> None:
-    if not math.isfinite(value):
-        raise ConfigError(label, f"must be a finite number, got {value}")
-    if integer and float(value) != int(value):
-        raise ConfigError(label, f"must be an integer, got {value}")
-    lo_bad = spec.lo is not None and (value < spec.lo or (spec.lo_open and value == spec.lo))
-    hi_bad = spec.hi is not None and (value > spec.hi or (spec.hi_open and value == spec.hi))
-    if lo_bad or hi_bad:
-        raise ConfigError(label, f"must be {range_text(spec)}, got {value}")
-
-
-def range_text(spec: Setting) -> str:
-    """``in (0, 1)``, ``>= 1``, ``> 0``: the allowed range of a numeric setting."""
-    if spec.lo is not None and spec.hi is not None:
-        return f"in {'(' if spec.lo_open else '['}{spec.lo:g}, {spec.hi:g}{')' if spec.hi_open else ']'}"
-    if spec.lo is not None:
-        return f"{'>' if spec.lo_open else '>='} {spec.lo:g}"
-    return f"{'<' if spec.hi_open else '<='} {spec.hi:g}"
-
-
-def validate(cfg: RunConfig, num_classes: Optional[int] = None) -> None:
-    """Check every setting that can be checked without loading data; raise ConfigError on the first bad one.
-
-    Each field is checked against its own ``Setting`` first; the rules that tie fields together follow.
-    ``num_classes`` (when known) also checks that a class split can serve the shard count.
-    """
-    for name, value in cfg.to_flat().items():
-        check_value(name, value)
-    spec, t, p = cfg.method, cfg.ticket, cfg.prune
-    if not p.prune_groups:
-        raise ConfigError("prune-groups", f"must name at least one of {', '.join(PRUNE_GROUPS)}")
-    if t.vote is not None and not 1 <= t.vote <= cfg.num_shards:
-        raise ConfigError("vote", f"must be in [1, shards={cfg.num_shards}], got {t.vote}")
-    if t.rewind_step and not spec.late_rewind:
-        raise ConfigError("rewind-step", f"is an {_methods_with('late_rewind')} setting; {t.method.upper()} rewinds "
-                          "to the initialisation")
-    if spec.uses_shards and t.split == "class" and "output" in p.prune_groups and t.shards > 1:
-        raise ConfigError("prune-groups", "'output' cannot be pruned under a class split: shard heads differ")
-    if num_classes is not None:
-        check_classes(cfg, num_classes)
-    if cfg.recipe.schedule in ("step", "multistep") and not cfg.recipe.milestones:
-        raise ConfigError("milestones", f"schedule {cfg.recipe.schedule!r} needs at least one milestone epoch")
-    _validate_tweaks(cfg)
-    _validate_jackpot(cfg)
-    _validate_resources(cfg.resources)
-
-
-def check_classes(cfg: RunConfig, num_classes: int) -> None:
-    """The check that needs the data: a class split can give each shard at least one class."""
-    t = cfg.ticket
-    if cfg.method.uses_shards and t.split == "class" and t.shards > num_classes:
-        raise ConfigError("shards", f"a class split of {num_classes} classes allows at most {num_classes} shards, "
-                          f"got {t.shards}")
-
-
-def _methods_with(flag: str) -> str:
-    from colt_ray.core.tickets.methods import METHODS
-
-    return "/".join(n.upper() for n in METHODS if getattr(METHODS.get(n), flag))
-
-
-def _validate_tweaks(cfg: RunConfig) -> None:
-    for name in cfg.retrain.names:
-        if name not in TWEAKS:
-            raise ConfigError("tweaks", f"unknown {name!r}; valid: {', '.join(TWEAKS)}")
-    if "distill" in cfg.retrain.names and not cfg.method.trains_weights:
-        raise ConfigError("tweaks", f"distill retrains weights; a {cfg.ticket.method} trains none "
-                          f"(valid with {_methods_with('trains_weights').lower().replace('/', ', ')})")
-
-
-def _validate_jackpot(cfg: RunConfig) -> None:
-    j, spec = cfg.jackpot, cfg.method
-    if "jackpot" not in spec.sections:
-        changed = [f.name for f in fields(j) if getattr(j, f.name) != f.default]
-        if changed:
-            raise ConfigError(flag_name(changed[0]), "is a jackpot setting; use it with --method jackpot")
-        return
-    if cfg.prune.prune_rate is not None and spec.default_prune_rate is None:
-        raise ConfigError("prune-rate", "jackpot prunes once, to --target-sparsity (default 0.9); drop --prune-rate")
-
-
-def _validate_resources(res: ResourcesConfig) -> None:
-    if res.backend == "ray" and res.device == "cuda" and res.gpus_per_shard <= 0:
-        # Ray hides every GPU from an actor that reserved none, so cuda would fail inside the actors
-        raise ConfigError("gpus-per-shard", "--device cuda on the ray backend needs a GPU share per shard, "
-                          "e.g. --gpus-per-shard 0.25")
-
-
-def eval_every(policy: str) -> Optional[int]:
-    """The N of an ``every:N`` evaluation policy, else None."""
-    return int(policy.split(":", 1)[1]) if policy.startswith("every:") else None
+# validation lives in its own module; these names are part of this module's interface
+from colt_ray.core.validation import check_classes, check_value, validate  # noqa: E402, F401

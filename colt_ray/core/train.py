@@ -2,16 +2,18 @@
 
 Pruned weights stay exactly zero: after every optimizer step the masked weights are multiplied by their
 mask in one fused ``torch._foreach_mul_`` call, so a masked step costs almost the same as a plain one
-(see ``train_step`` for why the gradients need no masking). Data live as tensors (on the training device); batches are index slices, preprocessed and
-augmented as whole-batch tensor ops from a seeded generator, so a run is bit-identical for a given seed.
+(see ``train_step`` for why the gradients need no masking). Data live as tensors (on the training device);
+batches are index slices, preprocessed and augmented as whole-batch tensor ops from a seeded generator, so a
+run is bit-identical for a given seed.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Any, Optional, Protocol
 
 import torch
 import torch.nn as nn
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 
 from colt_ray.core.config import RecipeConfig
 from colt_ray.core.data import DatasetBundle, Preprocess, TensorSplit
+from colt_ray.core.optim import SGD, Adam
 from colt_ray.core.pruning.mask import Mask
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, targets, inputs)
@@ -98,7 +101,9 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
     def metrics(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("acc_best", "acc_final", "val_acc", "loss", "sample_epochs", "wall_seconds")}
+        return {
+            k: getattr(self, k) for k in ("acc_best", "acc_final", "val_acc", "loss", "sample_epochs", "wall_seconds")
+        }
 
 
 def resolve_device(name: str) -> torch.device:
@@ -122,11 +127,12 @@ def lr_factor(step: int, steps_per_epoch: int, recipe: RecipeConfig) -> float:
     return factor
 
 
-def make_optimizer(params, recipe: RecipeConfig) -> torch.optim.Optimizer:
+def make_optimizer(params, recipe: RecipeConfig) -> Any:
+    """The recipe's optimizer: ``torch.optim``'s arithmetic without its import cost (see ``core/optim.py``)."""
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+        return SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        return Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
 
 
@@ -155,7 +161,14 @@ class MaskApplier:
             torch._foreach_mul_(self.params, self.masks)
 
 
-def train_step(model: nn.Module, opt: torch.optim.Optimizer, applier: MaskApplier, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def train_step(
+    model: nn.Module,
+    opt: Any,
+    applier: MaskApplier,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> torch.Tensor:
     """One masked optimizer step; returns the detached loss. Pruned weights are exactly 0 afterwards."""
     loss = loss_fn(model(x), y, x)
     opt.zero_grad(set_to_none=True)
@@ -170,7 +183,9 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, applier: MaskApplie
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: TensorSplit, prep: Preprocess, device: torch.device, batch_size: int = 1024) -> float:
+def evaluate(
+    model: nn.Module, split: TensorSplit, prep: Preprocess, device: torch.device, batch_size: int = 1024
+) -> float:
     """Top-1 accuracy of ``model`` on ``split`` (eval mode, no augmentation)."""
     was_training = model.training
     model.eval()

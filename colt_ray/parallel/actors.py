@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable, Optional, Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import ray
@@ -60,6 +62,8 @@ class ShardTrainer:
         torch.set_num_threads(cfg.resources.threads)  # same thread count as the local backend: bitwise equal
         self.cfg, self.index = cfg, index
         self.trainer: Any = None
+        self.evaluator: Any = None
+        self.bundle: Any = None
         self._data_key: Any = None
 
     def attach(self, data: Data) -> None:
@@ -68,27 +72,43 @@ class ShardTrainer:
         key = source.hex() if isinstance(source, ray.ObjectRef) else id(source)
         if key == self._data_key:
             return
-        arrays = ray.get(source) if isinstance(source, ray.ObjectRef) else source
-        bundle = bundle_from_arrays(arrays)
+        self.bundle = bundle_from_arrays(ray.get(source) if isinstance(source, ray.ObjectRef) else source)
         if self.index == FULL:
-            self.trainer = make_full_trainer(self.cfg, bundle)
+            self.trainer = make_full_trainer(self.cfg, self.bundle)
         else:
-            self.trainer = make_shard_trainer(self.cfg, bundle, shard)
+            self.trainer = make_shard_trainer(self.cfg, self.bundle, shard)
+        self.evaluator = self.trainer if self.index == FULL else None
         self._data_key = key
 
-    def run(self, data: Data, theta: dict[str, np.ndarray], mask: NumpyMask, cycle: int, prune_next: bool = True,
-            capture_step: int = 0) -> TrainOutcome:
+    def run(
+        self,
+        data: Data,
+        theta: dict[str, np.ndarray],
+        mask: NumpyMask,
+        cycle: int,
+        prune_next: bool = True,
+        capture_step: int = 0,
+    ) -> TrainOutcome:
         """Train from ``theta`` under ``mask`` (numpy dict, None = dense) and prune if ``prune_next``."""
         self.attach(data)
         m = Mask.from_numpy(mask) if mask is not None else None
         return self.trainer.run(writable(theta), m, cycle, prune_next, capture_step)
+
+    def evaluate(self, data: Data, theta: dict[str, np.ndarray], mask: NumpyMask, cycle: int) -> dict:
+        """A ticket evaluation (full data, nothing pruned); a shard trainer builds a full-data trainer for it
+        the first time (it evaluates only once the mask chain is over, see ``EvalScheduler``)."""
+        self.attach(data)
+        if self.evaluator is None:
+            self.evaluator = make_full_trainer(self.cfg, self.bundle)
+        m = Mask.from_numpy(mask) if mask is not None else None
+        return self.evaluator.run(writable(theta), m, cycle, False, 0).metrics
 
     def pid(self) -> int:
         """The process id (tests kill actors; a restarted actor has a new one)."""
         return os.getpid()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _remote_class(cls: type) -> Any:
     return ray.remote(cls)
 
@@ -118,44 +138,115 @@ class LocalPool:
     def ready(self) -> list[int]:
         return [t.pid() for t in self.trainers]
 
-    def run(self, data: Sequence[Data], theta: Any, mask: NumpyMask, cycle: int, prune_next: bool,
-            capture_step: int = 0, stop: Optional[Callable[[], bool]] = None) -> list[TrainOutcome]:
+    def run(
+        self,
+        data: Sequence[Data],
+        theta: Any,
+        mask: NumpyMask,
+        cycle: int,
+        prune_next: bool,
+        capture_step: int = 0,
+        stop: Optional[Callable[[], bool]] = None,
+    ) -> list[TrainOutcome]:
         return [t.run(d, theta, mask, cycle, prune_next, capture_step) for t, d in zip(self.trainers, data)]
 
     def submit(self, data: Data, theta: Any, mask: NumpyMask, cycle: int) -> Any:
         from colt_ray.core.tickets.methods import Finished
 
-        return Finished(self.trainers[0].run(data, theta, mask, cycle, False, 0).metrics)
+        return Finished(self.trainers[0].evaluate(data, theta, mask, cycle))
 
     def close(self) -> None:
         self.trainers = []
 
 
-class RayPending:
-    """A ticket evaluation running on the evaluator actor (the ``Pending`` of the core's COLT loop)."""
+class EvalScheduler:
+    """COLT's ticket evaluations on Ray, one at a time per idle actor: the evaluator actor always, and the
+    shard actors too once the mask chain is over (``chain_done``), so an evaluation never delays a shard
+    training and no core idles at the end of a run. Each evaluation is a pure function of (theta, mask,
+    cycle, seed): whichever actor runs it, its metrics are the same."""
 
-    def __init__(self, pool: "RayPool", future: Any, cycle: int):
-        self.pool, self.future, self.cycle = pool, future, cycle
+    def __init__(self, evaluator: RayPool, shards: Optional[RayPool], data_ref: Any):
+        self.data, self.evaluator, self.shards = data_ref, evaluator, shards
+        self.idle: list[tuple[RayPool, int]] = [(evaluator, 0)]
+        self.queue: deque = deque()
+        self.running: dict[Any, tuple[RayPool, int, int]] = {}  # future -> (pool, position, cycle)
+        self.results: dict[int, Any] = {}  # cycle -> metrics, or the exception its evaluation raised
+
+    def submit(self, theta: Any, mask: NumpyMask, cycle: int) -> SchedPending:
+        self.evaluator.submitted.append(cycle)
+        self.queue.append((cycle, theta, ray.put(mask)))
+        self.pump()
+        return SchedPending(self, cycle)
+
+    def chain_done(self) -> None:
+        """The mask chain is over: the shard actors take evaluations too."""
+        if self.shards is not None:
+            self.idle += [(self.shards, i) for i in range(len(self.shards.actors))]
+            self.shards = None
+            self.pump()
+
+    def pump(self, timeout: float = 0.0) -> None:
+        """Collect the evaluations that have finished (waiting up to ``timeout``), then start queued ones."""
+        if self.running:
+            ready, _ = ray.wait(list(self.running), num_returns=len(self.running), timeout=timeout)
+            for future in ready:
+                pool, position, cycle = self.running.pop(future)
+                try:
+                    self.results[cycle] = pool.get(position, future, f"evaluating cycle {cycle}")
+                except BaseException as exc:  # noqa: BLE001 - raised by result()
+                    self.results[cycle] = exc
+                self.idle.append((pool, position))
+        while self.queue and self.idle:
+            pool, position = self.idle.pop(0)
+            cycle, theta, mask_ref = self.queue.popleft()
+            future = pool.actors[position].evaluate.remote([self.data, None], theta, mask_ref, cycle)
+            self.running[future] = (pool, position, cycle)
+
+    def result(self, cycle: int) -> dict:
+        while cycle not in self.results:
+            self.pump(timeout=POLL_SECONDS)
+        outcome = self.results[cycle]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+class SchedPending:
+    """One ticket evaluation handed to the ``EvalScheduler`` (the ``Pending`` of the core's COLT loop)."""
+
+    def __init__(self, scheduler: EvalScheduler, cycle: int):
+        self.scheduler, self.cycle = scheduler, cycle
 
     def done(self) -> bool:
-        ready, _ = ray.wait([self.future], timeout=0)
-        return bool(ready)
+        self.scheduler.pump()
+        return self.cycle in self.scheduler.results
 
     def result(self) -> dict:
-        return self.pool.get(0, self.future, f"evaluating cycle {self.cycle}").metrics
+        return self.scheduler.result(self.cycle)
 
 
 class RayPool:
     """One ``ShardTrainer`` actor per trainer. In a placement group (a Tune trial), trainer i goes to bundle
     ``first_bundle + i``."""
 
-    def __init__(self, cfg: RunConfig, indices: Sequence[int], trainer_cls: type = ShardTrainer, *,
-                 resources: ActorResources, placement_group: Optional[PlacementGroup] = None, first_bundle: int = 0):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        indices: Sequence[int],
+        trainer_cls: type = ShardTrainer,
+        *,
+        resources: ActorResources,
+        placement_group: Optional[PlacementGroup] = None,
+        first_bundle: int = 0,
+    ):
         self.indices = list(indices)
         self.restarts = resources.max_restarts
         self.in_flight: Optional[int] = None  # the cycle being trained, for observers (tests)
+        self.submitted: list[int] = []  # the cycles whose evaluation was submitted, for observers (tests)
         strategies = bundle_strategies(placement_group, first_bundle, len(self.indices), resources)
-        self.actors = [create_actor(trainer_cls, resources, cfg, i, strategy=s) for i, s in zip(self.indices, strategies)]
+        self.actors = [
+            create_actor(trainer_cls, resources, cfg, i, strategy=s) for i, s in zip(self.indices, strategies)
+        ]
 
     def ready(self) -> list[int]:
         """Wait until every actor has started; their process ids. Raises if one cannot start."""
@@ -164,24 +255,29 @@ class RayPool:
     def put(self, value: Any) -> Any:
         return ray.put(value)
 
-    def run(self, data: Sequence[Data], theta: Any, mask: NumpyMask, cycle: int, prune_next: bool,
-            capture_step: int = 0, stop: Optional[Callable[[], bool]] = None) -> Optional[list[TrainOutcome]]:
+    def run(
+        self,
+        data: Sequence[Data],
+        theta: Any,
+        mask: NumpyMask,
+        cycle: int,
+        prune_next: bool,
+        capture_step: int = 0,
+        stop: Optional[Callable[[], bool]] = None,
+    ) -> Optional[list[TrainOutcome]]:
         """Every actor trains once; a dead actor is restarted by Ray and its call retried (max_task_retries).
         Returns None, without waiting for the trainings, as soon as ``stop()`` says the run is over."""
         mask_ref = ray.put(mask)  # once per cycle, shared by the k calls
         self.in_flight = cycle
         try:
-            futures = [a.run.remote(d, theta, mask_ref, cycle, prune_next, capture_step)
-                       for a, d in zip(self.actors, data)]
+            futures = [
+                a.run.remote(d, theta, mask_ref, cycle, prune_next, capture_step) for a, d in zip(self.actors, data)
+            ]
             if stop is not None and not self._wait(futures, stop):
                 return None
             return [self.get(i, f, f"in cycle {cycle}") for i, f in enumerate(futures)]
         finally:
             self.in_flight = None
-
-    def submit(self, data: Data, theta: Any, mask: NumpyMask, cycle: int) -> RayPending:
-        """Start a ticket evaluation on the (single) actor of this pool; its result is picked up later."""
-        return RayPending(self, self.actors[0].run.remote(data, theta, mask, cycle, False, 0), cycle)
 
     @staticmethod
     def _wait(futures: list, stop: Callable[[], bool]) -> bool:
@@ -221,12 +317,19 @@ def bundle_strategies(pg: Optional[PlacementGroup], first: int, k: int, resource
         return [None] * k
     specs = pg.bundle_specs
     if len(specs) < first + k:
-        raise ValueError(f"placement group has {len(specs)} bundles; this run needs {first + k} "
-                         "(see colt_ray.parallel.resources.placement_bundles)")
+        raise ValueError(
+            f"placement group has {len(specs)} bundles; this run needs {first + k} "
+            "(see colt_ray.parallel.resources.placement_bundles)"
+        )
     for i in range(first, first + k):
         if specs[i].get("CPU", 0) < resources.num_cpus or specs[i].get("GPU", 0) < resources.num_gpus:
-            raise ValueError(f"placement group bundle {i} {specs[i]} cannot hold a trainer asking for "
-                             f"{resources.num_cpus:g} CPU, {resources.num_gpus:g} GPU")
-    return [PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=first + i,
-                                             placement_group_capture_child_tasks=True) for i in range(k)]
-
+            raise ValueError(
+                f"placement group bundle {i} {specs[i]} cannot hold a trainer asking for "
+                f"{resources.num_cpus:g} CPU, {resources.num_gpus:g} GPU"
+            )
+    return [
+        PlacementGroupSchedulingStrategy(
+            placement_group=pg, placement_group_bundle_index=first + i, placement_group_capture_child_tasks=True
+        )
+        for i in range(k)
+    ]

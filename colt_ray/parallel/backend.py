@@ -11,9 +11,8 @@ Both give the same records, masks and metrics (timing aside) as ``run_local`` fo
 
 from __future__ import annotations
 
-import logging
-import os
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import ray
 from ray.util.placement_group import PlacementGroup
@@ -23,44 +22,11 @@ from colt_ray.core.errors import stderr_line
 from colt_ray.core.tickets.methods import Resume, Sink
 from colt_ray.core.tickets.records import CycleRecord
 from colt_ray.core.tickets.search import Prepared
+from colt_ray.parallel.cluster import init_for
 from colt_ray.parallel.coordinator import Coordinator
-from colt_ray.parallel.resources import DEFAULT_RESTARTS, fit_to_cluster, local_num_cpus
+from colt_ray.parallel.resources import DEFAULT_RESTARTS, fit_to_cluster
 
 Echo = Callable[[str], None]
-
-
-def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, *, detect: bool = False) -> bool:
-    """Join ``address`` (or ``$RAY_ADDRESS``; with ``detect``, also a cluster started by ``ray start`` on this
-    machine), else start a local Ray with ``num_cpus`` (default: the machine's), quietly. Does nothing if Ray
-    is up already (a test, a Tune trial). True when this call connected or started it."""
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address == "local":
-        address = None
-    elif address is None and detect:
-        address = _running_cluster()
-    quiet = {"logging_level": logging.ERROR, "log_to_driver": True}
-    if address:
-        ray.init(address=address, **quiet)
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **quiet)
-    return True
-
-
-def _running_cluster() -> Optional[str]:
-    """"auto" when a Ray cluster was started on this machine with ``ray start``, else None."""
-    try:
-        from ray._private.services import find_gcs_addresses
-
-        return "auto" if find_gcs_addresses() else None
-    except Exception:  # a private API: without it, start a local Ray as before
-        return None
-
-
-def init_for(cfg: RunConfig) -> bool:
-    """``init_ray`` for one run: its address, or a local Ray with enough CPUs for all its trainers."""
-    return init_ray(cfg.resources.address, local_num_cpus(cfg, os.cpu_count() or 1))
 
 
 def fit(cfg: RunConfig, echo: Echo = stderr_line) -> RunConfig:
@@ -68,9 +34,15 @@ def fit(cfg: RunConfig, echo: Echo = stderr_line) -> RunConfig:
     return fit_to_cluster(cfg, float(ray.cluster_resources().get("GPU", 0)), echo)
 
 
-def run_on_ray(prepared: Prepared, sink: Sink, resume: Optional[Resume] = None, *,
-               placement_group: Optional[PlacementGroup] = None, restarts: int = DEFAULT_RESTARTS,
-               echo: Echo = stderr_line) -> CycleRecord:
+def run_on_ray(
+    prepared: Prepared,
+    sink: Sink,
+    resume: Optional[Resume] = None,
+    *,
+    placement_group: Optional[PlacementGroup] = None,
+    restarts: int = DEFAULT_RESTARTS,
+    echo: Echo = stderr_line,
+) -> CycleRecord:
     """Run ``prepared`` with the coordinator in this process and its trainers as actors; returns the last
     cycle's record. ``sink`` gets every record as its cycle ends (write it, report it). ``resume``
     continues after a completed cycle. ``placement_group`` None: the current one (inside a Tune trial,
@@ -83,10 +55,12 @@ def run_on_ray(prepared: Prepared, sink: Sink, resume: Optional[Resume] = None, 
 
 class RayRun:
     """``--backend ray`` for one CLI run: Ray and the trainer actors start on entry (before the data load);
-    on exit the actors stop, and so does Ray if this run started it."""
+    on exit the actors stop, and so does Ray if this run started it (``started``: the caller started it)."""
 
-    def __init__(self, cfg: RunConfig, *, restarts: int = DEFAULT_RESTARTS, echo: Echo = stderr_line):
-        self.started = init_for(cfg)
+    def __init__(
+        self, cfg: RunConfig, *, restarts: int = DEFAULT_RESTARTS, echo: Echo = stderr_line, started: bool = False
+    ):
+        self.started = init_for(cfg) or started
         try:
             self.cfg = fit(cfg, echo)
             _warn_if_small(self.cfg, echo)
@@ -98,7 +72,7 @@ class RayRun:
     def run(self, prepared: Prepared, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
         return self.coord.attach(prepared).run(sink, resume)
 
-    def __enter__(self) -> "RayRun":
+    def __enter__(self) -> RayRun:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -114,5 +88,7 @@ def _warn_if_small(cfg: RunConfig, echo: Echo) -> None:
     have = float(ray.cluster_resources().get("CPU", 0))
     need = cfg.num_shards * cfg.resources.cpus_per_shard  # the evaluator can share the shards' CPUs
     if have < need:
-        echo(f"colt-ray: the Ray cluster has {have:g} CPUs and this run reserves {need:g}; "
-             "its trainers wait until the cluster grows (lower --cpus-per-shard to share CPUs)")
+        echo(
+            f"colt-ray: the Ray cluster has {have:g} CPUs and this run reserves {need:g}; "
+            "its trainers wait until the cluster grows (lower --cpus-per-shard to share CPUs)"
+        )

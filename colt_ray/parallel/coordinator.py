@@ -13,7 +13,8 @@ intersected and records built exactly as in the local backend.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import ray
 import torch
@@ -27,7 +28,7 @@ from colt_ray.core.tickets.methods import Backend, Resume, Sink
 from colt_ray.core.tickets.records import CycleRecord
 from colt_ray.core.tickets.search import Prepared, run_method
 from colt_ray.core.tickets.trainer import FULL, TrainOutcome
-from colt_ray.parallel.actors import LocalPool, RayPool, ShardTrainer
+from colt_ray.parallel.actors import EvalScheduler, LocalPool, RayPool, ShardTrainer
 from colt_ray.parallel.resources import DEFAULT_RESTARTS, cpus_needed, has_evaluator, shard_resources
 
 
@@ -44,9 +45,17 @@ class Coordinator:
     if any: bundle 0 is the trial's own, then one bundle per shard, then the evaluator's.
     """
 
-    def __init__(self, cfg: RunConfig, *, prepared: Optional[Prepared] = None, use_ray: bool = True,
-                 trainer_cls: type = ShardTrainer, restarts: int = DEFAULT_RESTARTS,
-                 placement_group: Optional[PlacementGroup] = None, echo: Callable[[str], None] = stderr_line):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        *,
+        prepared: Optional[Prepared] = None,
+        use_ray: bool = True,
+        trainer_cls: type = ShardTrainer,
+        restarts: int = DEFAULT_RESTARTS,
+        placement_group: Optional[PlacementGroup] = None,
+        echo: Callable[[str], None] = stderr_line,
+    ):
         torch.set_num_threads(cfg.resources.threads)
         self.cfg = cfg
         pg = placement_group if placement_group is not None else (get_current_placement_group() if use_ray else None)
@@ -59,11 +68,14 @@ class Coordinator:
             # a cluster that holds the k shards but not one more trainer: the evaluator shares their CPUs
             # (it only runs beside them), rather than waiting forever for a CPU of its own
             opts["resources"] = dataclasses.replace(opts["resources"], num_cpus=0.0)
-            echo(f"colt-ray: the Ray cluster has no CPU left for the ticket evaluator beside {k} shards; "
-                 "it shares their CPUs")
+            echo(
+                f"colt-ray: the Ray cluster has no CPU left for the ticket evaluator beside {k} shards; "
+                "it shares their CPUs"
+            )
         if not k or has_evaluator(cfg):
             self.full = pool(cfg, [FULL], trainer_cls, first_bundle=1 + k, **opts)
         self.prepared: Optional[Prepared] = None
+        self.scheduler: Optional[EvalScheduler] = None
         if prepared is not None:
             self.attach(prepared)
 
@@ -71,12 +83,14 @@ class Coordinator:
     def pools(self) -> list[Any]:
         return [p for p in (self.shards, self.full) if p is not None]
 
-    def attach(self, prepared: Prepared) -> "Coordinator":
+    def attach(self, prepared: Prepared) -> Coordinator:
         """Put the run's data and theta_0 in the object store, once; every later call passes the references."""
         self.prepared = prepared
         any_pool = self.pools[0]
         self.data = any_pool.put(bundle_arrays(prepared.bundle))
         self.theta0 = any_pool.put(prepared.ctx.theta0)
+        if isinstance(self.full, RayPool) and self.shards is not None:
+            self.scheduler = EvalScheduler(self.full, self.shards, self.data)
         return self
 
     # ---- the callables of the ticket methods ------------------------------------------------------
@@ -90,16 +104,26 @@ class Coordinator:
         return self.full.run([[self.data, None]], self._ref(theta), mask.to_numpy(), cycle, prune_next, capture_step)[0]
 
     def evaluate(self, theta: dict, mask: Mask, cycle: int) -> Any:
-        """Start COLT's ticket evaluation of ``cycle`` on the evaluator actor; the loop picks it up later."""
+        """Start COLT's ticket evaluation of ``cycle`` (on Ray: through the scheduler); picked up later."""
+        if self.scheduler is not None:
+            return self.scheduler.submit(self._ref(theta), mask.to_numpy(), cycle)
         return self.full.submit([self.data, None], self._ref(theta), mask.to_numpy(), cycle)
+
+    def chain_done(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.chain_done()
 
     def _ref(self, theta: dict) -> Any:
         return self.theta0 if theta is self.prepared.ctx.theta0 else self.pools[0].put(theta)
 
     def backend(self) -> Backend:
         colt = self.shards is not None
-        return Backend(self.train_shards if colt else None, None if colt else self.train_full,
-                       self.evaluate if (colt and self.full is not None) else None)
+        return Backend(
+            self.train_shards if colt else None,
+            None if colt else self.train_full,
+            self.evaluate if (colt and self.full is not None) else None,
+            self.chain_done if colt else None,
+        )
 
     # ---- driving a run --------------------------------------------------------------------------------
     def run(self, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
@@ -111,7 +135,7 @@ class Coordinator:
         for pool in self.pools:
             pool.close()
 
-    def __enter__(self) -> "Coordinator":
+    def __enter__(self) -> Coordinator:
         return self
 
     def __exit__(self, *exc: Any) -> None:

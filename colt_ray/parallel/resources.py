@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from colt_ray.core.config import RunConfig
 from colt_ray.core.errors import stderr_line
@@ -83,6 +84,9 @@ def fit_to_cluster(cfg: RunConfig, cluster_gpus: float, echo: Optional[Callable[
     res = cfg.resources
     echo = echo or stderr_line
     if res.gpus_per_shard > 0 and cluster_gpus <= 0:
-        echo(f"colt-ray: no GPU in the Ray cluster; ignoring --gpus-per-shard {res.gpus_per_shard:g}, training on the CPU")
+        echo(
+            f"colt-ray: no GPU in the Ray cluster; ignoring --gpus-per-shard {res.gpus_per_shard:g}, "
+            "training on the CPU"
+        )
         res = dataclasses.replace(res, gpus_per_shard=0.0, device="cpu")
     return cfg.replace(resources=dataclasses.replace(res, progress=False))

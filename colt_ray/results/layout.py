@@ -168,4 +168,3 @@ def _at(out: PathLike, *parts: str) -> str:
     if is_uri(out):
         return join(os.fspath(out), *parts, remote=True)
     return os.path.join(local_path(out), *parts)
-

@@ -176,7 +176,6 @@ def _to_pandas(table: pa.Table, keys: list[str], sort: list[str]) -> pd.DataFram
     return df
 
 
-
 def describe(results: Results) -> str:
     """One line: how many runs, cycle rows, layer rows and trials were loaded."""
     r = results

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import typing
+from collections.abc import Iterable
 from dataclasses import fields
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import pyarrow as pa
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import platform
 import socket
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ class TensorSplit:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
-    def subset(self, idx) -> "TensorSplit":
+    def subset(self, idx) -> TensorSplit:
         """The samples at ``idx`` (positions or a boolean mask; list, numpy array or tensor), in that order."""
         i = as_index(idx)
         return TensorSplit(self.x[i], self.y[i])
@@ -197,5 +198,6 @@ def bundle_from_arrays(arrays: dict) -> DatasetBundle:
             xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         return TensorSplit(xt.as_strided(xt.shape, strides), yt)
 
-    return DatasetBundle(**{**arrays, "train": split(arrays["train"]), "test": split(arrays["test"]),
-                            "val": split(arrays["val"])})
+    return DatasetBundle(
+        **{**arrays, "train": split(arrays["train"]), "test": split(arrays["test"]), "val": split(arrays["val"])}
+    )

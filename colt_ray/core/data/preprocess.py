@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -72,7 +73,7 @@ class Preprocess:
         self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
-    def from_bundle(cls, bundle: DatasetBundle, augment: bool = True, device=None) -> "Preprocess":
+    def from_bundle(cls, bundle: DatasetBundle, augment: bool = True, device=None) -> Preprocess:
         """The bundle's normalisation, with its standard augmentation if ``augment``."""
         return cls(bundle.mean, bundle.std, bundle.augment if augment else None, device=device)
 

@@ -91,9 +91,7 @@ def make_shards(bundle: DatasetBundle, k: int, kind: str, seed: int) -> list[Sha
         groups = class_groups(bundle.num_classes, k)
         train, test = _by_class(y_train, groups), _by_class(y_test, groups)
         val = _by_class(y_val, groups) if y_val is not None else None
-        return [
-            Shard(i, groups[i], True, train[i], test[i], val[i] if val is not None else None) for i in range(k)
-        ]
+        return [Shard(i, groups[i], True, train[i], test[i], val[i] if val is not None else None) for i in range(k)]
     if k < 1:
         raise ConfigError("shards", f"need at least 1 shard, got {k}")
     classes, counts = np.unique(y_train, return_counts=True)

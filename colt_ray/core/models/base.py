@@ -8,8 +8,8 @@ or in-place ReLU) so later features can swap activations by replacing modules.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn

@@ -3,4 +3,14 @@
 from colt_ray.core.pruning.magnitude import SCORES, count_to_prune, magnitude_scores, prune
 from colt_ray.core.pruning.mask import Mask, intersect, jaccard, layer_overlap, vote
 
-__all__ = ["Mask", "intersect", "vote", "jaccard", "layer_overlap", "prune", "magnitude_scores", "count_to_prune", "SCORES"]
+__all__ = [
+    "Mask",
+    "intersect",
+    "vote",
+    "jaccard",
+    "layer_overlap",
+    "prune",
+    "magnitude_scores",
+    "count_to_prune",
+    "SCORES",
+]

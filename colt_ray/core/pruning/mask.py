@@ -7,7 +7,7 @@ Masks travel between processes as ``{name: numpy bool array}`` (``to_numpy``/``f
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -31,11 +31,11 @@ class Mask:
 
     # ---- construction -----------------------------------------------------------------------------
     @classmethod
-    def ones_like(cls, tensors: Mapping[str, torch.Tensor]) -> "Mask":
+    def ones_like(cls, tensors: Mapping[str, torch.Tensor]) -> Mask:
         return cls({n: torch.ones(v.shape, dtype=torch.bool) for n, v in tensors.items()})
 
     @classmethod
-    def from_numpy(cls, arrays: Mapping[str, np.ndarray]) -> "Mask":
+    def from_numpy(cls, arrays: Mapping[str, np.ndarray]) -> Mask:
         return cls({n: torch.from_numpy(np.asarray(a, dtype=bool).copy()) for n, a in arrays.items()})
 
     def to_numpy(self) -> dict[str, np.ndarray]:
@@ -66,7 +66,7 @@ class Mask:
         return f"Mask({len(self)} tensors, sparsity={self.sparsity():.4f})"
 
     # ---- checks -----------------------------------------------------------------------------------
-    def check_like(self, other: "Mask | Mapping[str, torch.Tensor]") -> None:
+    def check_like(self, other: Mask | Mapping[str, torch.Tensor]) -> None:
         """Raise ValueError unless ``other`` has the same names (in order) and shapes."""
         names = list(other.keys()) if not isinstance(other, Mask) else other.names()
         if names != self.names():
@@ -76,7 +76,7 @@ class Mask:
             if tuple(self[n].shape) != tuple(other[n].shape):
                 raise ValueError(f"mask entry {n!r} has shape {tuple(other[n].shape)}, expected {tuple(self[n].shape)}")
 
-    def check_subset_of(self, previous: "Mask") -> None:
+    def check_subset_of(self, previous: Mask) -> None:
         """Raise ValueError if any weight pruned in ``previous`` is kept here (a pruned weight never returns)."""
         previous.check_like(self)
         for n in self:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -49,7 +50,11 @@ def save_ticket(path: str | os.PathLike, theta: Mapping[str, np.ndarray], mask: 
     tensors.update({f"mask/{k}": v.contiguous() for k, v in mask.items()})
     # safetensors stores keys sorted; the order of the model's state (and of the mask) is kept here
     order = {"theta": list(theta), "mask": mask.names()}
-    metadata = {"format": FORMAT, "meta": json.dumps(dict(meta), sort_keys=True, default=str), "order": json.dumps(order)}
+    metadata = {
+        "format": FORMAT,
+        "meta": json.dumps(dict(meta), sort_keys=True, default=str),
+        "order": json.dumps(order),
+    }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
@@ -74,7 +79,7 @@ def load_ticket(path: str | os.PathLike) -> Ticket:
             metadata = f.metadata() or {}
             if metadata.get("format") != FORMAT:
                 raise ConfigError("ticket", f"{path} is not a colt_ray ticket (format {metadata.get('format')!r})")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - a safetensors handle, not a dict
         meta, order = json.loads(metadata["meta"]), json.loads(metadata["order"])
     except ConfigError:
         raise
@@ -119,7 +124,7 @@ def load_weights(path: str | os.PathLike, model: torch.nn.Module, arch: str) -> 
     try:
         with safe_open(str(path), framework="pt") as f:
             is_ticket = (f.metadata() or {}).get("format") == FORMAT
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - a safetensors handle, not a dict
     except Exception as exc:  # safetensors raises several types for a damaged header or body
         why = str(exc).splitlines()[0][:200]
         raise ConfigError("pretrained", f"{path} is not a readable safetensors file: {why}") from None

@@ -91,7 +91,7 @@ class JackpotNet(nn.Module):
             self.register_buffer(f"mask{i}", start[n].to(params[n].device).clone())
         self.short_restriction = short_restriction
 
-    def train(self, mode: bool = True) -> "JackpotNet":
+    def train(self, mode: bool = True) -> JackpotNet:
         self.training = mode
         self.net.eval()
         return self
@@ -129,8 +129,14 @@ def score_recipe(cfg: RunConfig) -> RecipeConfig:
     """The score-training recipe: SGD on scores with ``score_lr``, cosine decay, no warm-up, score decay."""
     j = cfg.jackpot
     return dataclasses.replace(
-        retrain_recipe(cfg), epochs=j.search_epochs, optimizer="sgd", lr=j.score_lr,
-        weight_decay=j.score_weight_decay, schedule="cosine", warmup_epochs=0.0, milestones=(),
+        retrain_recipe(cfg),
+        epochs=j.search_epochs,
+        optimizer="sgd",
+        lr=j.score_lr,
+        weight_decay=j.score_weight_decay,
+        schedule="cosine",
+        warmup_epochs=0.0,
+        milestones=(),
     )
 
 
@@ -143,15 +149,31 @@ def pretrain_epochs(cfg: RunConfig) -> int:
 
 
 def search_jackpot(
-    model: nn.Module, data: DatasetBundle, cfg: RunConfig, start: Mask, *, generator: torch.Generator,
-    device: torch.device = torch.device("cpu"), progress: bool = False, desc: str = "jackpot",
+    model: nn.Module,
+    data: DatasetBundle,
+    cfg: RunConfig,
+    start: Mask,
+    *,
+    generator: torch.Generator,
+    device: torch.device = torch.device("cpu"),
+    progress: bool = False,
+    desc: str = "jackpot",
 ) -> tuple[Mask, TrainResult]:
     """Search a jackpot on ``model``'s weights (left bit-identical) starting from ``start``, whose per-layer
     kept counts are the budgets. Returns the final mask and the score training's result."""
     net = JackpotNet(model, start, cfg.jackpot.short_restriction)
     try:
-        result = train(net, data, score_recipe(cfg), None, generator=generator, device=device,
-                       callbacks=[_UpdateMasks()], progress=progress, desc=desc)
+        result = train(
+            net,
+            data,
+            score_recipe(cfg),
+            None,
+            generator=generator,
+            device=device,
+            callbacks=[_UpdateMasks()],
+            progress=progress,
+            desc=desc,
+        )
         return net.found(), result
     finally:
         for p in model.parameters():
@@ -185,12 +207,24 @@ class JackpotTrainer:
         cfg, seed = t.cfg, t.cfg.ticket.seed
         t.load(theta)
         found, search = search_jackpot(
-            t.model, t.bundle, cfg, start, generator=generator(seed, "jackpot", cycle),
-            device=t.device, progress=cfg.resources.progress, desc=f"cycle {cycle} jackpot search",
+            t.model,
+            t.bundle,
+            cfg,
+            start,
+            generator=generator(seed, "jackpot", cycle),
+            device=t.device,
+            progress=cfg.resources.progress,
+            desc=f"cycle {cycle} jackpot search",
         )
         t.load(theta)
-        evaluated = train(t.model, t.bundle, dataclasses.replace(t.recipe, epochs=0), found,
-                          generator=generator(seed, "eval", cycle), device=t.device)
+        evaluated = train(
+            t.model,
+            t.bundle,
+            dataclasses.replace(t.recipe, epochs=0),
+            found,
+            generator=generator(seed, "eval", cycle),
+            device=t.device,
+        )
         metrics = evaluated.metrics()
         metrics.update(loss=search.loss, sample_epochs=search.sample_epochs, wall_seconds=time.perf_counter() - t0)
         return TrainOutcome(t.index, cycle, metrics, found.to_numpy())

@@ -1,9 +1,6 @@
-"""The ticket methods as specs: IMP (Frankle & Carbin; open_lth), COLT (Hossain et al.; ismail31416/COLT) and
-lottery jackpots (Zhang, Lin et al.; zyxxmu/lottery-jackpots). What each does: docs/algorithms.md.
-
-Each method is a ``MethodSpec`` in ``METHODS``: its loop and the facts every other layer asks about it
-(whether it trains shards, its default prune rate, whether it rewinds late, which config sections it owns).
-Nobody compares method names: adding a method is one entry here (plus its loop).
+"""The loops of the ticket methods: IMP (Frankle & Carbin; open_lth), COLT (Hossain et al.;
+ismail31416/COLT) and lottery jackpots (Zhang, Lin et al.; zyxxmu/lottery-jackpots). What each does:
+docs/algorithms.md; the facts other layers ask about a method: ``specs.METHODS``.
 
 A loop is a function over pure core code. The work of training is passed in as callables, so a parallel
 backend replaces the sequential one without touching the method:
@@ -24,15 +21,14 @@ record was emitted is never recomputed.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Optional, Protocol
 
 import numpy as np
 
 from colt_ray.core.config import RunConfig, eval_every
 from colt_ray.core.pruning import Mask, vote
-from colt_ray.core.registry import Registry
-from colt_ray.core.tickets.jackpot import JackpotTrainer
 from colt_ray.core.tickets.records import CycleRecord, fill_ticket_metrics, layer_rows, shard_row, ticket_row
 from colt_ray.core.tickets.trainer import TrainOutcome
 
@@ -84,6 +80,7 @@ class Backend:
     train_shards: Optional[TrainShards] = None
     train_full: Optional[TrainFull] = None
     evaluate: Optional[Evaluate] = None
+    chain_done: Optional[Callable[[], None]] = None  # told when no shard training follows (COLT's last cycle)
 
 
 @dataclass
@@ -107,8 +104,17 @@ class Context:
             return True
         return previous is not None and previous.kept() == mask.kept()
 
-    def record(self, cycle: int, mask: Mask, theta: State, metrics: Optional[dict], merged_from: Sequence[Mask],
-               shards: Sequence[TrainOutcome], proposals: list[Mask], done: bool) -> CycleRecord:
+    def record(
+        self,
+        cycle: int,
+        mask: Mask,
+        theta: State,
+        metrics: Optional[dict],
+        merged_from: Sequence[Mask],
+        shards: Sequence[TrainOutcome],
+        proposals: list[Mask],
+        done: bool,
+    ) -> CycleRecord:
         rows = [ticket_row(self.run_id, cycle, mask, self.groups, metrics, merged_from)]
         rows += [shard_row(self.run_id, cycle, o.index, mask, self.groups, o.metrics) for o in shards]
         layers = layer_rows(self.run_id, cycle, mask, self.groups, merged_from)
@@ -139,41 +145,17 @@ class DropRule:
 
     def would_cross(self, cycle: int, metrics: Optional[dict]) -> bool:
         acc = selection_acc(metrics)
-        return self.limit is not None and cycle > 0 and acc is not None and self.dense is not None \
+        return (
+            self.limit is not None
+            and cycle > 0
+            and acc is not None
+            and self.dense is not None
             and self.dense - acc > self.limit
+        )
 
     @property
     def crossed(self) -> bool:
         return self.crossed_at is not None
-
-
-# ---- the specs -----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class MethodSpec:
-    """One ticket method and the facts the other layers ask about it."""
-
-    name: str
-    loop: Callable[..., CycleRecord]
-    summary: str
-    uses_shards: bool  # trains k shard models (and evaluates tickets apart); else one full-data trainer
-    default_prune_rate: Optional[float]  # None: prunes once, straight to the target sparsity
-    late_rewind: bool = False  # accepts rewind_step
-    trains_weights: bool = True  # False: the ticket's weights are never trained (distillation is meaningless)
-    sections: tuple[str, ...] = ()  # config sections only this method reads (others must leave them default)
-    full_trainer: Optional[Callable[[Any], Any]] = None  # wraps the full-data TicketTrainer (jackpot's search)
-
-
-METHODS: Registry[MethodSpec] = Registry("method")
-
-
-def method(name: str, **facts) -> Callable:
-    """Register the decorated loop as method ``name`` with ``facts`` (the ``MethodSpec`` fields)."""
-
-    def deco(loop: Callable[..., CycleRecord]) -> Callable[..., CycleRecord]:
-        METHODS.add(name, MethodSpec(name, loop, (loop.__doc__ or "").splitlines()[0], **facts))
-        return loop
-
-    return deco
 
 
 def eval_due(cfg: RunConfig, cycle: int, done: bool) -> bool:
@@ -188,7 +170,38 @@ def eval_due(cfg: RunConfig, cycle: int, done: bool) -> bool:
     return n is not None and cycle % n == 0
 
 
-@method("colt", uses_shards=True, default_prune_rate=0.15)
+class HeldRecords:
+    """COLT's records waiting for their ticket evaluations: emitted to the sink in cycle order as their
+    evaluations land, through the drop rule; nothing after the cycle that crossed it is ever emitted."""
+
+    def __init__(self, sink: Sink, rule: DropRule):
+        self.sink, self.rule = sink, rule
+        self.held: deque[tuple[CycleRecord, Optional[Pending]]] = deque()
+        self.last: Optional[CycleRecord] = None
+
+    def hold(self, record: CycleRecord, pending: Optional[Pending]) -> None:
+        self.held.append((record, pending))
+
+    def ends_run(self, cycle: int, pending: Optional[Pending]) -> bool:
+        """Whether ``cycle``'s own evaluation, already landed with nothing held before it, crosses the rule."""
+        landed = not self.held and pending is not None and pending.done()
+        return landed and self.rule.would_cross(cycle, pending.result())
+
+    def emit(self, wait: bool = False) -> bool:
+        """Emit the held records whose evaluations have landed (all, if ``wait``); True once the run is over."""
+        held, rule = self.held, self.rule
+        while held and not rule.crossed and (wait or held[0][1] is None or held[0][1].done()):
+            record, pending = held.popleft()
+            if pending is not None:
+                metrics = pending.result()
+                fill_ticket_metrics(record, metrics)
+                rule.see(record.cycle, metrics)
+                record.done = record.done or rule.crossed
+            self.sink(record)
+            self.last = record
+        return rule.crossed
+
+
 def run_colt(ctx: Context, backend: Backend, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
     """COLT: k shard models from theta_0, AND of their pruned masks, rewind, repeat.
 
@@ -198,51 +211,33 @@ def run_colt(ctx: Context, backend: Backend, sink: Sink, resume: Optional[Resume
     """
     cfg, theta0 = ctx.cfg, ctx.theta0
     cycle, mask, proposals, previous = 0, ctx.ones(), [], None
-    rule = DropRule(cfg, resume.dense_acc if resume else None)
+    records = HeldRecords(sink, DropRule(cfg, resume.dense_acc if resume else None))
     if resume is not None:
         previous = resume.mask
         cycle, mask, proposals = resume.cycle + 1, vote(resume.proposals, cfg.vote), resume.proposals
-    held: deque[tuple[CycleRecord, Optional[Pending]]] = deque()
-    last: Optional[CycleRecord] = None
-
-    def emit(wait: bool) -> bool:
-        """Emit the held records whose evaluations have landed (all, if ``wait``); True once the run is over."""
-        nonlocal last
-        while held and not rule.crossed and (wait or held[0][1] is None or held[0][1].done()):
-            record, pending = held.popleft()
-            if pending is not None:
-                metrics = pending.result()
-                fill_ticket_metrics(record, metrics)
-                rule.see(record.cycle, metrics)
-                record.done = record.done or rule.crossed
-            sink(record)
-            last = record
-        return rule.crossed
-
     while True:
         if cycle > 0 and previous is not None:
             mask.check_subset_of(previous)
         done = ctx.finished(cycle, mask, previous)
+        if done and backend.chain_done:
+            backend.chain_done()  # the shard trainers are free from now on
         pending = backend.evaluate(theta0, mask, cycle) if (backend.evaluate and eval_due(cfg, cycle, done)) else None
-        emit(wait=False)
-        if not held and pending is not None and pending.done() and rule.would_cross(cycle, pending.result()):
-            done = True  # this ticket ends the run: its shards need not train
-        outs = [] if done else backend.train_shards(theta0, mask, cycle, stop=lambda: emit(wait=False))
-        if outs is None or rule.crossed:  # this cycle started after the crossing: abandoned, never written
+        records.emit()
+        done = done or records.ends_run(cycle, pending)  # a ticket that ends the run needs no shard training
+        outs = [] if done else backend.train_shards(theta0, mask, cycle, stop=records.emit)
+        if outs is None or records.rule.crossed:  # this cycle started after the crossing: abandoned, never written
             break
         next_proposals = [Mask.from_numpy(o.mask) for o in outs]
-        held.append((ctx.record(cycle, mask, theta0, None, proposals, outs, next_proposals, done), pending))
-        emit(wait=False)
-        if done or rule.crossed:
+        records.hold(ctx.record(cycle, mask, theta0, None, proposals, outs, next_proposals, done), pending)
+        if records.emit() or done:
             break
         previous, proposals = mask, next_proposals
         mask, cycle = vote(proposals, cfg.vote), cycle + 1
-    emit(wait=True)
-    assert last is not None, "a COLT run emits at least one record"
-    return last
+    records.emit(wait=True)
+    assert records.last is not None, "a COLT run emits at least one record"
+    return records.last
 
 
-@method("imp", uses_shards=False, default_prune_rate=0.20, late_rewind=True)
 def run_imp(ctx: Context, backend: Backend, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
     """IMP: train, prune p of the survivors, rewind to theta_0 (or theta_k), retrain."""
     cfg = ctx.cfg
@@ -269,8 +264,6 @@ def run_imp(ctx: Context, backend: Backend, sink: Sink, resume: Optional[Resume]
         previous, mask, cycle = mask, proposals[0], cycle + 1
 
 
-@method("jackpot", uses_shards=False, default_prune_rate=None, trains_weights=False, sections=("jackpot",),
-        full_trainer=JackpotTrainer)
 def run_jackpot(ctx: Context, backend: Backend, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
     """Lottery jackpot: a mask searched by scores on frozen pre-trained weights, no weight training.
 

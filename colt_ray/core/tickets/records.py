@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -43,7 +44,9 @@ def mask_summary(mask: Mask, groups: dict[str, str]) -> dict:
     }
 
 
-def ticket_row(run_id: str, cycle: int, mask: Mask, groups: dict[str, str], metrics: Optional[dict], merged_from: Sequence[Mask]) -> dict:
+def ticket_row(
+    run_id: str, cycle: int, mask: Mask, groups: dict[str, str], metrics: Optional[dict], merged_from: Sequence[Mask]
+) -> dict:
     """The merged ticket's row (shard = None). ``metrics`` None when the ticket was not evaluated."""
     row = {"run_id": run_id, "cycle": cycle, "shard": None, **mask_summary(mask, groups)}
     row.update(_metric_cols(metrics))
@@ -70,7 +73,7 @@ def _metric_cols(metrics: Optional[dict]) -> dict:
     """The accuracy and cost columns; ``evaluated`` False (and accuracies null) when nothing was trained."""
     keys = ("acc_best", "acc_final", "val_acc", "loss", "sample_epochs", "wall_seconds")
     if metrics is None:
-        return {k: None for k in keys} | {"sample_epochs": 0, "wall_seconds": 0.0, "evaluated": False}
+        return dict.fromkeys(keys) | {"sample_epochs": 0, "wall_seconds": 0.0, "evaluated": False}
     return {k: metrics.get(k) for k in keys} | {"evaluated": True}
 
 

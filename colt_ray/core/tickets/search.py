@@ -61,15 +61,13 @@ def prepare(cfg: RunConfig, run_id: Optional[str] = None, *, checked: bool = Fal
 
 def run_method(prepared: Prepared, backend: Backend, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
     """Drive the configured method with the backend's callables; returns the last cycle's record."""
-    return prepared.cfg.method.loop(prepared.ctx, backend, sink, resume)
+    return prepared.cfg.method.run(prepared.ctx, backend, sink, resume)
 
 
 def make_full_trainer(cfg: RunConfig, bundle: DatasetBundle) -> Any:
     """The full-data trainer of a run: IMP's levels, COLT's ticket evaluations, a jackpot's pre-training and
     search; with the distillation tweak, its sparse trainings learn from the dense model."""
-    trainer: Any = TicketTrainer.for_full(cfg, bundle)
-    if cfg.method.full_trainer is not None:
-        trainer = cfg.method.full_trainer(trainer)
+    trainer = cfg.method.wrap_full_trainer(TicketTrainer.for_full(cfg, bundle))
     if uses(cfg, "distill"):
         trainer = DistillingTrainer(trainer)
     return trainer

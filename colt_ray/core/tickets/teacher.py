@@ -31,8 +31,9 @@ class DistillingTrainer:
     def model(self) -> torch.nn.Module:
         return self.trainer.model
 
-    def run(self, theta: State, mask: Optional[Mask], cycle: int, prune_next: bool, capture_step: int = 0,
-            **kw) -> TrainOutcome:
+    def run(
+        self, theta: State, mask: Optional[Mask], cycle: int, prune_next: bool, capture_step: int = 0, **kw
+    ) -> TrainOutcome:
         dense = mask is None or mask.kept() == mask.numel()
         loss_fn = None if dense else self.distiller(theta)
         out = self.trainer.run(theta, mask, cycle, prune_next, capture_step, loss_fn=loss_fn, **kw)
@@ -55,6 +56,7 @@ class DistillingTrainer:
             model = t.build()
             model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in self.teacher.items()})
             tw = t.cfg.retrain
-            self._distiller = Distiller(model.to(t.device), tw.distill_temperature, tw.distill_weight,
-                                        t.recipe.label_smoothing)
+            self._distiller = Distiller(
+                model.to(t.device), tw.distill_temperature, tw.distill_weight, t.recipe.label_smoothing
+            )
         return self._distiller

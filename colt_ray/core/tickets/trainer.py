@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -85,7 +86,7 @@ class TicketTrainer:
         self.prunable = prunable_names(self.model, cfg.prune.prune_groups)
 
     @classmethod
-    def for_full(cls, cfg: RunConfig, bundle: DatasetBundle) -> "TicketTrainer":
+    def for_full(cls, cfg: RunConfig, bundle: DatasetBundle) -> TicketTrainer:
         return cls(cfg, bundle, FULL, None)
 
     # ---- the work -------------------------------------------------------------------------------
@@ -96,8 +97,17 @@ class TicketTrainer:
             state.update(self._fresh_head)
         self.model.load_state_dict(state, strict=True)
 
-    def run(self, theta: State, mask: Optional[Mask], cycle: int, prune_next: bool, capture_step: int = 0, *,
-            loss_fn: Optional[LossFn] = None, epochs: Optional[int] = None) -> TrainOutcome:
+    def run(
+        self,
+        theta: State,
+        mask: Optional[Mask],
+        cycle: int,
+        prune_next: bool,
+        capture_step: int = 0,
+        *,
+        loss_fn: Optional[LossFn] = None,
+        epochs: Optional[int] = None,
+    ) -> TrainOutcome:
         """Train from ``theta`` under ``mask``; if ``prune_next``, prune the run's rate of the survivors.
         ``loss_fn`` replaces the recipe's loss (distillation); ``epochs`` the recipe's epochs."""
         start = time.perf_counter()

@@ -7,7 +7,7 @@ masks of a ticket are the same with any activation.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

@@ -56,7 +56,9 @@ def add_skip_paths(model: nn.Module, arch: str = "this architecture") -> int:
     """
     blocks = residual_blocks(model)
     if not blocks:
-        raise ConfigError("tweaks", f"skip-paths needs residual blocks; {arch} has none (valid: resnet18, resnet20, resnet34)")
+        raise ConfigError(
+            "tweaks", f"skip-paths needs residual blocks; {arch} has none (valid: resnet18, resnet20, resnet34)"
+        )
     for block in blocks:
         if isinstance(block, SkipBasicBlock):
             continue

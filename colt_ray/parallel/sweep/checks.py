@@ -10,7 +10,8 @@ The dataset's class count is found without loading images.
 from __future__ import annotations
 
 import zipfile
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any, Optional
 
 import numpy as np
 
@@ -20,8 +21,15 @@ from colt_ray.parallel.sweep.bundles import trial_bundles
 from colt_ray.parallel.sweep.spec import SweepSpec
 
 # datasets whose class count is fixed by their definition (no need to look at the files)
-KNOWN_CLASSES = {"digits": 10, "synthetic": 10, "mnist": 10, "fashion-mnist": 10, "cifar10": 10,
-                 "cifar100": 100, "tinyimagenet": 200}
+KNOWN_CLASSES = {
+    "digits": 10,
+    "synthetic": 10,
+    "mnist": 10,
+    "fashion-mnist": 10,
+    "cifar10": 10,
+    "cifar100": 100,
+    "tinyimagenet": 200,
+}
 
 
 def dataset_classes(dataset: str, data_root: Optional[str]) -> int:
@@ -39,7 +47,9 @@ def dataset_classes(dataset: str, data_root: Optional[str]) -> int:
 
 def _npz_classes(data_root: Optional[str]) -> int:
     if not data_root:
-        raise ConfigError("data-root", "dataset npz needs data_root: an .npz file with x_train, y_train, x_test, y_test")
+        raise ConfigError(
+            "data-root", "dataset npz needs data_root: an .npz file with x_train, y_train, x_test, y_test"
+        )
     try:
         with np.load(data_root, allow_pickle=False) as f:
             labels = [f[k] for k in ("y_train", "y_test") if k in f.files]
@@ -85,7 +95,7 @@ def check_spec(spec: SweepSpec) -> None:
             validate(cfg, num_classes=classes[key])
             trial_bundles(flat, cluster_gpus=1.0)  # resource settings a trial could not be scheduled with
         except ConfigError as e:
-            message = str(e)[len(e.field) + 2:]
+            message = str(e)[len(e.field) + 2 :]
             raise ConfigError(e.field, f"{message} (search-space corner: {label})") from None
         except (TypeError, ValueError) as e:  # a value of the wrong type reaching a comparison
             raise ConfigError("space", f"{' '.join(str(e).split())} (search-space corner: {label})") from None

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 from colt_ray.core.errors import ConfigError
 
@@ -24,24 +25,44 @@ trial (config, final metrics, status, objective, Pareto flag). --resume continue
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The sweep options (shared by ``colt-ray sweep`` and this module's ``main``)."""
     p.add_argument("space", metavar="SPACE.yaml", help="search space file (format: docs/sweeps.md)")
-    p.add_argument("--storage", default="sweeps", help="results root: a directory or a pyarrow URI (s3://bucket/prefix)")
+    p.add_argument(
+        "--storage", default="sweeps", help="results root: a directory or a pyarrow URI (s3://bucket/prefix)"
+    )
     p.add_argument("--name", default=None, help="sweep name, the directory under --storage (default: the YAML's name)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep STORAGE/NAME")
-    p.add_argument("--num-samples", dest="num_samples", type=int, default=None, help="trials to run (default: the YAML's budget)")
-    p.add_argument("--max-concurrent", dest="max_concurrent", type=int, default=None,
-                   help="trials at once (default: the YAML's budget)")
-    p.add_argument("--address", default=None,
-                   help="Ray cluster to join (host:port, auto, ray://...; 'local' forces a new local Ray). Default: "
-                   "$RAY_ADDRESS, else a cluster started with `ray start` on this machine, else a new local Ray")
+    p.add_argument(
+        "--num-samples", dest="num_samples", type=int, default=None, help="trials to run (default: the YAML's budget)"
+    )
+    p.add_argument(
+        "--max-concurrent",
+        dest="max_concurrent",
+        type=int,
+        default=None,
+        help="trials at once (default: the YAML's budget)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join (host:port, auto, ray://...; 'local' forces a new local Ray). Default: "
+        "$RAY_ADDRESS, else a cluster started with `ray start` on this machine, else a new local Ray",
+    )
     p.add_argument("--quiet", action="store_true", help="no Tune status tables, only the summary")
-    p.add_argument("--smoke-test", dest="smoke_test", action="store_true",
-                   help="2 trials of 1 epoch and 1 cycle over the same space (CI, checking a cluster)")
+    p.add_argument(
+        "--smoke-test",
+        dest="smoke_test",
+        action="store_true",
+        help="2 trials of 1 epoch and 1 cycle over the same space (CI, checking a cluster)",
+    )
 
 
 def add_sweep_parser(subparsers: Any, formatter_class: Any = argparse.HelpFormatter) -> argparse.ArgumentParser:
     """Add the ``sweep`` subcommand to ``colt-ray``'s subparsers; returns it."""
-    p = subparsers.add_parser("sweep", formatter_class=formatter_class, description=DESCRIPTION,
-                              help="search ticket settings with Ray Tune + Optuna (Pareto front, ASHA, resume)")
+    p = subparsers.add_parser(
+        "sweep",
+        formatter_class=formatter_class,
+        description=DESCRIPTION,
+        help="search ticket settings with Ray Tune + Optuna (Pareto front, ASHA, resume)",
+    )
     add_arguments(p)
     return p
 
@@ -50,12 +71,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """Run ``colt-ray sweep``; ConfigError propagates (the caller prints it and exits 2)."""
     from colt_ray.parallel.sweep.driver import plan_sweep, run_sweep
 
-    plan = plan_sweep(args.space, args.storage, name=args.name, resume=args.resume, num_samples=args.num_samples,
-                      max_concurrent=args.max_concurrent, smoke_test=args.smoke_test)
+    plan = plan_sweep(
+        args.space,
+        args.storage,
+        name=args.name,
+        resume=args.resume,
+        num_samples=args.num_samples,
+        max_concurrent=args.max_concurrent,
+        smoke_test=args.smoke_test,
+    )
     rows = run_sweep(plan, address=args.address, verbose=0 if args.quiet else 1)
     if rows and all(r["status"] == "failed" for r in rows):
-        print("colt-ray: every trial failed; see the error column of runs/ and the Tune logs under "
-              f"{plan.out}/tune/", file=sys.stderr)
+        print(
+            f"colt-ray: every trial failed; see the error column of runs/ and the Tune logs under {plan.out}/tune/",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -69,8 +99,9 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``colt-ray sweep`` as a standalone command: ``python -m colt_ray.parallel.sweep.cli SPACE.yaml ...``."""
-    parser = _Parser(prog="colt-ray sweep", description=DESCRIPTION,
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = _Parser(
+        prog="colt-ray sweep", description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     add_arguments(parser)
     try:
         return cmd_sweep(parser.parse_args(argv))

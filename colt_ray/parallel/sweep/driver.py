@@ -8,9 +8,9 @@ anything is written. ``run_sweep`` then runs it.
 from __future__ import annotations
 
 import os
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 from colt_ray.core.errors import ConfigError, stderr_line
 from colt_ray.parallel.sweep.checks import check_spec
@@ -36,36 +36,45 @@ def storage_location(storage: str) -> str:
     return storage if layout.is_uri(storage) else os.path.abspath(layout.local_path(storage))
 
 
-def plan_sweep(space: str, storage: str = DEFAULT_STORAGE, name: Optional[str] = None, resume: bool = False,
-               num_samples: Optional[int] = None, max_concurrent: Optional[int] = None,
-               smoke_test: bool = False) -> SweepPlan:
+def plan_sweep(
+    space: str,
+    storage: str = DEFAULT_STORAGE,
+    name: Optional[str] = None,
+    resume: bool = False,
+    num_samples: Optional[int] = None,
+    max_concurrent: Optional[int] = None,
+    smoke_test: bool = False,
+) -> SweepPlan:
     """Load and check the search space ``space`` and the storage; raises ConfigError before anything starts.
     ``smoke_test`` shrinks the sweep (see ``SweepSpec.smoke``) before the overrides apply."""
     from colt_ray.parallel.sweep.tuner import can_restore
     from colt_ray.results.writer import check_writable
 
     spec = load_spec(space)
-    spec = (spec.smoke() if smoke_test else spec).with_overrides(name=name, num_samples=num_samples,
-                                                                 max_concurrent=max_concurrent)
+    spec = (spec.smoke() if smoke_test else spec).with_overrides(
+        name=name, num_samples=num_samples, max_concurrent=max_concurrent
+    )
     check_spec(spec)
     out = layout.sweep_dir(storage_location(storage), spec.name)
     try:
         check_writable(out)
     except ConfigError as e:
-        raise ConfigError("storage", str(e)[len(e.field) + 2:]) from None
+        raise ConfigError("storage", str(e)[len(e.field) + 2 :]) from None
     exists = can_restore(out)
     if resume and not exists:
         raise ConfigError("resume", f"no sweep to resume at {out} (check --storage and --name)")
     if not resume and exists:
-        raise ConfigError("name", f"sweep {spec.name!r} already exists at {out}; pass --resume to continue it, "
-                          "or choose another --name")
+        raise ConfigError(
+            "name",
+            f"sweep {spec.name!r} already exists at {out}; pass --resume to continue it, or choose another --name",
+        )
     return SweepPlan(spec, out, resume)
 
 
 def init_ray(address: Optional[str]) -> bool:
     """Join ``address`` (or ``$RAY_ADDRESS``, or a cluster started with ``ray start`` here), else start a
     local Ray. Does nothing if Ray is up already. True when this call connected or started it."""
-    from colt_ray.parallel.backend import init_ray as start
+    from colt_ray.parallel.cluster import init_ray as start
 
     return start(address, detect=True)
 
@@ -78,13 +87,17 @@ def run_sweep(plan: SweepPlan, address: Optional[str] = None, echo: Echo = print
     from colt_ray.parallel.sweep.trials import rows_from_results, settle_runs, summary_lines, write_trials
     from colt_ray.parallel.sweep.tuner import build_tuner, restore_tuner
 
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # we checkpoint every cycle on purpose
+    os.environ.setdefault(
+        "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0"
+    )  # we checkpoint every cycle on purpose
     started = init_ray(address)
     try:
         gpus = float(ray.cluster_resources().get("GPU", 0))
         spec, out = plan.spec, plan.out
-        stderr_line(f"sweep {spec.name}: {'resuming' if plan.resume else 'starting'}, {spec.budget.num_samples} trials, "
-                f"at most {spec.budget.max_concurrent} at once -> {out}")
+        stderr_line(
+            f"sweep {spec.name}: {'resuming' if plan.resume else 'starting'}, {spec.budget.num_samples} trials, "
+            f"at most {spec.budget.max_concurrent} at once -> {out}"
+        )
         tuner = restore_tuner(spec, out, gpus) if plan.resume else build_tuner(spec, out, gpus, verbose=verbose)
         grid = tuner.fit()
         rows = rows_from_results(spec, grid)

@@ -70,9 +70,14 @@ def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
     objectives = _objectives(data.get("objectives"), fixed)
     _check_acc_objectives(objectives, fixed, search)
     return SweepSpec(
-        name=sweep_name(data["name"], "name"), fixed=fixed, search=search, objectives=objectives,
-        budget=_budget(data.get("budget") or {}), sampler=_sampler(data.get("sampler"), len(objectives)),
-        scheduler=_scheduler(data.get("scheduler"), objectives, fixed), description=str(data.get("description") or ""),
+        name=sweep_name(data["name"], "name"),
+        fixed=fixed,
+        search=search,
+        objectives=objectives,
+        budget=_budget(data.get("budget") or {}),
+        sampler=_sampler(data.get("sampler"), len(objectives)),
+        scheduler=_scheduler(data.get("scheduler"), objectives, fixed),
+        description=str(data.get("description") or ""),
         source=source,
     )
 
@@ -94,7 +99,9 @@ def _settings(block: Any, where: str) -> dict[str, Any]:
 def _dist(name: str, raw: Any) -> Dist:
     where = f"search.{name}"
     if not isinstance(raw, dict) or len(raw) != 1:
-        raise ConfigError(where, "must be one of {float: [lo, hi]}, {logfloat: [lo, hi]}, {int: [lo, hi]}, {choice: [a, b, ...]}")
+        raise ConfigError(
+            where, "must be one of {float: [lo, hi]}, {logfloat: [lo, hi]}, {int: [lo, hi]}, {choice: [a, b, ...]}"
+        )
     kind, values = next(iter(raw.items()))
     if kind not in DIST_KINDS:
         raise ConfigError(where, f"unknown distribution {kind!r}; valid: {', '.join(DIST_KINDS)}")
@@ -149,7 +156,9 @@ def _objectives(raw: Any, fixed: dict[str, Any]) -> tuple[Objective, ...]:
         mode = _choice(item.get("mode", METRICS[metric]), MODES, where + ".mode")
         target = item.get("target", fixed.get("target_sparsity")) if metric == "acc_at_target" else None
         if metric == "acc_at_target" and not (_is_number(target) and 0 < target < 1):
-            raise ConfigError(where + ".target", "acc_at_target needs a target sparsity in (0, 1) (or fixed target_sparsity)")
+            raise ConfigError(
+                where + ".target", "acc_at_target needs a target sparsity in (0, 1) (or fixed target_sparsity)"
+            )
         out.append(Objective(metric, mode, float(target) if target is not None else None))
     if len({o.metric for o in out}) != len(out):
         raise ConfigError("objectives", "the two objectives must be different metrics")
@@ -158,8 +167,11 @@ def _objectives(raw: Any, fixed: dict[str, Any]) -> tuple[Objective, ...]:
 
 def _check_acc_objectives(objectives: tuple[Objective, ...], fixed: dict[str, Any], search: dict[str, Dist]) -> None:
     uses_acc = any(o.metric in ACC_METRICS for o in objectives)
-    if uses_acc and (fixed.get("eval_tickets") in ("none", "final") or fixed.get("eval_tickets", "").startswith("every:")
-                     or "eval_tickets" in search):
+    if uses_acc and (
+        fixed.get("eval_tickets") in ("none", "final")
+        or fixed.get("eval_tickets", "").startswith("every:")
+        or "eval_tickets" in search
+    ):
         raise ConfigError("eval_tickets", "an accuracy objective needs eval_tickets: all (every ticket trained)")
 
 
@@ -203,7 +215,9 @@ def _scheduler(raw: Any, objectives: tuple[Objective, ...], fixed: dict[str, Any
         raise ConfigError("scheduler.metric", "ASHA is single-objective: name the one metric it compares (e.g. acc)")
     metric = _metric(raw.get("metric", objectives[0].metric), "scheduler.metric")
     if metric == "acc_at_target" and not any(o.target for o in objectives) and "target_sparsity" not in fixed:
-        raise ConfigError("scheduler.metric", "acc_at_target needs a target: an acc_at_target objective or fixed target_sparsity")
+        raise ConfigError(
+            "scheduler.metric", "acc_at_target needs a target: an acc_at_target objective or fixed target_sparsity"
+        )
     same = [o.mode for o in objectives if o.metric == metric]
     mode = _choice(raw.get("mode", same[0] if same else METRICS[metric]), MODES, "scheduler.mode")
     grace = int_at_least("scheduler.grace_period", raw.get("grace_period", 1), 1)
@@ -240,8 +254,13 @@ def check_type(name: str, value: Any, where: str) -> None:
     kind = value_type(name)
     if value is None:
         return  # whether a setting may be null: check_value
-    ok = {int: _is_number(value) and isinstance(value, int), float: _is_number(value),
-          bool: isinstance(value, bool), str: isinstance(value, str), tuple: isinstance(value, list)}[kind]
+    ok = {
+        int: _is_number(value) and isinstance(value, int),
+        float: _is_number(value),
+        bool: isinstance(value, bool),
+        str: isinstance(value, str),
+        tuple: isinstance(value, list),
+    }[kind]
     if not ok:
         shown = {tuple: "list"}.get(kind, kind.__name__)
         raise ConfigError(where, f"{name} must be a {shown}, got {value!r}")
@@ -252,4 +271,3 @@ def _absolute_root(name: str, value: Any) -> Any:
     if name == "data_root" and isinstance(value, str) and "://" not in value:
         return os.path.abspath(os.path.expanduser(value))
     return value
-

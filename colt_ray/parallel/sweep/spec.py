@@ -14,8 +14,14 @@ from colt_ray.core.errors import ConfigError
 TOP_KEYS = ("name", "description", "fixed", "search", "objectives", "budget", "sampler", "scheduler")
 DIST_KINDS = ("float", "logfloat", "int", "choice")
 # metric reported after every cycle -> its natural direction
-METRICS = {"acc": "max", "acc_final": "max", "acc_at_target": "max", "sparsity": "max",
-           "sample_epochs": "min", "wall_seconds": "min"}
+METRICS = {
+    "acc": "max",
+    "acc_final": "max",
+    "acc_at_target": "max",
+    "sparsity": "max",
+    "sample_epochs": "min",
+    "wall_seconds": "min",
+}
 ACC_METRICS = ("acc", "acc_final", "acc_at_target")
 MODES = ("max", "min")
 SAMPLERS = ("tpe", "nsga2", "random")
@@ -91,17 +97,20 @@ class SweepSpec:
         """The settings every trial shares (progress bars off inside trials unless asked for)."""
         return {"progress": False, **self.fixed}
 
-    def with_overrides(self, name: Optional[str] = None, num_samples: Optional[int] = None,
-                       max_concurrent: Optional[int] = None) -> "SweepSpec":
+    def with_overrides(
+        self, name: Optional[str] = None, num_samples: Optional[int] = None, max_concurrent: Optional[int] = None
+    ) -> SweepSpec:
         """A copy with the command line's ``--name``, ``--num-samples`` and ``--max-concurrent`` applied."""
         budget = self.budget
         if num_samples is not None:
             budget = dataclasses.replace(budget, num_samples=int_at_least("num-samples", num_samples, 1))
         if max_concurrent is not None:
             budget = dataclasses.replace(budget, max_concurrent=int_at_least("max-concurrent", max_concurrent, 1))
-        return dataclasses.replace(self, name=sweep_name(name, "name") if name is not None else self.name, budget=budget)
+        return dataclasses.replace(
+            self, name=sweep_name(name, "name") if name is not None else self.name, budget=budget
+        )
 
-    def smoke(self) -> "SweepSpec":
+    def smoke(self) -> SweepSpec:
         """A seconds-long version for CI and cluster checks: 2 trials, 1 epoch, 1 cycle, same space otherwise."""
         fixed = {k: v for k, v in self.fixed.items() if k != "target_sparsity"}
         fixed.update(epochs=1, cycles=1)

@@ -52,8 +52,15 @@ def save_state(path: str, record: CycleRecord, totals: Totals, metrics: dict[str
     np.savez(os.path.join(path, "theta.npz"), **{k: np.asarray(v) for k, v in record.theta.items()})
     for i, proposal in enumerate(record.proposals):
         np.savez(os.path.join(path, f"proposal-{i:04d}.npz"), **proposal.to_numpy())
-    state = {"version": VERSION, "run_id": record.run_id, "cycle": record.cycle, "done": bool(record.done),
-             "proposals": len(record.proposals), "totals": vars(totals), "metrics": metrics}
+    state = {
+        "version": VERSION,
+        "run_id": record.run_id,
+        "cycle": record.cycle,
+        "done": bool(record.done),
+        "proposals": len(record.proposals),
+        "totals": vars(totals),
+        "metrics": metrics,
+    }
     with open(os.path.join(path, STATE_FILE), "w", encoding="utf-8") as fh:
         json.dump(state, fh, default=_jsonable)
 
@@ -65,8 +72,12 @@ def load_state(path: str) -> TrialState:
     if state.get("version") != VERSION:
         raise ValueError(f"checkpoint {path} has version {state.get('version')}, expected {VERSION}")
     proposals = [Mask.from_numpy(_arrays(path, f"proposal-{i:04d}.npz")) for i in range(state["proposals"])]
-    resume = Resume(cycle=int(state["cycle"]), mask=Mask.from_numpy(_arrays(path, "mask.npz")),
-                    proposals=proposals, theta=_arrays(path, "theta.npz"))
+    resume = Resume(
+        cycle=int(state["cycle"]),
+        mask=Mask.from_numpy(_arrays(path, "mask.npz")),
+        proposals=proposals,
+        theta=_arrays(path, "theta.npz"),
+    )
     return TrialState(state["run_id"], resume, bool(state["done"]), Totals(**state["totals"]), state["metrics"])
 
 

@@ -13,7 +13,8 @@ import logging
 import math
 import tempfile
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 from colt_ray.core.config import RunConfig
 from colt_ray.core.tickets.methods import Resume
@@ -35,9 +36,14 @@ def cycle_metrics(record: CycleRecord, totals: Totals, target: Optional[float], 
     if target is not None and acc is not None and t["sparsity"] >= target:
         totals.acc_at_target = max(totals.acc_at_target, float(acc))
     metrics = {
-        "cycle": record.cycle, "sparsity": float(t["sparsity"]), "acc": _num(acc), "acc_final": _num(t["acc_final"]),
-        "sample_epochs": int(totals.sample_epochs), "wall_seconds": float(totals.wall_seconds),
-        "search_done": bool(record.done), "run_id": run_id,
+        "cycle": record.cycle,
+        "sparsity": float(t["sparsity"]),
+        "acc": _num(acc),
+        "acc_final": _num(t["acc_final"]),
+        "sample_epochs": int(totals.sample_epochs),
+        "wall_seconds": float(totals.wall_seconds),
+        "search_done": bool(record.done),
+        "run_id": run_id,
     }
     if target is not None:
         metrics["acc_at_target"] = totals.acc_at_target
@@ -65,8 +71,9 @@ class TrialSink:
             self.report(metrics, checkpoint=tune.Checkpoint.from_directory(path))
 
 
-def train_trial(config: dict[str, Any], out: str = "", sweep: str = "", target: Optional[float] = None,
-                cluster_gpus: float = 0.0) -> None:
+def train_trial(
+    config: dict[str, Any], out: str = "", sweep: str = "", target: Optional[float] = None, cluster_gpus: float = 0.0
+) -> None:
     """Tune function trainable: run the ticket search of ``config``, writing results under ``out``.
     ``cluster_gpus`` is what the driver saw when it sized the trial's bundles (GPU shares dropped at 0)."""
     from ray import tune

@@ -12,7 +12,8 @@ import datetime as dt
 import json
 import math
 import os
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any, Optional
 
 from colt_ray.core.config import RunConfig
 from colt_ray.parallel.sweep.spec import SweepSpec
@@ -30,17 +31,26 @@ def trial_status(metrics: dict[str, Any], error: Any) -> str:
     return "completed" if metrics.get("search_done") else "stopped_early"
 
 
-def trial_row(spec: SweepSpec, trial_id: str, config: dict[str, Any], metrics: dict[str, Any], error: Any) -> dict[str, Any]:
+def trial_row(
+    spec: SweepSpec, trial_id: str, config: dict[str, Any], metrics: dict[str, Any], error: Any
+) -> dict[str, Any]:
     """The TRIALS row of one trial (``pareto`` filled in later by :func:`mark_pareto`)."""
     status = trial_status(metrics, error)
     return {
-        "sweep": spec.name, "trial_id": trial_id, "run_id": metrics.get("run_id") or _run_id(config, trial_id),
-        "status": status, "stopped_early": status == "stopped_early",
+        "sweep": spec.name,
+        "trial_id": trial_id,
+        "run_id": metrics.get("run_id") or _run_id(config, trial_id),
+        "status": status,
+        "stopped_early": status == "stopped_early",
         "config_json": json.dumps(config, sort_keys=True, default=str),
-        "final_sparsity": _val(metrics.get("sparsity")), "final_acc_best": _val(metrics.get("acc")),
-        "final_acc_final": _val(metrics.get("acc_final")), "cycles_done": metrics.get("cycle"),
-        "sample_epochs": metrics.get("sample_epochs"), "wall_seconds": _val(metrics.get("wall_seconds")),
-        "objective": _val(metrics.get(spec.objectives[0].metric)), "pareto": False,
+        "final_sparsity": _val(metrics.get("sparsity")),
+        "final_acc_best": _val(metrics.get("acc")),
+        "final_acc_final": _val(metrics.get("acc_final")),
+        "cycles_done": metrics.get("cycle"),
+        "sample_epochs": metrics.get("sample_epochs"),
+        "wall_seconds": _val(metrics.get("wall_seconds")),
+        "objective": _val(metrics.get(spec.objectives[0].metric)),
+        "pareto": False,
         "_values": [_val(metrics.get(o.metric)) for o in spec.objectives],
         "_error": " ".join(f"{type(error).__name__}: {error}".split())[:500] if error is not None else None,
     }
@@ -61,8 +71,11 @@ def rows_from_results(spec: SweepSpec, results: Iterable[Any]) -> list[dict[str,
 def mark_pareto(spec: SweepSpec, rows: list[dict[str, Any]]) -> None:
     """Set ``pareto`` on the completed rows not dominated in every objective (others False)."""
     signs = [1.0 if o.mode == "max" else -1.0 for o in spec.objectives]
-    pts = {i: [s * v for s, v in zip(signs, row["_values"])] for i, row in enumerate(rows)
-           if row["status"] == "completed" and all(v is not None for v in row["_values"])}
+    pts = {
+        i: [s * v for s, v in zip(signs, row["_values"])]
+        for i, row in enumerate(rows)
+        if row["status"] == "completed" and all(v is not None for v in row["_values"])
+    }
     for i, row in enumerate(rows):
         row["pareto"] = i in pts and not any(_dominates(pts[j], pts[i]) for j in pts if j != i)
 
@@ -81,12 +94,19 @@ def settle_runs(out: str, rows: list[dict[str, Any]]) -> int:
     (stopped by ASHA, or killed without a chance to say so); returns how many were rewritten."""
     fixed = 0
     for row in rows:
-        want = RUN_STATUS[row["status"]] if row["status"] in RUN_STATUS else None
+        want = RUN_STATUS.get(row["status"])
         current = read_run_row(out, row["run_id"]) if want and row["run_id"] else None
         if current is None or current.get("status") == want:
             continue
         current.update(status=want, finished_at=current.get("finished_at") or dt.datetime.now(dt.timezone.utc))
-        for key in ("final_sparsity", "final_acc_best", "final_acc_final", "cycles_done", "sample_epochs", "wall_seconds"):
+        for key in (
+            "final_sparsity",
+            "final_acc_best",
+            "final_acc_final",
+            "cycles_done",
+            "sample_epochs",
+            "wall_seconds",
+        ):
             if row.get(key) is not None:
                 current[key] = row[key]
         if want == "failed" and not current.get("error"):
@@ -112,8 +132,10 @@ def read_run_row(out: str, run_id: str) -> Optional[dict[str, Any]]:
 def summary_lines(spec: SweepSpec, rows: list[dict[str, Any]], out: str) -> list[str]:
     """What the command prints at the end: counts, the best trial or the Pareto front, where results are."""
     count = {s: sum(r["status"] == s for r in rows) for s in ("completed", "stopped_early", "failed")}
-    lines = [f"sweep {spec.name}: {len(rows)} trials ({count['completed']} completed, "
-             f"{count['stopped_early']} stopped early, {count['failed']} failed)"]
+    lines = [
+        f"sweep {spec.name}: {len(rows)} trials ({count['completed']} completed, "
+        f"{count['stopped_early']} stopped early, {count['failed']} failed)"
+    ]
     front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["final_sparsity"] or 0.0)
     title = "Pareto front" if spec.multi else "best"
     names = ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives)
@@ -123,7 +145,9 @@ def summary_lines(spec: SweepSpec, rows: list[dict[str, Any]], out: str) -> list
         searched = ", ".join(f"{k}={_short(config.get(k))}" for k in spec.search)
         values = ", ".join(f"{o.metric} {_short(v)}" for o, v in zip(spec.objectives, r["_values"]))
         lines.append(f"  trial {r['trial_id']} (run {r['run_id']}): {values} | {searched}")
-    lines.append(f"results: {out}/ (trials.parquet, runs/, cycles/, layers/, tickets/); summarise with: colt-ray report {out}")
+    lines.append(
+        f"results: {out}/ (trials.parquet, runs/, cycles/, layers/, tickets/); summarise with: colt-ray report {out}"
+    )
     return lines
 
 

@@ -65,8 +65,9 @@ def make_searcher(spec: SweepSpec) -> Any:
 
     metrics = [o.metric for o in spec.objectives]
     modes = [o.mode for o in spec.objectives]
-    search = OptunaSearch(metric=metrics if spec.multi else metrics[0], mode=modes if spec.multi else modes[0],
-                          sampler=make_sampler(spec))
+    search = OptunaSearch(
+        metric=metrics if spec.multi else metrics[0], mode=modes if spec.multi else modes[0], sampler=make_sampler(spec)
+    )
     return ConcurrencyLimiter(search, max_concurrent=spec.budget.max_concurrent)
 
 
@@ -77,16 +78,23 @@ def make_scheduler(spec: SweepSpec) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
     s = spec.scheduler
-    return ASHAScheduler(time_attr="cycle", metric=s.metric, mode=s.mode, max_t=s.max_t,
-                         grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+    return ASHAScheduler(
+        time_attr="cycle",
+        metric=s.metric,
+        mode=s.mode,
+        max_t=s.max_t,
+        grace_period=s.grace_period,
+        reduction_factor=s.reduction_factor,
+    )
 
 
 def make_trainable(spec: SweepSpec, out: str, cluster_gpus: float) -> Any:
     """``train_trial`` bound to the sweep, reserving 1 + k bundles per trial (see ``bundles``)."""
     from ray import tune
 
-    fn = tune.with_parameters(train_trial, out=out, sweep=spec.name, target=objective_target(spec),
-                              cluster_gpus=cluster_gpus)
+    fn = tune.with_parameters(
+        train_trial, out=out, sweep=spec.name, target=objective_target(spec), cluster_gpus=cluster_gpus
+    )
     return tune.with_resources(fn, TrialResources(cluster_gpus))
 
 
@@ -100,16 +108,25 @@ def build_tuner(spec: SweepSpec, out: str, cluster_gpus: float = 0.0, verbose: i
     from ray import tune
 
     tune_config = tune.TuneConfig(
-        search_alg=make_searcher(spec), scheduler=make_scheduler(spec), num_samples=spec.budget.num_samples,
-        trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname,
+        search_alg=make_searcher(spec),
+        scheduler=make_scheduler(spec),
+        num_samples=spec.budget.num_samples,
+        trial_name_creator=trial_dirname,
+        trial_dirname_creator=trial_dirname,
     )
     run_config = tune.RunConfig(
-        name=TUNE_DIR, storage_path=out, verbose=verbose,
+        name=TUNE_DIR,
+        storage_path=out,
+        verbose=verbose,
         failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
     )
-    return tune.Tuner(make_trainable(spec, out, cluster_gpus), param_space=param_space(spec),
-                      tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(
+        make_trainable(spec, out, cluster_gpus),
+        param_space=param_space(spec),
+        tune_config=tune_config,
+        run_config=run_config,
+    )
 
 
 def can_restore(out: str) -> bool:
@@ -126,5 +143,6 @@ def restore_tuner(spec: SweepSpec, out: str, cluster_gpus: float = 0.0) -> Any:
     """The interrupted sweep in ``out``: unfinished and errored trials continue from their checkpoints."""
     from ray.tune import Tuner
 
-    return Tuner.restore(tune_path(out), trainable=make_trainable(spec, out, cluster_gpus),
-                         resume_unfinished=True, resume_errored=True)
+    return Tuner.restore(
+        tune_path(out), trainable=make_trainable(spec, out, cluster_gpus), resume_unfinished=True, resume_errored=True
+    )

@@ -1,0 +1,121 @@
+"""Validation of a ``RunConfig``: each field against its own ``Setting``, then the rules that tie fields
+together. Every failure is one ``ConfigError`` line naming the field (as its flag) and what is allowed."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any, Optional
+
+from colt_ray.core.config import (
+    PRUNE_GROUPS,
+    TWEAKS,
+    ResourcesConfig,
+    RunConfig,
+    default_of,
+    item_type,
+    setting_of,
+    value_type,
+)
+from colt_ray.core.errors import ConfigError
+from colt_ray.core.settings import check_number, flag_name
+
+
+def check_value(name: str, value: Any, where: Optional[str] = None) -> None:
+    """ConfigError unless ``value`` is allowed for setting ``name`` (range, finiteness, integer, choices).
+    The same check serves the command line, sweep YAML (``where`` = its key path) and ``validate``."""
+    spec, label = setting_of(name), where or flag_name(name)
+    if value is None:
+        if default_of(name) is not None:
+            raise ConfigError(label, f"{name} cannot be null")
+        return
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    for item in items:
+        if isinstance(item, (int, float)) and not isinstance(item, bool):
+            check_number(
+                label, item, spec, integer=(item_type(name) if value_type(name) is tuple else value_type(name)) is int
+            )
+        allowed = spec.allowed()
+        if allowed is not None and item not in allowed:
+            raise ConfigError(label, f"unknown {item!r}; valid: {', '.join(allowed)}")
+    if spec.check is not None:
+        why = spec.check(value)
+        if why:
+            raise ConfigError(label, why)
+
+
+def validate(cfg: RunConfig, num_classes: Optional[int] = None, *, registries: bool = True) -> None:
+    """Check every setting that can be checked without loading data; raise ConfigError on the first bad one.
+
+    Each field is checked against its own ``Setting`` first; the rules that tie fields together follow.
+    ``num_classes`` (when known) also checks that a class split can serve the shard count. ``registries``
+    False skips the names that registries own (datasets, architectures, splits, activations): the checks
+    left need no torch import, so the command line runs them before it starts anything.
+    """
+    for name, value in cfg.to_flat().items():
+        if registries or not callable(setting_of(name).choices) or name == "method":
+            check_value(name, value)
+    spec, t, p = cfg.method, cfg.ticket, cfg.prune
+    if not p.prune_groups:
+        raise ConfigError("prune-groups", f"must name at least one of {', '.join(PRUNE_GROUPS)}")
+    if t.vote is not None and not 1 <= t.vote <= cfg.num_shards:
+        raise ConfigError("vote", f"must be in [1, shards={cfg.num_shards}], got {t.vote}")
+    if t.rewind_step and not spec.late_rewind:
+        raise ConfigError(
+            "rewind-step",
+            f"is an {_methods_with('late_rewind')} setting; {t.method.upper()} rewinds to the initialisation",
+        )
+    if spec.uses_shards and t.split == "class" and "output" in p.prune_groups and t.shards > 1:
+        raise ConfigError("prune-groups", "'output' cannot be pruned under a class split: shard heads differ")
+    if num_classes is not None:
+        check_classes(cfg, num_classes)
+    if cfg.recipe.schedule in ("step", "multistep") and not cfg.recipe.milestones:
+        raise ConfigError("milestones", f"schedule {cfg.recipe.schedule!r} needs at least one milestone epoch")
+    _validate_tweaks(cfg)
+    _validate_jackpot(cfg)
+    _validate_resources(cfg.resources)
+
+
+def check_classes(cfg: RunConfig, num_classes: int) -> None:
+    """The check that needs the data: a class split can give each shard at least one class."""
+    t = cfg.ticket
+    if cfg.method.uses_shards and t.split == "class" and t.shards > num_classes:
+        raise ConfigError(
+            "shards", f"a class split of {num_classes} classes allows at most {num_classes} shards, got {t.shards}"
+        )
+
+
+def _methods_with(flag: str) -> str:
+    from colt_ray.core.tickets.specs import methods_with
+
+    return "/".join(n.upper() for n in methods_with(lambda spec: getattr(spec, flag)))
+
+
+def _validate_tweaks(cfg: RunConfig) -> None:
+    for name in cfg.retrain.names:
+        if name not in TWEAKS:
+            raise ConfigError("tweaks", f"unknown {name!r}; valid: {', '.join(TWEAKS)}")
+    if "distill" in cfg.retrain.names and not cfg.method.trains_weights:
+        raise ConfigError(
+            "tweaks",
+            f"distill retrains weights; a {cfg.ticket.method} trains none "
+            f"(valid with {_methods_with('trains_weights').lower().replace('/', ', ')})",
+        )
+
+
+def _validate_jackpot(cfg: RunConfig) -> None:
+    j, spec = cfg.jackpot, cfg.method
+    if "jackpot" not in spec.sections:
+        changed = [f.name for f in fields(j) if getattr(j, f.name) != f.default]
+        if changed:
+            raise ConfigError(flag_name(changed[0]), "is a jackpot setting; use it with --method jackpot")
+        return
+    if cfg.prune.prune_rate is not None and spec.default_prune_rate is None:
+        raise ConfigError("prune-rate", "jackpot prunes once, to --target-sparsity (default 0.9); drop --prune-rate")
+
+
+def _validate_resources(res: ResourcesConfig) -> None:
+    if res.backend == "ray" and res.device == "cuda" and res.gpus_per_shard <= 0:
+        # Ray hides every GPU from an actor that reserved none, so cuda would fail inside the actors
+        raise ConfigError(
+            "gpus-per-shard", "--device cuda on the ray backend needs a GPU share per shard, e.g. --gpus-per-shard 0.25"
+        )
