@@ -5,7 +5,8 @@ dataset (a different slice per shard) and its own fresh head; one cycle's ``trai
 ways after a warm-up call, best of ``--repeats``. Throughput = shard-samples x epochs per second.
 
 Columns: ``seq`` and ``batched`` throughput; ``batched/seq``; ``vs k x one``: batched throughput over k times
-the throughput of a single shard trained alone (1.0: k shards in the time of one; the GPU goal is >= 0.8); peak memory of the batched call
+the throughput of a single shard trained alone (1.0: k shards in the time of one; the GPU goal is >= 0.8);
+peak memory of the batched call
 (CUDA: max allocated; CPU: the process's max RSS, which covers everything the process ever held).
 
     python scripts/bench_batched.py --smoke-test
@@ -96,8 +97,14 @@ def bench_one(a, full, arch: str, k: int) -> dict:
     t_bat = timed(lambda: batched.train_shards(theta, mask, 0), a.repeats)
     work = k * a.samples * a.epochs
     mem = batched.memory_report()
-    return {"arch": arch, "k": k, "seq": work / t_seq, "batched": work / t_bat,
-            "peak_mib": (mem["peak_bytes"] or 0) / 2**20, "est_mib": mem["estimated_bytes"] / 2**20}
+    return {
+        "arch": arch,
+        "k": k,
+        "seq": work / t_seq,
+        "batched": work / t_bat,
+        "peak_mib": (mem["peak_bytes"] or 0) / 2**20,
+        "est_mib": mem["estimated_bytes"] / 2**20,
+    }
 
 
 def main(argv=None) -> int:
@@ -105,19 +112,26 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     full = load_dataset(DataConfig(dataset=a.dataset, data_root=a.data_root, augment=False), 0)
     ks = [int(k) for k in a.ks.split(",")]
-    print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, device {a.device}, "
-          f"threads {a.threads}, dataset {a.dataset}, {a.samples} samples/shard, batch {a.batch_size}, "
-          f"epochs {a.epochs}, best of {a.repeats}")
-    print(f"{'arch':<10} {'k':>2} {'seq/s':>9} {'batched/s':>10} {'batched/seq':>12} {'vs k x one':>11} "
-          f"{'peak MiB':>9} {'est MiB':>8}")
+    print(
+        f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, device {a.device}, "
+        f"threads {a.threads}, dataset {a.dataset}, {a.samples} samples/shard, batch {a.batch_size}, "
+        f"epochs {a.epochs}, best of {a.repeats}"
+    )
+    print(
+        f"{'arch':<10} {'k':>2} {'seq/s':>9} {'batched/s':>10} {'batched/seq':>12} {'vs k x one':>11} "
+        f"{'peak MiB':>9} {'est MiB':>8}"
+    )
     for arch in a.archs.split(","):
         one = None
         for k in ks:
             r = bench_one(a, full, arch, k)
             one = r["seq"] if k == 1 else one
             vs = f"{r['batched'] / (k * one):>11.2f}" if one else f"{'-':>11}"
-            print(f"{arch:<10} {k:>2} {r['seq']:>9.0f} {r['batched']:>10.0f} {r['batched'] / r['seq']:>12.2f} "
-                  f"{vs} {r['peak_mib']:>9.0f} {r['est_mib']:>8.1f}", flush=True)
+            print(
+                f"{arch:<10} {k:>2} {r['seq']:>9.0f} {r['batched']:>10.0f} {r['batched'] / r['seq']:>12.2f} "
+                f"{vs} {r['peak_mib']:>9.0f} {r['est_mib']:>8.1f}",
+                flush=True,
+            )
     return 0
 
 

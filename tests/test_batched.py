@@ -11,6 +11,7 @@ from colt_ray.core.data import load_dataset, make_shards, shard_bundle
 from colt_ray.core.errors import ConfigError
 from colt_ray.core.pruning import Mask, magnitude_scores, prune
 from colt_ray.core.tickets.batched import BatchedShards, StackedOptimizer, check_fits_memory, masks_jaccard
+from colt_ray.core.tickets.methods import Backend
 from colt_ray.core.tickets.search import LocalBackend, prepare, run_method
 from colt_ray.core.tickets.trainer import TicketTrainer, build_theta0, shard_head_seed
 
@@ -133,13 +134,13 @@ def test_batchnorm_running_statistics_are_kept_per_shard():
 
 def test_memory_check_names_the_largest_number_of_shards_that_fit():
     assert check_fits_memory([100, 100, 100], torch.device("cpu"), free=400) == 3  # 90% of 400 = 360
-    with pytest.raises(ConfigError, match="at most 2 fit: use --shards-per-actor 2"):
+    with pytest.raises(ConfigError, match="at most 2 fit: use --shards 2 or fewer"):
         check_fits_memory([100, 100, 100], torch.device("cpu"), free=250)  # 225 usable
     cfg = make_cfg(arch="resnet20")
     _, bundles, idx = shard_data(cfg)
     need = BatchedShards(cfg, bundles, idx, check_memory=False).estimated_bytes
     assert all(b > 4 * 270_000 * 3 for b in need)  # at least weights, grads and momentum of ~270k params
-    with pytest.raises(ConfigError, match="shards-per-actor"):
+    with pytest.raises(ConfigError, match="^shards: "):
         BatchedShards(cfg, bundles, idx, memory_limit=int(need[0] * 1.2))
 
 
@@ -149,11 +150,11 @@ def run_both(cfg, control=False):
     prepared = prepare(cfg)
     local = LocalBackend(prepared)
     first, second = [], []
-    run_method(prepared, local.train_shards, local.train_full, first.append)
+    run_method(prepared, local.callables(), first.append)
     if control:
         other = LocalBackend(prepared)
 
-        def shards(theta, mask, cycle):
+        def shards(theta, mask, cycle, stop=None):
             torch.backends.mkldnn.enabled = False
             try:
                 return other.train_shards(theta, mask, cycle)
@@ -161,7 +162,7 @@ def run_both(cfg, control=False):
                 torch.backends.mkldnn.enabled = True
     else:
         shards = BatchedShards.from_prepared(prepared).train_shards
-    run_method(prepared, shards, local.train_full, second.append)
+    run_method(prepared, Backend(shards, None, local.evaluate), second.append)
     jac = [min(masks_jaccard(a.mask.to_numpy(), b.mask.to_numpy()).values()) for a, b in zip(first, second)]
     acc = [abs(a.cycle_rows[0]["acc_best"] - b.cycle_rows[0]["acc_best"]) for a, b in zip(first, second)]
     return jac, acc
@@ -186,3 +187,19 @@ def test_resnet20_batched_is_as_close_to_local_as_local_with_other_kernels():
     assert jac[0] == ctrl_jac[0] == 1.0  # cycle 0 is the dense mask
     assert min(jac) >= min(ctrl_jac) - 0.05
     assert min(jac) >= 0.8
+
+
+def test_cli_backend_batched_writes_a_run_and_refuses_a_method_without_shards(tmp_path, capsys):
+    import pandas as pd
+
+    from colt_ray.cli import main
+
+    out = tmp_path / "out"
+    args = ["ticket", "--dataset", "digits", "--arch", "lenet300", "--cycles", "1", "--epochs", "1", "--no-progress"]
+    assert main([*args, "--backend", "batched", "--out", str(out)]) == 0
+    runs, cycles = pd.read_parquet(out / "runs"), pd.read_parquet(out / "cycles")
+    assert list(runs.backend) == ["batched"] and sorted(cycles[cycles.shard.notna()].cycle) == [0, 0]
+    capsys.readouterr()
+    assert main([*args, "--method", "imp", "--backend", "batched", "--out", str(tmp_path / "imp")]) == 2
+    assert "backend: batched stacks a method's shard models; imp trains none" in capsys.readouterr().err
+    assert not (tmp_path / "imp").exists()

@@ -37,7 +37,7 @@ SCHEDULES = ("constant", "step", "multistep", "cosine")
 BUDGETS = ("global", "layerwise")
 PRUNE_GROUPS = ("conv", "linear", "output", "batchnorm")
 TWEAKS = ("label-smoothing", "skip-paths", "distill", "rescale-init")  # docs/algorithms.md section 3
-BACKENDS = ("auto", "local", "ray")
+BACKENDS = ("auto", "local", "ray", "batched")
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_CYCLES = 5
 TWEAK_LABEL_SMOOTHING = 0.1  # alpha of the label-smoothing tweak when label_smoothing is left at 0
@@ -152,7 +152,8 @@ class ResourcesConfig:
     backend: str = setting(
         "auto",
         "auto (ray for COLT with k >= 2 shards, else local), ray (actors train "
-        "shards and evaluate tickets concurrently) or local (one process)",
+        "shards and evaluate tickets concurrently), local (one process) or batched (one process, COLT's k "
+        "shard models stacked and trained together: docs/batched.md)",
         choices=BACKENDS,
     )
     address: Optional[str] = setting(None, "Ray cluster to join", default_text="$RAY_ADDRESS, else a local Ray")

@@ -72,7 +72,7 @@ def validate(cfg: RunConfig, num_classes: Optional[int] = None, *, registries: b
         raise ConfigError("milestones", f"schedule {cfg.recipe.schedule!r} needs at least one milestone epoch")
     _validate_tweaks(cfg)
     _validate_jackpot(cfg)
-    _validate_resources(cfg.resources)
+    _validate_resources(cfg.resources, cfg)
 
 
 def check_classes(cfg: RunConfig, num_classes: int) -> None:
@@ -113,7 +113,11 @@ def _validate_jackpot(cfg: RunConfig) -> None:
         raise ConfigError("prune-rate", "jackpot prunes once, to --target-sparsity (default 0.9); drop --prune-rate")
 
 
-def _validate_resources(res: ResourcesConfig) -> None:
+def _validate_resources(res: ResourcesConfig, cfg: RunConfig) -> None:
+    if res.backend == "batched" and not cfg.method.uses_shards:
+        raise ConfigError(
+            "backend", f"batched stacks a method's shard models; {cfg.ticket.method} trains none (use local or ray)"
+        )
     if res.backend == "ray" and res.device == "cuda" and res.gpus_per_shard <= 0:
         # Ray hides every GPU from an actor that reserved none, so cuda would fail inside the actors
         raise ConfigError(

@@ -1,6 +1,6 @@
 """Masks and magnitude pruning (score x budget x selection)."""
 
-from colt_ray.core.pruning.magnitude import SCORES, count_to_prune, magnitude_scores, prune
+from colt_ray.core.pruning.magnitude import count_to_prune, magnitude_scores, prune
 from colt_ray.core.pruning.mask import Mask, intersect, jaccard, layer_overlap, vote
 
 __all__ = [
@@ -12,5 +12,4 @@ __all__ = [
     "prune",
     "magnitude_scores",
     "count_to_prune",
-    "SCORES",
 ]

@@ -14,13 +14,10 @@ from collections.abc import Callable, Mapping
 import torch
 
 from colt_ray.core.pruning.mask import Mask
-from colt_ray.core.registry import Registry
 
-ScoreFn = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
-SCORES: Registry[ScoreFn] = Registry("score")
+ScoreFn = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]  # a score: weights -> per-weight scores
 
 
-@SCORES.register("magnitude")
 def magnitude_scores(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """|w| per weight (as float32 on the CPU)."""
     return {n: w.detach().to("cpu", torch.float32).abs() for n, w in weights.items()}

@@ -49,7 +49,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -59,7 +60,7 @@ from colt_ray.core.config import RecipeConfig, RunConfig
 from colt_ray.core.data import DatasetBundle, Preprocess, shard_bundle
 from colt_ray.core.errors import ConfigError, RunError
 from colt_ray.core.models import head_module
-from colt_ray.core.pruning import Mask, magnitude_scores, prune
+from colt_ray.core.pruning import Mask
 from colt_ray.core.seeds import generator
 from colt_ray.core.tickets.trainer import TicketTrainer, TrainOutcome, head_keys, shard_head_seed
 from colt_ray.core.train import evaluate, lr_factor, resolve_device
@@ -76,11 +77,19 @@ class BatchedShards:
     in the fit check; ``check_memory=False`` skips it.
     """
 
-    def __init__(self, cfg: RunConfig, bundles: Sequence[DatasetBundle], indices: Sequence[int], *,
-                 device: Optional[str] = None, amp: bool = False, check_memory: bool = True,
-                 memory_limit: Optional[int] = None):
-        if cfg.ticket.method != "colt":
-            raise ConfigError("backend", f"batched shards serve method colt only, not {cfg.ticket.method!r}")
+    def __init__(
+        self,
+        cfg: RunConfig,
+        bundles: Sequence[DatasetBundle],
+        indices: Sequence[int],
+        *,
+        device: Optional[str] = None,
+        amp: bool = False,
+        check_memory: bool = True,
+        memory_limit: Optional[int] = None,
+    ):
+        if not cfg.method.uses_shards:
+            raise ConfigError("backend", f"batched trains a method's shards together; {cfg.ticket.method} has none")
         if len(bundles) != len(indices) or not bundles:
             raise ConfigError("shards", f"need one bundle per shard index, got {len(bundles)} and {len(indices)}")
         self.cfg, self.indices = cfg, [int(i) for i in indices]
@@ -95,27 +104,33 @@ class BatchedShards:
             check_fits_memory(self.estimated_bytes, self.device, memory_limit)
 
     @classmethod
-    def from_prepared(cls, prepared, shards: Optional[Sequence[int]] = None, **kw) -> "BatchedShards":
+    def from_prepared(cls, prepared, shards: Optional[Sequence[int]] = None, **kw) -> BatchedShards:
         """The shards of a ``search.Prepared`` run (all, or the indices in ``shards``)."""
         chosen = [s for s in prepared.shards if shards is None or s.index in set(shards)]
         return cls(prepared.cfg, [shard_bundle(prepared.bundle, s) for s in chosen], [s.index for s in chosen], **kw)
 
     # ---- the seam ------------------------------------------------------------------------------------
-    def train_shards(self, theta, mask: Mask, cycle: int) -> list[TrainOutcome]:
+    def train_shards(self, theta, mask: Mask, cycle: int, stop=None) -> list[TrainOutcome]:
         """Train every held shard from ``theta`` under ``mask`` and prune it: ``LocalBackend.train_shards``."""
         try:
             return self._train(theta, mask, cycle)
         except torch.OutOfMemoryError as err:
             fit = largest_fit(self.estimated_bytes, free_memory(self.device))
-            raise RunError(f"{len(self.trainers)} stacked shard models ran out of memory on {self.device}; "
-                           f"about {fit} fit (--shards-per-actor {max(1, fit)}): {str(err).splitlines()[0]}") from err
+            raise RunError(
+                f"{len(self.trainers)} stacked shard models ran out of memory on {self.device}; "
+                f"about {fit} fit (--shards {max(1, fit)}, or --backend ray): {str(err).splitlines()[0]}"
+            ) from err
 
     def memory_report(self) -> dict:
         """Estimated bytes of the k stacked models (weights, grads, optimizer state, activations, data) and the
         measured peak of the last ``train_shards`` (CUDA: max allocated; CPU: the process's max RSS)."""
         kind = "cuda_max_allocated" if self.device.type == "cuda" else "process_max_rss"
-        return {"k": len(self.trainers), "estimated_bytes": int(sum(self.estimated_bytes)),
-                "peak_bytes": self.peak_bytes, "peak_kind": kind}
+        return {
+            "k": len(self.trainers),
+            "estimated_bytes": int(sum(self.estimated_bytes)),
+            "peak_bytes": self.peak_bytes,
+            "peak_kind": kind,
+        }
 
     # ---- training --------------------------------------------------------------------------------------
     def _train(self, theta, mask: Optional[Mask], cycle: int) -> list[TrainOutcome]:
@@ -151,11 +166,11 @@ class BatchedShards:
         self._record_peak()
         return outs
 
-    def _finish(self, j: int, run: "_ShardRun", mask: Mask, cycle: int, start: float, wall: float) -> TrainOutcome:
+    def _finish(self, j: int, run: _ShardRun, mask: Mask, cycle: int, start: float, wall: float) -> TrainOutcome:
         t = self.trainers[j]
         if run.total_steps == 0:  # epochs == 0: score the loaded model, as train() does
             run.score_untrained()
-        proposal = prune(magnitude_scores(t.weights()), mask, self.cfg.prune_rate, self.cfg.prune.budget).to_numpy()
+        proposal = t.prune(mask)
         metrics = run.metrics()
         metrics["wall_seconds"] = time.perf_counter() - start if run.total_steps == 0 else wall
         return TrainOutcome(t.index, cycle, metrics, proposal, None)
@@ -216,8 +231,14 @@ class _ShardRun:
             self.best_val = evaluate(model, b.val, self.eval_prep, self.device)
 
     def metrics(self) -> dict:
-        return {"acc_best": self.best, "acc_final": self.acc, "val_acc": self.best_val, "loss": self.last_loss,
-                "sample_epochs": self.n * self.recipe.epochs, "wall_seconds": 0.0}
+        return {
+            "acc_best": self.best,
+            "acc_final": self.acc,
+            "val_acc": self.best_val,
+            "loss": self.last_loss,
+            "sample_epochs": self.n * self.recipe.epochs,
+            "wall_seconds": 0.0,
+        }
 
 
 class _Stack:
@@ -237,8 +258,10 @@ class _Stack:
         cls = torch.arange(cmax, device=device)
         self.valid = cls[None, :] < torch.tensor(self.classes, device=device)[:, None]  # [k, C_max]
         self.offset = torch.zeros(self.valid.shape, device=device).masked_fill(~self.valid, float("-inf"))
-        self.masked = [(self.params[n], _pad_like(mask[n], self.params[n].shape[1:]).to(device, torch.float32))
-                       for n in mask.names()]
+        self.masked = [
+            (self.params[n], _pad_like(mask[n], self.params[n].shape[1:]).to(device, torch.float32))
+            for n in mask.names()
+        ]
         self.grads: list[torch.Tensor] = []
         self.apply_mask()
 
@@ -352,8 +375,9 @@ class StackedOptimizer:
         self.steps = torch.zeros(k, dtype=torch.float64)
 
     @torch.no_grad()
-    def step(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], lrs: torch.Tensor,
-             active: Sequence[int]) -> None:
+    def step(
+        self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], lrs: torch.Tensor, active: Sequence[int]
+    ) -> None:
         dev = params[0].device
         on = torch.zeros(self.k, dtype=torch.bool)
         on[list(active)] = True
@@ -368,7 +392,7 @@ class StackedOptimizer:
             else:
                 new, slots = self._sgd(p, g, i, lrs, shape)
             keep = None if every else on.to(dev).view(shape)
-            for s, (slot, val) in enumerate(slots):
+            for slot, val in slots:
                 slot.copy_(val if keep is None else torch.where(keep, val, slot))
             p.copy_(new if keep is None else torch.where(keep, new, p))
 
@@ -406,8 +430,11 @@ def _activation_elements(model: torch.nn.Module, in_shape, batch: int) -> int:
     """Elements of every leaf module's output for one batch, from a forward pass on the meta device."""
     meta = copy.deepcopy(model).to("meta")
     total = [0]
-    hooks = [m.register_forward_hook(lambda _m, _i, out: total.__setitem__(0, total[0] + out.numel()))
-             for m in meta.modules() if not list(m.children())]
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: total.__setitem__(0, total[0] + out.numel()))
+        for m in meta.modules()
+        if not list(m.children())
+    ]
     with torch.no_grad():
         meta(torch.empty((batch, *in_shape), device="meta"))
     for h in hooks:
@@ -442,14 +469,17 @@ def largest_fit(per_shard: Sequence[int], free: int) -> int:
 
 
 def check_fits_memory(per_shard: Sequence[int], device: torch.device, free: Optional[int] = None) -> int:
-    """Raise ConfigError("shards-per-actor") unless all the shards fit the device; else return how many would."""
+    """Raise ConfigError("shards") unless all the shards fit the device; else return how many would."""
     free = free_memory(device) if free is None else int(free)
     fit = largest_fit(per_shard, free)
     if fit < len(per_shard):
         need, gib = sum(per_shard), 1024**3
-        raise ConfigError("shards-per-actor", f"{len(per_shard)} stacked shard models need about {need / gib:.2f} "
-                          f"GiB but {device} has {free / gib:.2f} GiB free ({USABLE_FRACTION:.0%} usable); "
-                          f"at most {fit} fit: use --shards-per-actor {max(1, fit)} or fewer")
+        raise ConfigError(
+            "shards",
+            f"{len(per_shard)} stacked shard models need about {need / gib:.2f} "
+            f"GiB but {device} has {free / gib:.2f} GiB free ({USABLE_FRACTION:.0%} usable); "
+            f"at most {fit} fit: use --shards {max(1, fit)} or fewer, or --backend ray",
+        )
     return fit
 
 

@@ -84,15 +84,23 @@ def evaluation(trainer: Any, theta: State, mask: Mask, cycle: int) -> dict:
 
 
 class LocalBackend:
-    """Every training in this process, one after another (``--backend local``); evaluations run at once."""
+    """Every training in this process, one after another (``--backend local``), or the shards stacked into one
+    batched model (``--backend batched``); evaluations run at once."""
 
     def __init__(self, prepared: Prepared):
         cfg = prepared.cfg
         torch.set_num_threads(cfg.resources.threads)
         self.full = make_full_trainer(cfg, prepared.bundle)
         self.shards = [make_shard_trainer(cfg, prepared.bundle, s) for s in prepared.shards]
+        self.batched = None
+        if cfg.backend == "batched":  # the k shard models stacked into one (docs/batched.md)
+            from colt_ray.core.tickets.batched import BatchedShards
+
+            self.batched = BatchedShards.from_prepared(prepared)
 
     def train_shards(self, theta: State, mask: Mask, cycle: int, stop: Any = None) -> list[TrainOutcome]:
+        if self.batched is not None:
+            return self.batched.train_shards(theta, mask, cycle)
         return [t.run(theta, mask, cycle, True) for t in self.shards]
 
     def train_full(self, theta: State, mask: Mask, cycle: int, prune_next: bool, capture_step: int) -> TrainOutcome:
