@@ -13,37 +13,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from colt_ray.core.config import (
-    RunConfig,
-    default_of,
-    flag_name,
-    flat_field_owners,
-    item_type,
-    section_fields,
-    setting_of,
-    validate,
-    value_type,
-)
+from colt_ray.core.config import RunConfig, default_of, flag_name, flat_field_owners, setting_of, validate
 from colt_ray.core.errors import ConfigError, RunError, one_line, stderr_line
+from colt_ray.flags import TICKET_GROUPS, HelpFormatter, add_legacy, add_sections
 from colt_ray.parallel.sweep.cli import add_sweep_parser, cmd_sweep
 
 EXIT_BAD_INPUT = 2
-
-# command-line groups of the ``ticket`` flags, each over whole config sections (every field becomes a flag)
-TICKET_GROUPS = [
-    ("method", ("ticket", "model", "prune")),
-    ("data", ("data",)),
-    ("training recipe (every training: shards, IMP levels, ticket evaluation)", ("recipe",)),
-    ("retraining tweaks (docs/algorithms.md section 3; each independent, combinable)", ("retrain",)),
-    (
-        "jackpot (--method jackpot: a mask searched on frozen pre-trained weights; sparsity = --target-sparsity, "
-        "default 0.9; per-layer budgets from --budget)",
-        ("jackpot",),
-    ),
-    ("execution (never changes the ticket found)", ("resources",)),
-]
-# flags whose former spelling now means another value: (flag, setting, value)
-LEGACY_FLAGS = [("--no-eval-tickets", "eval_tickets", "none")]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,88 +28,20 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError("arguments", message)
 
 
-class _Help(argparse.RawDescriptionHelpFormatter):
-    """Adds ``(default: X)`` to an option's help unless the help already speaks of its default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if (
-            "default" in text
-            or action.default in (None, argparse.SUPPRESS)
-            or not action.option_strings
-            or isinstance(action, argparse._StoreTrueAction)
-        ):
-            return text
-        shown = ",".join(map(str, action.default)) if isinstance(action.default, tuple) else action.default
-        return f"{text} (default: {shown if shown != '' else 'none'})"
-
-
-def _csv(kind):
-    def parse(text: str):
-        try:
-            return tuple(kind(x) for x in text.split(",") if x.strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected a comma-separated list of {kind.__name__}, got {text!r}"
-            ) from None
-
-    parse.__name__ = f"list of {kind.__name__}"
-    return parse
-
-
-def add_setting(group: Any, name: str, *, required: bool = False) -> None:
-    """One flag for config field ``name``, from its ``Setting``: type, default, allowed names and help."""
-    spec, kind, default = setting_of(name), value_type(name), default_of(name)
-    help_text = spec.help
-    allowed = spec.allowed() if spec.choices is not None and not callable(spec.choices) else None
-    if allowed:
-        help_text += f": {', '.join(allowed)}"
-    elif callable(spec.choices):
-        help_text += " (names: colt-ray ticket --list)"
-    if spec.default_text:
-        help_text += f" (default: {spec.default_text})"
-    flags = [f"--{flag_name(name)}", *[a for a in spec.aliases if a not in {f for f, _, _ in LEGACY_FLAGS}]]
-    kw: dict[str, Any] = {"dest": name, "help": help_text}
-    if spec.metavar:
-        kw["metavar"] = spec.metavar
-    if kind is bool:
-        group.add_argument(*flags, action=argparse.BooleanOptionalAction, default=default, **kw)
-        return
-    kw["type"] = _csv(item_type(name)) if kind is tuple else kind
-    group.add_argument(*flags, default=None if required else default, required=required, **kw)
-
-
-def add_sections(
-    parser: argparse.ArgumentParser, groups: list, *, only: Optional[set] = None, required: tuple[str, ...] = ()
-) -> None:
-    """The flags of every field of the named config sections (or of the ``only`` fields among them)."""
-    for title, sections in groups:
-        names = [f.name for sec in sections for f in section_fields(sec) if only is None or f.name in only]
-        if names:
-            group = parser.add_argument_group(title)
-            for name in names:
-                add_setting(group, name, required=name in required)
-
-
-def _add_legacy(parser: argparse.ArgumentParser) -> None:
-    for flag, name, value in LEGACY_FLAGS:
-        parser.add_argument(flag, dest=name, action="store_const", const=value, help=argparse.SUPPRESS)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="colt-ray", description=__doc__.splitlines()[0], formatter_class=_Help)
+    parser = _Parser(prog="colt-ray", description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _ticket_parser(sub)
     _transfer_parser(sub)
     _report_parser(sub)
-    add_sweep_parser(sub, _Help)
+    add_sweep_parser(sub, HelpFormatter)
     return parser
 
 
 def _ticket_parser(sub: Any) -> None:
     t = sub.add_parser(
         "ticket",
-        formatter_class=_Help,
+        formatter_class=HelpFormatter,
         help="find a lottery ticket with COLT, IMP or a jackpot search",
         description="Find a lottery ticket. COLT: k shard models from the same init, AND of their "
         "magnitude masks, rewind, repeat. IMP: prune p of the survivors each level, rewind, retrain. "
@@ -142,7 +49,7 @@ def _ticket_parser(sub: Any) -> None:
         "Writes runs/, cycles/, layers/ (Parquet) and tickets/ (safetensors) under --out.",
     )
     add_sections(t, TICKET_GROUPS)
-    _add_legacy(t)
+    add_legacy(t)
     t.add_argument("--list", dest="list_names", action="store_true", help="list the names each setting accepts")
     t.add_argument("--out", default="results", help="results directory")
 
@@ -150,7 +57,7 @@ def _ticket_parser(sub: Any) -> None:
 def _transfer_parser(sub: Any) -> None:
     tr = sub.add_parser(
         "transfer",
-        formatter_class=_Help,
+        formatter_class=HelpFormatter,
         help="evaluate a saved ticket on another dataset",
         description="Train a ticket (theta_0 x mask) with a fresh head on another dataset and report its accuracy.",
     )
@@ -166,7 +73,7 @@ def _transfer_parser(sub: Any) -> None:
 def _report_parser(sub: Any) -> None:
     rp = sub.add_parser(
         "report",
-        formatter_class=_Help,
+        formatter_class=HelpFormatter,
         help="tables and plots from a results directory",
         description="Best ticket per method, COLT vs IMP at matched sparsity, the Pareto front and "
         "per-layer density, printed and saved with PNG plots.",

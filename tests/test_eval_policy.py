@@ -158,3 +158,17 @@ def test_former_flags_and_setting_names_still_work():
     assert cfg.ticket.eval_tickets == "none" and cfg.prune.prune_groups == ("conv",)
     old = RunConfig.from_flat({"rate": 0.3, "groups": ["conv"], "eval_tickets": False})
     assert (old.prune.prune_rate, old.prune.prune_groups, old.ticket.eval_tickets) == (0.3, ("conv",), "none")
+
+
+def test_a_resumed_run_evaluates_each_remaining_cycle_once_and_keeps_the_drop_reference():
+    from colt_ray.core.tickets.methods import Resume
+
+    first, _, _ = run(ctx(max_acc_drop=0.05), accs=(0.90, 0.88, 0.84, 0.95, 0.95))
+    # resume after cycle 1 (what a checkpoint holds): the dense accuracy comes with it, cycle 2 still crosses
+    c1 = first[1]
+    resume = Resume(cycle=1, mask=c1.mask, proposals=c1.proposals, theta=c1.theta, dense_acc=0.90)
+    records, evaluate, shards = [], LateEvaluations([0.90, 0.88, 0.84, 0.95, 0.95]), FakeShards()
+    run_colt(ctx(max_acc_drop=0.05), Backend(shards, None, evaluate), records.append, resume)
+    assert evaluate.submitted[0] == 2 and evaluate.submitted.count(2) == 1  # nothing before cycle 2 again
+    assert [r.cycle for r in records] == [2] and records[0].done
+    assert records[0].mask == first[2].mask

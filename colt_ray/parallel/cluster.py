@@ -10,6 +10,7 @@ from typing import Optional
 import ray
 
 from colt_ray.core.config import RunConfig
+from colt_ray.core.errors import ConfigError, one_line
 from colt_ray.parallel.resources import local_num_cpus
 
 
@@ -26,7 +27,10 @@ def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, *, d
         address = _running_cluster()
     quiet = {"logging_level": logging.ERROR, "log_to_driver": True}
     if address:
-        ray.init(address=address, **quiet)
+        try:
+            ray.init(address=address, **quiet)
+        except (ConnectionError, RuntimeError) as exc:  # unreachable, refused, or its auth token missing
+            raise ConfigError("address", f"cannot join the Ray cluster at {address}: {one_line(exc, 300)}") from None
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **quiet)
     return True

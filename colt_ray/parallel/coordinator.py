@@ -28,7 +28,8 @@ from colt_ray.core.tickets.methods import Backend, Resume, Sink
 from colt_ray.core.tickets.records import CycleRecord
 from colt_ray.core.tickets.search import Prepared, run_method
 from colt_ray.core.tickets.trainer import FULL, TrainOutcome
-from colt_ray.parallel.actors import EvalScheduler, LocalPool, RayPool, ShardTrainer
+from colt_ray.parallel.actors import LocalPool, RayPool, ShardTrainer
+from colt_ray.parallel.evaluation import EvalScheduler
 from colt_ray.parallel.resources import DEFAULT_RESTARTS, cpus_needed, has_evaluator, shard_resources
 
 
