@@ -123,12 +123,12 @@ def _search_on_ray(cfg: RunConfig, out: str) -> int:
     worker.start()
     started = init_for(cfg)
     try:
-        worker.join()
-        if "error" in ahead:
-            raise ahead["error"]
         from colt_ray.parallel.backend import RayRun
 
-        with RayRun(cfg, echo=stderr_line) as ray_run:
+        with RayRun(cfg, echo=stderr_line) as ray_run:  # the actors start while the data may still load
+            worker.join()
+            if "error" in ahead:
+                raise ahead["error"]
             return _search(cfg, out, ray_run.run, ahead["prepared"])
     finally:
         if started:

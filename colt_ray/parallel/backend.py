@@ -47,10 +47,21 @@ def run_on_ray(
     cycle's record. ``sink`` gets every record as its cycle ends (write it, report it). ``resume``
     continues after a completed cycle. ``placement_group`` None: the current one (inside a Tune trial,
     the trial's), else none. Starts a local Ray if none is running. The actors are stopped at the end."""
-    init_for(prepared.cfg)
-    cfg = fit(prepared.cfg, echo)
-    with Coordinator(cfg, restarts=restarts, placement_group=placement_group, echo=echo) as coord:
+    with open_coordinator(prepared.cfg, placement_group=placement_group, restarts=restarts, echo=echo) as coord:
         return coord.attach(prepared).run(sink, resume)
+
+
+def open_coordinator(
+    cfg: RunConfig,
+    *,
+    placement_group: Optional[PlacementGroup] = None,
+    restarts: int = DEFAULT_RESTARTS,
+    echo: Echo = stderr_line,
+) -> Coordinator:
+    """A run's coordinator with its trainer actors starting (before its data: ``attach`` them later), Ray
+    started first if it is not; use it as a context manager so the actors stop at the end."""
+    init_for(cfg)
+    return Coordinator(fit(cfg, echo), restarts=restarts, placement_group=placement_group, echo=echo)
 
 
 class RayRun:

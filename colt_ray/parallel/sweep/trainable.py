@@ -3,20 +3,23 @@
 The trial turns Tune's flat config into a ``RunConfig`` (``RunConfig.from_flat``), prepares the run under a
 run id that is stable for the trial (``<config hash>-<trial id>``, so a restored sweep rewrites the same
 files), and runs the search: on the Ray backend with the coordinator in this process and its shard trainers
-in the trial's placement group (``run_on_ray``), else in this process (``run_local``). Each cycle's record
-is written to the sweep directory, then ``tune.report``-ed with a checkpoint of the ``Resume`` state.
+in the trial's placement group (a ``Coordinator`` whose actors start before the data load), else in this
+process (``run_local``). Each cycle's record is written to the sweep directory, then ``tune.report``-ed with a
+checkpoint of the ``Resume`` state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
 from colt_ray.core.config import RunConfig
+from colt_ray.core.errors import one_line
 from colt_ray.core.tickets.methods import Resume
 from colt_ray.core.tickets.records import CycleRecord
 from colt_ray.parallel.sweep.state import Totals, TrialState, load_state, save_state
@@ -86,24 +89,38 @@ def train_trial(
     trial_id = tune.get_context().get_trial_id()
     # the same resources as the bundles reserved for this trial (see bundles.trial_bundles)
     cfg = fit_to_cluster(RunConfig.from_flat(config), cluster_gpus, echo=lambda line: None)
-    prepared = prepare(cfg, run_id=trial_run_id(cfg, trial_id))
     state = restored_state()
     if state is not None and state.done:  # the search had finished; only the final report was lost
         tune.report(state.metrics)
         return
-    results = ResultsSink(prepared, out, extra={"sweep": sweep, "trial_id": trial_id})
-    totals = state.totals if state is not None else Totals()
-    results.sample_epochs, results.dense_acc = totals.sample_epochs, totals.dense_acc
-    results.start()
-    try:
-        resume = state.resume if state else None
-        if resume is not None:
-            resume.dense_acc = results.dense_selection = state.totals.dense_selection
-        run_search(prepared, TrialSink(results, totals, target, tune.report), resume)
-    except Exception as exc:
-        results.finish("failed", " ".join(f"{type(exc).__name__}: {exc}".split())[:500])
-        raise
-    results.finish("completed")
+    with trainers(cfg) as coordinator:  # on Ray the trainer actors start while the data load
+        prepared = prepare(cfg, run_id=trial_run_id(cfg, trial_id))
+        results = ResultsSink(prepared, out, extra={"sweep": sweep, "trial_id": trial_id})
+        totals = state.totals if state is not None else Totals()
+        results.sample_epochs, results.dense_acc = totals.sample_epochs, totals.dense_acc
+        results.start()
+        try:
+            resume = state.resume if state else None
+            if resume is not None:
+                resume.dense_acc = results.dense_selection = state.totals.dense_selection
+            run_search(prepared, TrialSink(results, totals, target, tune.report), resume, coordinator)
+        except Exception as exc:
+            results.finish("failed", one_line(f"{type(exc).__name__}: {exc}"))
+            raise
+        results.finish("completed")
+
+
+@contextlib.contextmanager
+def trainers(cfg: RunConfig) -> Iterator[Any]:
+    """The trial's trainer actors (a ``Coordinator`` in the trial's placement group) on the Ray backend, else
+    None; stopped on exit."""
+    if cfg.backend != "ray":
+        yield None
+        return
+    from colt_ray.parallel.backend import open_coordinator
+
+    with open_coordinator(cfg) as coordinator:
+        yield coordinator
 
 
 def restored_state() -> Optional[TrialState]:
@@ -117,12 +134,13 @@ def restored_state() -> Optional[TrialState]:
         return load_state(path)
 
 
-def run_search(prepared: Any, sink: Callable[[CycleRecord], None], resume: Optional[Resume]) -> CycleRecord:
-    """Run on the configured backend: ``ray`` (shard actors in the trial's placement group) or ``local``."""
-    if prepared.cfg.backend == "ray":
-        from colt_ray.parallel.backend import run_on_ray
-
-        return run_on_ray(prepared, sink, resume)
+def run_search(
+    prepared: Any, sink: Callable[[CycleRecord], None], resume: Optional[Resume], coordinator: Any = None
+) -> CycleRecord:
+    """Run on the configured backend: ``ray`` (the ``coordinator``'s actors, in the trial's placement group),
+    else in this process (``local``, ``batched``)."""
+    if coordinator is not None:
+        return coordinator.attach(prepared).run(sink, resume)
     from colt_ray.core.tickets.search import run_local
 
     return run_local(prepared, sink, resume)
