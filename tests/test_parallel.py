@@ -298,3 +298,25 @@ def test_driver_modules_do_not_import_ray():
         "sys.exit(1 if 'ray' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_shards_per_actor_trains_shards_stacked_in_one_actor_with_the_local_masks(ray_cluster):
+    from colt_ray.core.tickets.batched import masks_jaccard
+
+    cfg = small_cfg(cycles=2, backend="ray", cpus_per_shard=0.5, shards_per_actor=2)
+    cfg = cfg.replace(model=dataclasses.replace(cfg.model, arch="lenet300"))
+    assert placement_bundles(cfg) == [{"CPU": 0.01}, {"CPU": 1.0}, {"CPU": 0.5}]  # 1 actor for 2 shards + evaluator
+    p = prepare(cfg)
+    want = collect(run_local, p)
+    with Coordinator(p.cfg, prepared=p) as coord:
+        assert len(coord.shards.actors) == 1
+        got = collect(coord.run)
+    assert [r.cycle for r in got] == [r.cycle for r in want]
+    for g, w in zip(got, want):  # stacked kernels sum in another order: close, not bitwise (docs/batched.md)
+        assert min(masks_jaccard(g.mask.to_numpy(), w.mask.to_numpy()).values()) >= 0.99
+        assert [r["shard"] for r in g.cycle_rows] == [r["shard"] for r in w.cycle_rows]
+
+
+def test_shards_per_actor_needs_the_ray_backend():
+    with pytest.raises(ConfigError, match="shards-per-actor: groups the shard actors"):
+        validate(small_cfg(backend="local", shards_per_actor=2))

@@ -159,6 +159,13 @@ class ResourcesConfig:
     address: Optional[str] = setting(None, "Ray cluster to join", default_text="$RAY_ADDRESS, else a local Ray")
     cpus_per_shard: float = setting(1.0, "CPUs reserved per shard actor", lo=0.0, lo_open=True)
     gpus_per_shard: float = setting(0.0, "GPU share per shard actor (e.g. 0.25)", lo=0.0)
+    shards_per_actor: int = setting(
+        1,
+        "ray: shard models trained together (stacked, docs/batched.md) by one actor, which reserves that many "
+        "shards' CPU and GPU shares",
+        lo=1,
+        metavar="M",
+    )
     threads: int = setting(1, "torch threads per training (the same on every backend: bitwise-equal results)", lo=1)
     device: str = setting("auto", "training device", choices=DEVICES)
     progress: bool = setting(True, "progress bars")

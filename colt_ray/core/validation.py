@@ -114,6 +114,12 @@ def _validate_jackpot(cfg: RunConfig) -> None:
 
 
 def _validate_resources(res: ResourcesConfig, cfg: RunConfig) -> None:
+    if res.shards_per_actor > 1 and (cfg.backend != "ray" or not cfg.method.uses_shards):
+        raise ConfigError(
+            "shards-per-actor",
+            "groups the shard actors of a COLT run on --backend ray "
+            "(--backend batched stacks every shard in one process)",
+        )
     if res.backend == "batched" and not cfg.method.uses_shards:
         raise ConfigError(
             "backend", f"batched stacks a method's shard models; {cfg.ticket.method} trains none (use local or ray)"

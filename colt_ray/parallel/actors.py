@@ -107,6 +107,38 @@ class ShardTrainer:
         return os.getpid()
 
 
+class BatchedShardTrainer(ShardTrainer):
+    """Several shards of a run in one actor (``--shards-per-actor M``), trained together as one stacked model
+    (``BatchedShards``, docs/batched.md); ``run`` returns one outcome per shard, in shard order."""
+
+    def attach(self, data: Data) -> None:
+        from colt_ray.core.data import shard_bundle
+        from colt_ray.core.tickets.batched import BatchedShards
+
+        source, shards = data
+        key = source.hex() if isinstance(source, ray.ObjectRef) else id(source)
+        if key == self._data_key:
+            return
+        self.bundle = bundle_from_arrays(ray.get(source) if isinstance(source, ray.ObjectRef) else source)
+        bundles = [shard_bundle(self.bundle, s) for s in shards]
+        self.trainer = BatchedShards(self.cfg, bundles, [s.index for s in shards])
+        self.evaluator = None
+        self._data_key = key
+
+    def run(
+        self,
+        data: Data,
+        theta: dict[str, np.ndarray],
+        mask: NumpyMask,
+        cycle: int,
+        prune_next: bool = True,
+        capture_step: int = 0,
+    ) -> list[TrainOutcome]:
+        self.attach(data)
+        m = Mask.from_numpy(mask) if mask is not None else None
+        return self.trainer.train_shards(writable(theta), m, cycle)
+
+
 @functools.cache
 def _remote_class(cls: type) -> Any:
     return ray.remote(cls)
@@ -120,7 +152,9 @@ def create_actor(cls: type, resources: ActorResources, *args: Any, strategy: Any
     return _remote_class(cls).options(**opts).remote(*args, **kwargs)
 
 
-def trainer_label(index: int) -> str:
+def trainer_label(index: Any) -> str:
+    if isinstance(index, tuple):
+        return f"the actor of shards {', '.join(map(str, index))}"
     return "the full-data trainer" if index == FULL else f"shard {index}"
 
 

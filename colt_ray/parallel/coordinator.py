@@ -28,9 +28,15 @@ from colt_ray.core.tickets.methods import Backend, Resume, Sink
 from colt_ray.core.tickets.records import CycleRecord
 from colt_ray.core.tickets.search import Prepared, run_method
 from colt_ray.core.tickets.trainer import FULL, TrainOutcome
-from colt_ray.parallel.actors import LocalPool, RayPool, ShardTrainer
+from colt_ray.parallel.actors import BatchedShardTrainer, LocalPool, RayPool, ShardTrainer
 from colt_ray.parallel.evaluation import EvalScheduler
-from colt_ray.parallel.resources import DEFAULT_RESTARTS, cpus_needed, has_evaluator, shard_resources
+from colt_ray.parallel.resources import (
+    DEFAULT_RESTARTS,
+    cpus_needed,
+    has_evaluator,
+    shard_groups,
+    shard_resources,
+)
 
 
 def evaluator_fits(cfg: RunConfig) -> bool:
@@ -63,7 +69,13 @@ class Coordinator:
         opts: dict[str, Any] = {"resources": shard_resources(cfg, restarts), "placement_group": pg}
         pool = RayPool if use_ray else LocalPool
         k = cfg.num_shards if cfg.method.uses_shards else 0
-        self.shards: Any = pool(cfg, range(k), trainer_cls, first_bundle=1, **opts) if k else None
+        self.groups = shard_groups(cfg) if k else []
+        self.shards: Any = None
+        if k and cfg.resources.shards_per_actor > 1:  # each actor trains M shards stacked (docs/batched.md)
+            group_opts = {**opts, "resources": shard_resources(cfg, restarts, cfg.resources.shards_per_actor)}
+            self.shards = pool(cfg, self.groups, BatchedShardTrainer, first_bundle=1, **group_opts)
+        elif k:
+            self.shards = pool(cfg, range(k), trainer_cls, first_bundle=1, **opts)
         self.full: Any = None
         if k and has_evaluator(cfg) and use_ray and pg is None and not evaluator_fits(cfg):
             # a cluster that holds the k shards but not one more trainer: the evaluator shares their CPUs
@@ -74,7 +86,7 @@ class Coordinator:
                 "it shares their CPUs"
             )
         if not k or has_evaluator(cfg):
-            self.full = pool(cfg, [FULL], trainer_cls, first_bundle=1 + k, **opts)
+            self.full = pool(cfg, [FULL], trainer_cls, first_bundle=1 + len(self.groups), **opts)
         self.prepared: Optional[Prepared] = None
         self.scheduler: Optional[EvalScheduler] = None
         if prepared is not None:
@@ -97,7 +109,12 @@ class Coordinator:
     # ---- the callables of the ticket methods ------------------------------------------------------
     def train_shards(self, theta: dict, mask: Mask, cycle: int, stop: Any = None) -> Optional[list[TrainOutcome]]:
         """Every shard trainer from ``theta`` under ``mask``, each pruning its own proposal."""
-        data = [[self.data, s] for s in self.prepared.shards]
+        shards = self.prepared.shards
+        if self.cfg.resources.shards_per_actor > 1:
+            data = [[self.data, [shards[i] for i in group]] for group in self.groups]
+            outs = self.shards.run(data, self._ref(theta), mask.to_numpy(), cycle, True, 0, stop)
+            return None if outs is None else [o for group in outs for o in group]
+        data = [[self.data, s] for s in shards]
         return self.shards.run(data, self._ref(theta), mask.to_numpy(), cycle, True, 0, stop)
 
     def train_full(self, theta: dict, mask: Mask, cycle: int, prune_next: bool, capture_step: int) -> TrainOutcome:

@@ -43,31 +43,50 @@ def has_evaluator(cfg: RunConfig) -> bool:
     return uses_shards(cfg) and cfg.ticket.eval_tickets != "none"
 
 
+def shard_groups(cfg: RunConfig) -> list[tuple[int, ...]]:
+    """The shards each shard actor trains: one each, or ``shards_per_actor`` of them stacked (the last group
+    may be smaller)."""
+    m = cfg.resources.shards_per_actor
+    return [tuple(range(i, min(i + m, cfg.ticket.shards))) for i in range(0, cfg.ticket.shards, m)]
+
+
 def num_trainers(cfg: RunConfig) -> int:
-    """Trainer actors of a run: k shards (+ the evaluator) for COLT, the one full-data trainer otherwise."""
-    return cfg.ticket.shards + int(has_evaluator(cfg)) if uses_shards(cfg) else 1
+    """Trainer actors of a run: the shard actors (+ the evaluator) for COLT, one full-data trainer otherwise."""
+    return len(shard_groups(cfg)) + int(has_evaluator(cfg)) if uses_shards(cfg) else 1
 
 
-def shard_resources(cfg: RunConfig, restarts: int = DEFAULT_RESTARTS) -> ActorResources:
-    """One trainer actor: its CPU/GPU share; restarted and its task retried up to ``restarts`` times."""
+def shard_resources(cfg: RunConfig, restarts: int = DEFAULT_RESTARTS, shards: int = 1) -> ActorResources:
+    """One trainer actor holding ``shards`` shard models (1: a shard, the evaluator or a full-data trainer):
+    that many CPU/GPU shares; restarted and its task retried up to ``restarts`` times."""
     res = cfg.resources
-    return ActorResources(res.cpus_per_shard, res.gpus_per_shard, restarts, restarts)
+    return ActorResources(shards * res.cpus_per_shard, shards * res.gpus_per_shard, restarts, restarts)
+
+
+def trainer_shares(cfg: RunConfig) -> list[int]:
+    """Shares each trainer actor reserves, in bundle order: the shard actors (``shards_per_actor`` each),
+    then the evaluator; one full-data trainer for IMP and jackpots."""
+    if not uses_shards(cfg):
+        return [1]
+    m = cfg.resources.shards_per_actor
+    return [m] * len(shard_groups(cfg)) + [1] * int(has_evaluator(cfg))
 
 
 def placement_bundles(cfg: RunConfig) -> list[dict[str, float]]:
-    """Bundles of one run's placement group: [trial/coordinator] + one per trainer (shards, then the
+    """Bundles of one run's placement group: [trial/coordinator] + one per trainer actor (shards, then the
     evaluator) for a Tune ``PlacementGroupFactory``. The coordinator only waits on its actors, so its
     bundle is token-sized. Call after ``fit_to_cluster`` so no GPU is asked of a CPU-only cluster."""
     res = cfg.resources
-    trainer = {"CPU": res.cpus_per_shard}
-    if res.gpus_per_shard > 0:
-        trainer["GPU"] = res.gpus_per_shard
-    return [{"CPU": 0.01}] + [dict(trainer) for _ in range(num_trainers(cfg))]  # Ray refuses all-zero bundles
+    bundles: list[dict[str, float]] = [{"CPU": 0.01}]  # Ray refuses all-zero bundles
+    for n in trainer_shares(cfg):
+        bundles.append(
+            {"CPU": n * res.cpus_per_shard, **({"GPU": n * res.gpus_per_shard} if res.gpus_per_shard else {})}
+        )
+    return bundles
 
 
 def cpus_needed(cfg: RunConfig) -> float:
     """CPUs a run reserves at once outside a placement group (its trainer actors)."""
-    return num_trainers(cfg) * cfg.resources.cpus_per_shard
+    return sum(trainer_shares(cfg)) * cfg.resources.cpus_per_shard
 
 
 def local_num_cpus(cfg: RunConfig, machine_cpus: int) -> int:
