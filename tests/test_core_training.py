@@ -133,3 +133,36 @@ def test_importing_the_core_imports_neither_ray_nor_optuna_nor_pyarrow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_test_accuracy_at_the_best_validation_epoch_matches_the_epoch_history():
+    from colt_ray.core.tickets.search import make_full_trainer
+
+    cfg = small_cfg(cycles=1)
+    cfg = cfg.replace(
+        data=dataclasses.replace(cfg.data, val_fraction=0.2),
+        recipe=dataclasses.replace(cfg.recipe, epochs=5, lr=0.2),
+    )
+    p = prepare(cfg)
+    trainer = make_full_trainer(cfg, p.bundle)
+    history = []
+
+    class Keep:
+        def on_step_end(self, step, model):
+            pass
+
+        def on_epoch_end(self, epoch, metrics, model):
+            history.append(dict(metrics))
+
+        def on_train_end(self, model):
+            pass
+
+    generator_ = generator(cfg.ticket.seed, "train", 0, -1)
+    result = train(trainer.model, p.bundle, trainer.recipe, generator=generator_, callbacks=[Keep()])
+    vals = [h["val_acc"] for h in history]
+    best_epoch = vals.index(max(vals))  # the first epoch with the highest validation accuracy
+    assert result.val_acc_best == max(vals)
+    assert result.test_acc_at_best_val == history[best_epoch]["acc"]
+    assert result.acc_best == max(h["acc"] for h in history)
+    out = trainer.run(p.ctx.theta0, None, 0, False)  # and a trainer reports both, as the Parquet columns do
+    assert {"val_acc_best", "test_acc_at_best_val"} <= set(out.metrics) and out.metrics["val_acc_best"] is not None

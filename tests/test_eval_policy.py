@@ -59,7 +59,7 @@ class LateEvaluations:
                 return {
                     "acc_best": acc,
                     "acc_final": acc,
-                    "val_acc": None,
+                    "val_acc_best": None,
                     "loss": 0.1,
                     "sample_epochs": 5,
                     "wall_seconds": 0.0,

@@ -39,7 +39,7 @@ def cycle_rows(run_id="r1", cycle=1, acc=0.8):
     shard = dict(sparsity=0.5, kept_weights=500, prunable_weights=1000, acc_best=0.7, acc_final=0.69,
                  sample_epochs=250, wall_seconds=1.5, finished_at=T0)  # fmt: skip
     ticket = dict(shard, shard=None, acc_best=acc, acc_final=acc - 0.01, overlap=0.75, conv_sparsity=0.4,
-                  val_acc=None, loss=0.125, sample_epochs=500)  # fmt: skip
+                  val_acc_best=None, loss=0.125, sample_epochs=500)  # fmt: skip
     return [ticket, dict(shard, shard=0, loss=0.5), dict(shard, shard=1, loss=0.25)]
 
 
@@ -123,7 +123,7 @@ def test_round_trip_pandas_pyarrow_duckdb_keep_types_values_nulls(tmp_path):
     assert str(c["shard"].dtype) == "Int32" and str(c["sample_epochs"].dtype) == "Int64"
     ticket = res.tickets().iloc[0]
     assert (ticket["acc_best"], ticket["overlap"], ticket["loss"], ticket["sample_epochs"]) == (0.8, 0.75, 0.125, 500)
-    assert c["val_acc"].isna().all() and c["overlap"].isna().tolist() == [False, True, True]
+    assert c["val_acc_best"].isna().all() and c["overlap"].isna().tolist() == [False, True, True]
     assert list(res.layers["layer"]) == ["conv1.weight", "fc.weight"]
     assert res.layers["overlap"].isna().tolist() == [False, True]
 
@@ -138,7 +138,7 @@ def test_round_trip_pandas_pyarrow_duckdb_keep_types_values_nulls(tmp_path):
 
     con = duckdb.connect()
     got = con.execute(
-        "SELECT shard, acc_best, val_acc, epoch_us(finished_at), typeof(finished_at) "
+        "SELECT shard, acc_best, val_acc_best, epoch_us(finished_at), typeof(finished_at) "
         f"FROM read_parquet('{tmp_path}/cycles/*.parquet') ORDER BY shard NULLS FIRST"
     ).fetchall()
     assert [g[0] for g in got] == [None, 0, 1] and got[0][1] == 0.8 and got[0][2] is None

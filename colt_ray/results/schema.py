@@ -67,7 +67,8 @@ CYCLES = pa.schema(
         _f("evaluated", pa.bool_(), True),  # False: the eval policy skipped this ticket; its accuracy columns are null
         _f("acc_best", pa.float64(), True),  # null when the ticket was not trained (see eval_tickets)
         _f("acc_final", pa.float64(), True),
-        _f("val_acc", pa.float64(), True),
+        _f("val_acc_best", pa.float64(), True),  # best validation accuracy over epochs (with val_fraction > 0)
+        _f("test_acc_at_best_val", pa.float64(), True),  # test accuracy at that epoch: report it when val selects
         _f("loss", pa.float64(), True),
         _f("overlap", pa.float64(), True),
         _f("sample_epochs", pa.int64()),

@@ -199,6 +199,7 @@ class _ShardRun:
         self.order: Optional[torch.Tensor] = None
         self.total_loss = torch.zeros((), device=device)
         self.best, self.best_val, self.acc, self.last_loss = 0.0, None, 0.0, None
+        self.test_at_best_val: Optional[float] = None
 
     def next_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         lo = (step % self.steps_per_epoch) * self.recipe.batch_size
@@ -220,20 +221,24 @@ class _ShardRun:
         self.acc = evaluate(model, b.test, self.eval_prep, self.device)
         self.best = max(self.best, self.acc)
         if b.val is not None:
-            val = evaluate(model, b.val, self.eval_prep, self.device)
-            self.best_val = val if self.best_val is None else max(self.best_val, val)
+            self._val(evaluate(model, b.val, self.eval_prep, self.device))
 
     def score_untrained(self) -> None:
         model, b = self.trainer.model, self.trainer.bundle
         self.acc = self.best = evaluate(model, b.test, self.eval_prep, self.device)
         if b.val is not None:
-            self.best_val = evaluate(model, b.val, self.eval_prep, self.device)
+            self._val(evaluate(model, b.val, self.eval_prep, self.device))
+
+    def _val(self, val: float) -> None:  # as train.Evaluation: the first epoch of the best validation accuracy
+        if self.best_val is None or val > self.best_val:
+            self.best_val, self.test_at_best_val = val, self.acc
 
     def metrics(self) -> dict:
         return {
             "acc_best": self.best,
             "acc_final": self.acc,
-            "val_acc": self.best_val,
+            "val_acc_best": self.best_val,
+            "test_acc_at_best_val": self.test_at_best_val,
             "loss": self.last_loss,
             "sample_epochs": self.n * self.recipe.epochs,
             "wall_seconds": 0.0,

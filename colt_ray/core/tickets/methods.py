@@ -125,7 +125,7 @@ def selection_acc(metrics: Optional[dict]) -> Optional[float]:
     """The accuracy the stop rule compares: validation when the run has a split, else test (best epoch)."""
     if not metrics:
         return None
-    return metrics.get("val_acc") if metrics.get("val_acc") is not None else metrics.get("acc_best")
+    return metrics.get("val_acc_best") if metrics.get("val_acc_best") is not None else metrics.get("acc_best")
 
 
 class DropRule:
