@@ -218,3 +218,23 @@ def test_report_input_errors_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="format: unknown 'html'"):
         report(tmp_path, fmt="html")
     assert not os.path.exists(tmp_path / "report")
+
+
+def test_best_ticket_is_chosen_on_validation_and_reports_test_at_the_best_validation_epoch(tmp_path):
+    # dense: val .90; cycle 1 (sparsity .4): test .91 but val .85; cycle 2 (sparsity .7): test .80, val .895.
+    # By test the best ticket within 1 point would be sparsity .4; by validation it is .7, reported with
+    # the test accuracy at its best validation epoch (.79), not its best test accuracy.
+    w = ResultsWriter(str(tmp_path))
+    flat = RunConfig().to_flat()
+    flat.update(method="colt", arch="conv2", dataset="digits", val_fraction=0.1)
+    w.write_run({"run_id": "val1", **flat, "status": "completed", "started_at": T0, "dense_acc": 0.90})
+    for c, (sp, test, val, test_at_val) in enumerate([(0.0, 0.90, 0.90, 0.90), (0.4, 0.91, 0.85, 0.90),
+                                                       (0.7, 0.80, 0.895, 0.79)]):  # fmt: skip
+        row = dict(_ticket(c, sp, test, 100, 10.0), val_acc_best=val, test_acc_at_best_val=test_at_val)
+        w.write_cycle("val1", c, [row], [])
+    best = build_tables(load_results(str(tmp_path)))["best_tickets"]
+    (pick,) = best.to_dict("records")
+    assert (pick["cycle"], pick["sparsity"], pick["rule"]) == (2, 0.7, "within_tol")
+    assert pick["selected_by"] == "val_acc_best" and pick["select_acc"] == 0.895 and pick["report_acc"] == 0.79
+    text = report(str(tmp_path), str(tmp_path / "rep")).text
+    assert "Selection: a run with a validation split is selected on validation accuracy" in text

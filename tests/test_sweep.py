@@ -47,6 +47,7 @@ def tiny_space(name: str, **over) -> dict:
             "split": {"choice": ["class", "random"]},
         },
         "objectives": [{"metric": "acc", "mode": "max"}],
+        "allow_test_selection": True,  # these tests check the machinery on test accuracy, on purpose
         "budget": {"num_samples": 3, "max_concurrent": 2, "max_failures": 1},
         "sampler": {"seed": 0},
     }

@@ -39,6 +39,7 @@ def space(**over):
             "split": {"choice": ["class", "random"]},
         },
         "objectives": [{"metric": "acc", "mode": "max"}],
+        "allow_test_selection": True,  # the parsing tests use test accuracy on purpose; see the selection tests
         "budget": {"num_samples": 2, "max_concurrent": 1},
     }
     data.update(over)
@@ -315,3 +316,35 @@ def test_the_sweep_command_line_imports_neither_ray_nor_optuna_nor_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+@pytest.mark.parametrize(
+    "over,message",
+    [
+        ({"objectives": [{"metric": "acc"}]}, "objectives[0].metric: acc is measured on the test set"),
+        (
+            {
+                "fixed": {"dataset": "digits", "arch": "conv2", "epochs": 1, "cycles": 2, "val_fraction": 0.1},
+                "objectives": [{"metric": "val_acc"}, {"metric": "sparsity"}],
+                "scheduler": {"metric": "acc"},
+            },
+            "scheduler.metric: acc is measured on the test set",
+        ),
+        (
+            {"objectives": [{"metric": "acc_at_target", "target": 0.5}]},
+            "use val_acc_at_target with val_fraction > 0, or set allow_test_selection: true",
+        ),
+        ({"objectives": [{"metric": "val_acc"}]}, "objectives[0].metric: val_acc needs a validation split"),
+    ],
+)
+def test_the_test_set_never_selects_unless_the_space_allows_it(over, message):
+    with pytest.raises(ConfigError) as err:
+        parse_spec(space(allow_test_selection=None, **over))
+    assert message in str(err.value)
+
+
+def test_validation_objectives_parse_with_a_validation_split_and_test_ones_when_allowed():
+    fixed = {"dataset": "digits", "arch": "conv2", "method": "colt", "epochs": 1, "cycles": 2, "val_fraction": 0.1}
+    spec = parse_spec(space(fixed=fixed, allow_test_selection=None, objectives=[{"metric": "val_acc"}]))
+    assert [o.metric for o in spec.objectives] == ["val_acc"] and not spec.allow_test_selection
+    assert parse_spec(space(objectives=[{"metric": "acc"}])).allow_test_selection

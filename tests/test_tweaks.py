@@ -282,13 +282,13 @@ def test_tweaks_are_searchable_settings_of_a_sweep_space():
 
     space = {
         "name": "tweaks",
-        "fixed": {"dataset": "digits", "arch": "lenet300", "method": "imp"},
+        "fixed": {"dataset": "digits", "arch": "lenet300", "method": "imp", "val_fraction": 0.1},
         "search": {
             "tweaks": {"choice": ["", "label-smoothing", "label-smoothing,distill,rescale-init"]},
             "activation": {"choice": ["relu", "swish", "gelu"]},
             "distill_temperature": {"float": [1.0, 5.0]},
         },
-        "objectives": [{"metric": "acc", "mode": "max"}],
+        "objectives": [{"metric": "val_acc", "mode": "max"}],
     }
     check_spec(parse_spec(space))
     space["search"]["tweaks"]["choice"].append("dropout")

@@ -61,22 +61,22 @@ def accuracy_vs_sparsity(points: pd.DataFrame, best: pd.DataFrame, path: str) ->
 
 
 def pareto(pareto_pts: pd.DataFrame, path: str) -> Optional[str]:
-    """All tickets in (sparsity, accuracy), the Pareto front highlighted; stopped-early trials as crosses."""
+    """All tickets in (sparsity, selection accuracy), the front highlighted; stopped-early trials as crosses."""
     if pareto_pts.empty:
         return None
     panels = list(pareto_pts.groupby(["dataset", "arch"], sort=True))
     fig, axes = _figure(len(panels), "Pareto front: accuracy vs sparsity (both maximised)")
     for ax, ((dataset, arch), g) in zip(axes, panels):
         inc, exc = g[~g["excluded"]], g[g["excluded"]]
-        ax.scatter(inc["sparsity"], inc["acc_best"], color="lightgray", s=20, label="ticket")
+        ax.scatter(inc["sparsity"], inc["select_acc"], color="lightgray", s=20, label="ticket")
         if len(exc):
-            ax.scatter(exc["sparsity"], exc["acc_best"], color="gray", marker="x", s=20, label="stopped early")
+            ax.scatter(exc["sparsity"], exc["select_acc"], color="gray", marker="x", s=20, label="stopped early")
         front = g[g["pareto"]].sort_values("sparsity")
-        ax.plot(front["sparsity"], front["acc_best"], "-", color="black", lw=1, drawstyle="steps-post",
+        ax.plot(front["sparsity"], front["select_acc"], "-", color="black", lw=1, drawstyle="steps-post",
                 label="front")  # fmt: skip
         for method, f in front.groupby("method", sort=True):
-            ax.scatter(f["sparsity"], f["acc_best"], color=_color(method), s=40, zorder=3, label=f"front: {method}")
-        _accuracy_axes(ax, dataset, arch)
+            ax.scatter(f["sparsity"], f["select_acc"], color=_color(method), s=40, zorder=3, label=f"front: {method}")
+        _accuracy_axes(ax, dataset, arch, "accuracy that selects (validation where the run has a split)")
     return _save(fig, path)
 
 
@@ -124,9 +124,8 @@ def mask_overlap(points: pd.DataFrame, layers: pd.DataFrame, runs: list[str], pa
     return _save(fig, path)
 
 
-def _accuracy_axes(ax, dataset: str, arch: str) -> None:
+def _accuracy_axes(ax, dataset: str, arch: str, ylabel: str = "test accuracy (best epoch)") -> None:
     """Title, labels, grid and legend of a sparsity-vs-accuracy panel."""
-    ax.set(title=f"{dataset} / {arch}", xlabel="sparsity (fraction of prunable weights pruned)",
-           ylabel="test accuracy (best epoch)")  # fmt: skip
+    ax.set(title=f"{dataset} / {arch}", xlabel="sparsity (fraction of prunable weights pruned)", ylabel=ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")

@@ -26,7 +26,7 @@ FORMATS = ("md", "csv")
 TITLES = {
     "best_tickets": "Best ticket per (method, dataset, arch)",
     "matched_sparsity": "COLT vs IMP at matched sparsity",
-    "pareto_front": "Pareto front of (acc_best, sparsity) per (dataset, arch)",
+    "pareto_front": "Pareto front of (select_acc, sparsity) per (dataset, arch)",
     "layer_density": "Per-layer density of the best tickets",
 }
 EMPTY = {
@@ -136,7 +136,7 @@ def render_markdown(shown: dict[str, pd.DataFrame], pngs: dict[str, str], result
     """The report as Markdown: a heading and a table per report table, then links to the plots."""
     from colt_ray.results.reader import describe
 
-    parts = [f"# colt_ray report: {results.root}", "", describe(results) + ".", ""]
+    parts = [f"# colt_ray report: {results.root}", "", describe(results) + ".", "", tables.SELECTION_NOTE, ""]
     for key, title in TITLES.items():
         parts += [f"## {title}", ""]
         df = shown[key]

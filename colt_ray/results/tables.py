@@ -23,16 +23,27 @@ _EPS = 1e-9
 POINT_COLUMNS = [
     "method", "dataset", "arch", "run_id", "cycle", "sparsity", "acc_best", "acc_final", "overlap",
     "dense_acc", "cum_sample_epochs", "search_sample_epochs", "cum_wall_seconds", "sweep", "trial_id",
+    "val_acc_best", "test_acc_at_best_val", "select_acc", "report_acc", "dense_select", "selected_by",
 ]  # fmt: skip
 BEST_COLUMNS = [
     "method", "dataset", "arch", "run_id", "cycle", "sparsity", "acc_best", "acc_final", "dense_acc",
     "acc_drop", "cum_sample_epochs", "search_sample_epochs", "cum_wall_seconds", "rule",
+    "selected_by", "select_acc", "dense_select", "report_acc",
 ]  # fmt: skip
+# what selects, and what is reported: validation where the run has a split, else (no split) the test set
+SELECTION_NOTE = (
+    "Selection: a run with a validation split is selected on validation accuracy (`select_acc` = "
+    "`val_acc_best`; `dense_select` = its dense ticket's) and reports `report_acc` = `test_acc_at_best_val`; a "
+    "run without one (`selected_by` = `acc_best`) is selected and reported on best test accuracy, so its "
+    "numbers are optimistic. `acc_best` is always the best test accuracy over epochs."
+)
 MATCHED_COLUMNS = [
     "dataset", "arch", "sparsity", "colt_ticket", "colt_acc", "imp_acc", "acc_diff",
     "colt_sample_epochs", "imp_sample_epochs", "compute_ratio", "colt_run_id", "imp_run_id",
 ]  # fmt: skip
-PARETO_COLUMNS = ["dataset", "arch", "method", "run_id", "cycle", "sparsity", "acc_best"]
+PARETO_COLUMNS = [
+    "dataset", "arch", "method", "run_id", "cycle", "sparsity", "acc_best", "selected_by", "select_acc", "report_acc",
+]  # fmt: skip
 LAYER_COLUMNS = [
     "method", "dataset", "arch", "run_id", "cycle", "layer", "group", "numel", "kept", "density", "overlap",
 ]  # fmt: skip
@@ -55,9 +66,21 @@ def ticket_points(runs: pd.DataFrame, cycles: pd.DataFrame) -> pd.DataFrame:
     pts = tickets.merge(info, on="run_id", how="inner")
     cycle0 = pts[pts["cycle"] == 0].set_index("run_id")["acc_best"]
     pts["dense_acc"] = pts["dense_acc"].astype("float64").fillna(pts["run_id"].map(cycle0))
-    for col in ("sparsity", "acc_best", "acc_final", "overlap"):
+    for col in ("sparsity", "acc_best", "acc_final", "overlap", "val_acc_best", "test_acc_at_best_val"):
         pts[col] = pts[col].astype("float64")
+    _selection(pts)
     return pts[POINT_COLUMNS].sort_values(["dataset", "arch", "method", "run_id", "cycle"]).reset_index(drop=True)
+
+
+def _selection(pts: pd.DataFrame) -> None:
+    """Add ``select_acc``/``dense_select`` (what tables choose by) and ``report_acc`` (what they report): the
+    validation figures for a run with a validation split, else its test figures (``SELECTION_NOTE``)."""
+    has_val = pts.groupby("run_id")["val_acc_best"].transform(lambda v: v.notna().any())
+    pts["select_acc"] = pts["val_acc_best"].where(has_val, pts["acc_best"])
+    pts["report_acc"] = pts["test_acc_at_best_val"].where(has_val, pts["acc_best"])
+    dense_val = pts[pts["cycle"] == 0].set_index("run_id")["val_acc_best"]
+    pts["dense_select"] = pts["run_id"].map(dense_val).where(has_val, pts["dense_acc"])
+    pts["selected_by"] = np.where(has_val, "val_acc_best", "acc_best")
 
 
 def _cumulative_compute(cycles: pd.DataFrame) -> pd.DataFrame:
@@ -92,19 +115,20 @@ def _search_compute(c: pd.DataFrame, index: pd.MultiIndex) -> pd.Series:
 
 def best_tickets(points: pd.DataFrame, tol: float = TOL) -> pd.DataFrame:
     """One row per (method, dataset, arch): among tickets with sparsity > 0 (all tickets if none), the
-    highest sparsity whose ``acc_best >= dense_acc - tol`` (rule ``within_tol``); if none qualifies, the
-    highest ``acc_best`` (rule ``best_acc``). Ties: higher accuracy, then less compute, then run id/cycle.
+    highest sparsity whose ``select_acc >= dense_select - tol`` (rule ``within_tol``); if none qualifies,
+    the highest ``select_acc`` (rule ``best_acc``). Ties: higher accuracy, then less compute, then run
+    id/cycle. ``select_acc`` is validation accuracy where the run has a split (``SELECTION_NOTE``).
     """
     rows = []
-    pts = points.dropna(subset=["acc_best"])
+    pts = points.dropna(subset=["select_acc"])
     for _, g in pts.groupby(GROUP, sort=True):
         cand = g[g["sparsity"] > 0] if (g["sparsity"] > 0).any() else g
-        ok = cand[cand["acc_best"] >= cand["dense_acc"] - tol - _EPS]
+        ok = cand[cand["select_acc"] >= cand["dense_select"] - tol - _EPS]
         if len(ok):
-            pick, rule = _first(ok, ["sparsity", "acc_best"]), "within_tol"
+            pick, rule = _first(ok, ["sparsity", "select_acc"]), "within_tol"
         else:
-            pick, rule = _first(cand, ["acc_best", "sparsity"]), "best_acc"
-        rows.append({**pick.to_dict(), "acc_drop": pick["dense_acc"] - pick["acc_best"], "rule": rule})
+            pick, rule = _first(cand, ["select_acc", "sparsity"]), "best_acc"
+        rows.append({**pick.to_dict(), "acc_drop": pick["dense_select"] - pick["select_acc"], "rule": rule})
     return pd.DataFrame(rows, columns=BEST_COLUMNS)
 
 
@@ -115,11 +139,11 @@ def _first(df: pd.DataFrame, descending: list[str]) -> pd.Series:
 
 
 def curve(points: pd.DataFrame, run_id: str) -> pd.DataFrame:
-    """A run's (sparsity, acc_best, search_sample_epochs) curve, sorted by sparsity, one point per sparsity
-    (the earliest cycle), tickets without accuracy dropped."""
-    c = points[(points["run_id"] == run_id)].dropna(subset=["acc_best"]).sort_values("cycle")
+    """A run's (sparsity, report_acc, search_sample_epochs) curve, sorted by sparsity, one point per sparsity
+    (the earliest cycle), tickets without accuracy dropped. ``report_acc``: see ``SELECTION_NOTE``."""
+    c = points[(points["run_id"] == run_id)].dropna(subset=["report_acc"]).sort_values("cycle")
     c = c.drop_duplicates(subset=["sparsity"], keep="first").sort_values("sparsity")
-    return c[["sparsity", "acc_best", "search_sample_epochs", "cycle"]].reset_index(drop=True)
+    return c[["sparsity", "report_acc", "search_sample_epochs", "cycle"]].reset_index(drop=True)
 
 
 def matched_sparsity(points: pd.DataFrame, best: pd.DataFrame, grid: Iterable[float] = GRID) -> pd.DataFrame:
@@ -161,15 +185,15 @@ def _common_grid(cc: pd.DataFrame, ic: pd.DataFrame, grid: Iterable[float]) -> l
 
 def _interp(x: float, c: pd.DataFrame) -> tuple[float, float]:
     sp = c["sparsity"].to_numpy(dtype=float)
-    acc = float(np.interp(x, sp, c["acc_best"].to_numpy(dtype=float)))
+    acc = float(np.interp(x, sp, c["report_acc"].to_numpy(dtype=float)))
     se = float(np.interp(x, sp, c["search_sample_epochs"].to_numpy(dtype=float)))
     return acc, se
 
 
 def pareto_points(points: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     """``points`` (with accuracy) plus ``excluded`` (the run's trial stopped early) and ``pareto``: not
-    dominated in (sparsity, acc_best), both maximised, within its (dataset, arch), among non-excluded."""
-    pts = points.dropna(subset=["acc_best"]).copy()
+    dominated in (sparsity, select_acc), both maximised, within its (dataset, arch), among non-excluded."""
+    pts = points.dropna(subset=["select_acc"]).copy()
     pts["excluded"] = pts["run_id"].isin(_stopped_early_runs(trials))
     pts["pareto"] = False
     for _, g in pts[~pts["excluded"]].groupby(["dataset", "arch"], sort=False):
@@ -189,9 +213,9 @@ def _front_index(g: pd.DataFrame) -> list:
     keep, best = [], -np.inf
     for sp in sorted(g["sparsity"].unique(), reverse=True):
         level = g[g["sparsity"] == sp]
-        top = level["acc_best"].max()
+        top = level["select_acc"].max()
         if top > best:
-            keep.extend(level.index[level["acc_best"] == top])
+            keep.extend(level.index[level["select_acc"] == top])
             best = top
     return keep
 

@@ -21,6 +21,8 @@ from colt_ray.parallel.sweep.spec import (
     SAMPLER_KEYS,
     SAMPLERS,
     SCHEDULER_KEYS,
+    TARGET_METRICS,
+    TEST_METRICS,
     TOP_KEYS,
     Budget,
     Dist,
@@ -69,6 +71,11 @@ def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
         raise ConfigError("search", "must declare at least one distribution, e.g. lr: {logfloat: [0.01, 0.2]}")
     objectives = _objectives(data.get("objectives"), fixed)
     _check_acc_objectives(objectives, fixed, search)
+    allow_test = data.get("allow_test_selection", False)
+    if not isinstance(allow_test, bool):
+        raise ConfigError("allow_test_selection", f"must be true or false, got {allow_test!r}")
+    scheduler = _scheduler(data.get("scheduler"), objectives, fixed)
+    _check_selection(objectives, scheduler, fixed, search, allow_test)
     return SweepSpec(
         name=sweep_name(data["name"], "name"),
         fixed=fixed,
@@ -76,7 +83,8 @@ def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
         objectives=objectives,
         budget=_budget(data.get("budget") or {}),
         sampler=_sampler(data.get("sampler"), len(objectives)),
-        scheduler=_scheduler(data.get("scheduler"), objectives, fixed),
+        scheduler=scheduler,
+        allow_test_selection=allow_test,
         description=str(data.get("description") or ""),
         source=source,
     )
@@ -154,8 +162,8 @@ def _objectives(raw: Any, fixed: dict[str, Any]) -> tuple[Objective, ...]:
         _known(item, OBJECTIVE_KEYS, where + ".", "key")
         metric = _metric(item.get("metric"), where + ".metric")
         mode = _choice(item.get("mode", METRICS[metric]), MODES, where + ".mode")
-        target = item.get("target", fixed.get("target_sparsity")) if metric == "acc_at_target" else None
-        if metric == "acc_at_target" and not (_is_number(target) and 0 < target < 1):
+        target = item.get("target", fixed.get("target_sparsity")) if metric in TARGET_METRICS else None
+        if metric in TARGET_METRICS and not (_is_number(target) and 0 < target < 1):
             raise ConfigError(
                 where + ".target", "acc_at_target needs a target sparsity in (0, 1) (or fixed target_sparsity)"
             )
@@ -173,6 +181,30 @@ def _check_acc_objectives(objectives: tuple[Objective, ...], fixed: dict[str, An
         or "eval_tickets" in search
     ):
         raise ConfigError("eval_tickets", "an accuracy objective needs eval_tickets: all (every ticket trained)")
+
+
+def _check_selection(
+    objectives: tuple[Objective, ...],
+    scheduler: Optional[SchedulerSpec],
+    fixed: dict[str, Any],
+    search: dict[str, Dist],
+    allow_test: bool,
+) -> None:
+    """The test set never selects (objectives, ASHA) unless ``allow_test_selection: true``; a validation
+    metric needs a validation split."""
+    used = [(f"objectives[{i}].metric", o.metric) for i, o in enumerate(objectives)]
+    if scheduler is not None:
+        used.append(("scheduler.metric", scheduler.metric))
+    for where, metric in used:
+        if metric in TEST_METRICS and not allow_test:
+            raise ConfigError(
+                where,
+                f"{metric} is measured on the test set, which must not select; use "
+                f"{'val_acc_at_target' if metric == 'acc_at_target' else 'val_acc'} with val_fraction "
+                "> 0, or set allow_test_selection: true",
+            )
+        if metric.startswith("val_") and not (fixed.get("val_fraction", 0) or "val_fraction" in search):
+            raise ConfigError(where, f"{metric} needs a validation split: set val_fraction (e.g. 0.1) under fixed:")
 
 
 def _budget(raw: Any) -> Budget:
@@ -214,7 +246,7 @@ def _scheduler(raw: Any, objectives: tuple[Objective, ...], fixed: dict[str, Any
     if len(objectives) > 1 and "metric" not in raw:
         raise ConfigError("scheduler.metric", "ASHA is single-objective: name the one metric it compares (e.g. acc)")
     metric = _metric(raw.get("metric", objectives[0].metric), "scheduler.metric")
-    if metric == "acc_at_target" and not any(o.target for o in objectives) and "target_sparsity" not in fixed:
+    if metric in TARGET_METRICS and not any(o.target for o in objectives) and "target_sparsity" not in fixed:
         raise ConfigError(
             "scheduler.metric", "acc_at_target needs a target: an acc_at_target objective or fixed target_sparsity"
         )

@@ -11,18 +11,24 @@ from typing import Any, Optional
 
 from colt_ray.core.errors import ConfigError
 
-TOP_KEYS = ("name", "description", "fixed", "search", "objectives", "budget", "sampler", "scheduler")
+TOP_KEYS = (
+    "name", "description", "fixed", "search", "objectives", "budget", "sampler", "scheduler", "allow_test_selection",
+)  # fmt: skip
 DIST_KINDS = ("float", "logfloat", "int", "choice")
 # metric reported after every cycle -> its natural direction
 METRICS = {
-    "acc": "max",
+    "val_acc": "max",  # the ticket's best validation accuracy (needs val_fraction > 0)
+    "val_acc_at_target": "max",  # val_acc of the first ticket at or past the target sparsity
+    "acc": "max",  # test-set metrics: selecting on them needs allow_test_selection: true
     "acc_final": "max",
     "acc_at_target": "max",
     "sparsity": "max",
     "sample_epochs": "min",
     "wall_seconds": "min",
 }
-ACC_METRICS = ("acc", "acc_final", "acc_at_target")
+ACC_METRICS = ("val_acc", "val_acc_at_target", "acc", "acc_final", "acc_at_target")
+TEST_METRICS = ("acc", "acc_final", "acc_at_target")  # the test set: never selects unless a space says so
+TARGET_METRICS = ("acc_at_target", "val_acc_at_target")
 MODES = ("max", "min")
 SAMPLERS = ("tpe", "nsga2", "random")
 BUDGET_KEYS = ("num_samples", "max_concurrent", "max_failures")
@@ -87,6 +93,7 @@ class SweepSpec:
     scheduler: Optional[SchedulerSpec] = None
     description: str = ""
     source: str = "<spec>"
+    allow_test_selection: bool = False
 
     @property
     def multi(self) -> bool:

@@ -32,6 +32,7 @@ class Totals:
     dense_acc: Optional[float] = None
     dense_selection: Optional[float] = None  # the dense ticket's accuracy that max_acc_drop compares against
     acc_at_target: float = 0.0
+    val_acc_at_target: float = 0.0
 
 
 @dataclass

@@ -35,12 +35,16 @@ def trial_run_id(cfg: RunConfig, trial_id: str) -> str:
 def cycle_metrics(record: CycleRecord, totals: Totals, target: Optional[float], run_id: str) -> dict[str, Any]:
     """The metrics reported after a cycle (and kept as the trial's last result); updates ``totals``."""
     t = record.ticket_row
-    acc = t["acc_best"]
-    if target is not None and acc is not None and t["sparsity"] >= target:
-        totals.acc_at_target = max(totals.acc_at_target, float(acc))
+    acc, val = t["acc_best"], t.get("val_acc_best")
+    if target is not None and t["sparsity"] >= target:
+        if acc is not None:
+            totals.acc_at_target = max(totals.acc_at_target, float(acc))
+        if val is not None:
+            totals.val_acc_at_target = max(totals.val_acc_at_target, float(val))
     metrics = {
         "cycle": record.cycle,
         "sparsity": float(t["sparsity"]),
+        "val_acc": _num(val),
         "acc": _num(acc),
         "acc_final": _num(t["acc_final"]),
         "sample_epochs": int(totals.sample_epochs),
@@ -50,6 +54,7 @@ def cycle_metrics(record: CycleRecord, totals: Totals, target: Optional[float], 
     }
     if target is not None:
         metrics["acc_at_target"] = totals.acc_at_target
+        metrics["val_acc_at_target"] = totals.val_acc_at_target
     return metrics
 
 

@@ -40,7 +40,7 @@ def param_space(spec: SweepSpec) -> dict[str, Any]:
 
 
 def objective_target(spec: SweepSpec) -> Optional[float]:
-    """The sparsity at which ``acc_at_target`` is measured (None when no objective uses it)."""
+    """The sparsity at which ``acc_at_target``/``val_acc_at_target`` are measured (None when none is used)."""
     targets = [o.target for o in spec.objectives if o.target is not None]
     return targets[0] if targets else spec.fixed.get("target_sparsity")
 
