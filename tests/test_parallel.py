@@ -147,7 +147,7 @@ def test_jackpot_on_ray_equals_jackpot_local(ray_cluster):
 
 
 def test_killed_shard_actor_is_restarted_and_the_cycle_gives_the_same_masks(ray_cluster):
-    p = prepare(small_cfg(cycles=1, epochs=3, eval_tickets="none"))
+    p = prepare(small_cfg(cycles=1, epochs=20, eval_tickets="none"))
     want = collect(run_local, p)
     with Coordinator(p.cfg, prepared=p) as coord:
         victim = coord.shards.actors[0]
@@ -156,7 +156,7 @@ def test_killed_shard_actor_is_restarted_and_the_cycle_gives_the_same_masks(ray_
         def kill_mid_cycle_0():
             while coord.shards.in_flight != 0:
                 time.sleep(0.01)
-            time.sleep(0.5)  # well inside a 3-epoch shard training
+            time.sleep(0.2)  # well inside a 20-epoch shard training (about 1 s)
             ray.kill(victim, no_restart=False)
 
         killer = threading.Thread(target=kill_mid_cycle_0, daemon=True)
@@ -168,7 +168,7 @@ def test_killed_shard_actor_is_restarted_and_the_cycle_gives_the_same_masks(ray_
 
 
 def test_killed_evaluator_is_restarted_and_every_evaluation_lands_once(ray_cluster):
-    p = prepare(small_cfg(cycles=2, epochs=3))
+    p = prepare(small_cfg(cycles=2, epochs=20))
     want = collect(run_local, p)
     with Coordinator(p.cfg, prepared=p) as coord:
         victim = coord.full.actors[0]
@@ -177,7 +177,7 @@ def test_killed_evaluator_is_restarted_and_every_evaluation_lands_once(ray_clust
         def kill_during_the_first_evaluation():
             while not coord.full.submitted:
                 time.sleep(0.01)
-            time.sleep(0.5)  # inside the 3-epoch evaluation of cycle 0
+            time.sleep(0.2)  # inside the 20-epoch evaluation of cycle 0 (about 2 s)
             ray.kill(victim, no_restart=False)
 
         killer = threading.Thread(target=kill_during_the_first_evaluation, daemon=True)
