@@ -72,12 +72,15 @@ class ShardTrainer:
         if key == self._data_key:
             return
         self.bundle = bundle_from_arrays(ray.get(source) if isinstance(source, ray.ObjectRef) else source)
-        if self.index == FULL:
-            self.trainer = make_full_trainer(self.cfg, self.bundle)
-        else:
-            self.trainer = make_shard_trainer(self.cfg, self.bundle, shard)
+        self.trainer = self.build(shard)
         self.evaluator = self.trainer if self.index == FULL else None
         self._data_key = key
+
+    def build(self, shard: Any) -> Any:
+        """This actor's trainer over ``self.bundle``: the full-data trainer, or shard ``shard``'s."""
+        if self.index == FULL:
+            return make_full_trainer(self.cfg, self.bundle)
+        return make_shard_trainer(self.cfg, self.bundle, shard)
 
     def run(
         self,
@@ -111,19 +114,11 @@ class BatchedShardTrainer(ShardTrainer):
     """Several shards of a run in one actor (``--shards-per-actor M``), trained together as one stacked model
     (``BatchedShards``, docs/batched.md); ``run`` returns one outcome per shard, in shard order."""
 
-    def attach(self, data: Data) -> None:
+    def build(self, shards: Any) -> Any:
         from colt_ray.core.data import shard_bundle
         from colt_ray.core.tickets.batched import BatchedShards
 
-        source, shards = data
-        key = source.hex() if isinstance(source, ray.ObjectRef) else id(source)
-        if key == self._data_key:
-            return
-        self.bundle = bundle_from_arrays(ray.get(source) if isinstance(source, ray.ObjectRef) else source)
-        bundles = [shard_bundle(self.bundle, s) for s in shards]
-        self.trainer = BatchedShards(self.cfg, bundles, [s.index for s in shards])
-        self.evaluator = None
-        self._data_key = key
+        return BatchedShards(self.cfg, [shard_bundle(self.bundle, s) for s in shards], [s.index for s in shards])
 
     def run(
         self,
