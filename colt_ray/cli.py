@@ -123,13 +123,13 @@ def _search_on_ray(cfg: RunConfig, out: str) -> int:
     worker.start()
     started = init_for(cfg)
     try:
-        from colt_ray.parallel.backend import RayRun
+        from colt_ray.parallel.backend import open_coordinator
 
-        with RayRun(cfg, echo=stderr_line) as ray_run:  # the actors start while the data may still load
+        with open_coordinator(cfg, echo=stderr_line) as coord:  # the actors start while the data may still load
             worker.join()
             if "error" in ahead:
                 raise ahead["error"]
-            return _search(cfg, out, ray_run.run, ahead["prepared"])
+            return _search(cfg, out, lambda prepared, sink: coord.attach(prepared).run(sink), ahead["prepared"])
     finally:
         if started:
             import ray

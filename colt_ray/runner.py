@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from colt_ray.core.tickets.io import save_ticket
-from colt_ray.core.tickets.methods import selection_acc
+from colt_ray.core.tickets.methods import exceeds_drop, selection_acc
 from colt_ray.core.tickets.records import CycleRecord
 from colt_ray.core.tickets.search import Prepared
 from colt_ray.results import layout
@@ -78,7 +78,9 @@ class ResultsSink:
         if limit is None or record.cycle == 0:
             return True
         acc = selection_acc(record.ticket_row)
-        return acc is not None and self.dense_selection is not None and self.dense_selection - acc <= limit
+        return (
+            acc is not None and self.dense_selection is not None and not exceeds_drop(limit, self.dense_selection, acc)
+        )
 
     def start(self) -> None:
         self.writer.write_run(self.run_row("running"))

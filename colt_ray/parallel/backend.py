@@ -1,10 +1,10 @@
 """Entry points of the Ray backend.
 
-* ``RayRun(cfg)``: the CLI's ``--backend ray``. Starts (or joins) Ray and creates the run's trainer actors at
-  once, so their processes start while the driver loads the data; ``run(prepared, sink)`` then drives the
-  search with the coordinator in this process and writes each record as its cycle ends.
-* ``run_on_ray(prepared, sink, resume=None, placement_group=None)``: the same for a Tune trial function (its
-  actors go to the trial's placement group; the sink may also ``tune.report``) and for tests.
+* ``open_coordinator(cfg)``: the CLI's ``--backend ray`` and a sweep trial. Starts (or joins) Ray and creates
+  the run's trainer actors at once, so their processes start while the driver loads the data;
+  ``attach(prepared).run(sink)`` then drives the search with the coordinator in this process.
+* ``run_on_ray(prepared, sink, resume=None, placement_group=None)``: both steps at once, for tests and
+  callers that hold a prepared run (a placement group, when given, takes the actors).
 
 Both give the same records, masks and metrics (timing aside) as ``run_local`` for the same config.
 """
@@ -12,7 +12,7 @@ Both give the same records, masks and metrics (timing aside) as ``run_local`` fo
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Optional
 
 import ray
 from ray.util.placement_group import PlacementGroup
@@ -59,40 +59,13 @@ def open_coordinator(
     echo: Echo = stderr_line,
 ) -> Coordinator:
     """A run's coordinator with its trainer actors starting (before its data: ``attach`` them later), Ray
-    started first if it is not; use it as a context manager so the actors stop at the end."""
+    started first if it is not; use it as a context manager so the actors stop at the end. Outside a
+    placement group, a cluster too small for the shards is said on ``echo``."""
     init_for(cfg)
-    return Coordinator(fit(cfg, echo), restarts=restarts, placement_group=placement_group, echo=echo)
-
-
-class RayRun:
-    """``--backend ray`` for one CLI run: Ray and the trainer actors start on entry (before the data load);
-    on exit the actors stop, and so does Ray if this run started it (``started``: the caller started it)."""
-
-    def __init__(
-        self, cfg: RunConfig, *, restarts: int = DEFAULT_RESTARTS, echo: Echo = stderr_line, started: bool = False
-    ):
-        self.started = init_for(cfg) or started
-        try:
-            self.cfg = fit(cfg, echo)
-            _warn_if_small(self.cfg, echo)
-            self.coord = Coordinator(self.cfg, restarts=restarts, echo=echo)
-        except BaseException:
-            self._shutdown()
-            raise
-
-    def run(self, prepared: Prepared, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
-        return self.coord.attach(prepared).run(sink, resume)
-
-    def __enter__(self) -> RayRun:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.coord.close()
-        self._shutdown()
-
-    def _shutdown(self) -> None:
-        if self.started:
-            ray.shutdown()
+    fitted = fit(cfg, echo)
+    if placement_group is None:
+        _warn_if_small(fitted, echo)
+    return Coordinator(fitted, restarts=restarts, placement_group=placement_group, echo=echo)
 
 
 def _warn_if_small(cfg: RunConfig, echo: Echo) -> None:

@@ -89,6 +89,7 @@ class Coordinator:
             self.full = pool(cfg, [FULL], trainer_cls, first_bundle=1 + len(self.groups), **opts)
         self.prepared: Optional[Prepared] = None
         self.scheduler: Optional[EvalScheduler] = None
+        self._puts: dict[int, tuple[dict, Any]] = {}
         if prepared is not None:
             self.attach(prepared)
 
@@ -132,7 +133,12 @@ class Coordinator:
             self.scheduler.chain_done()
 
     def _ref(self, theta: dict) -> Any:
-        return self.theta0 if theta is self.prepared.ctx.theta0 else self.pools[0].put(theta)
+        """The object-store reference of a rewind point, put once (theta_0, or IMP's theta_k every level)."""
+        if theta is self.prepared.ctx.theta0:
+            return self.theta0
+        if id(theta) not in self._puts:
+            self._puts[id(theta)] = (theta, self.pools[0].put(theta))  # theta kept alive: its id stays unique
+        return self._puts[id(theta)][1]
 
     def backend(self) -> Backend:
         colt = self.shards is not None

@@ -128,6 +128,11 @@ def selection_acc(metrics: Optional[dict]) -> Optional[float]:
     return metrics.get("val_acc_best") if metrics.get("val_acc_best") is not None else metrics.get("acc_best")
 
 
+def exceeds_drop(limit: Optional[float], dense: Optional[float], acc: Optional[float]) -> bool:
+    """Whether ``acc`` falls more than ``limit`` below ``dense`` (False when any of them is unknown)."""
+    return limit is not None and dense is not None and acc is not None and dense - acc > limit
+
+
 class DropRule:
     """``max_acc_drop``: the run is over once an evaluated ticket falls more than D below the dense one."""
 
@@ -140,18 +145,11 @@ class DropRule:
             return
         if cycle == 0:
             self.dense = acc
-        elif self.dense is not None and self.dense - acc > self.limit:
+        elif self.would_cross(cycle, metrics):
             self.crossed_at = cycle
 
     def would_cross(self, cycle: int, metrics: Optional[dict]) -> bool:
-        acc = selection_acc(metrics)
-        return (
-            self.limit is not None
-            and cycle > 0
-            and acc is not None
-            and self.dense is not None
-            and self.dense - acc > self.limit
-        )
+        return cycle > 0 and exceeds_drop(self.limit, self.dense, selection_acc(metrics))
 
     @property
     def crossed(self) -> bool:
