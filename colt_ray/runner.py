@@ -64,6 +64,7 @@ class ResultsSink:
             t = self.reported.ticket_row
             row.update(
                 final_sparsity=t["sparsity"],
+                final_sparsity_all=t["sparsity_all"],
                 final_acc_best=t["acc_best"],
                 final_acc_final=t["acc_final"],
                 reported_cycle=self.reported.cycle,

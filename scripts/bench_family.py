@@ -47,7 +47,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--sparsities", default="0.8,0.9", help="target sparsities, comma-separated")
     p.add_argument("--epochs", type=int, default=5, help="epochs per training (IMP levels, dense pre-training)")
     p.add_argument("--search-epochs", type=int, default=5, help="jackpot score-training epochs")
-    p.add_argument("--tweaks", default="label-smoothing,distill,rescale-init", help="tweaks of the tweaked IMP")
+    p.add_argument("--tweaks", default="label-smoothing,distill,density-rescale", help="tweaks of the tweaked IMP")
     p.add_argument("--activation", default="swish", help="activation of the tweaked IMP")
     p.add_argument(
         "--no-ablation",

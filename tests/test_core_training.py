@@ -113,6 +113,23 @@ def test_imp_late_rewinding_uses_the_weights_after_k_steps():
     assert not np.array_equal(records[1].theta[name], prepared.ctx.theta0[name])
 
 
+def test_imp_late_rewind_point_survives_a_resume_after_level_0(tmp_path):
+    from colt_ray.parallel.sweep.state import Totals, load_state, save_state
+
+    cfg = small_cfg(method="imp", cycles=2, rewind_step=3)
+    prepared, whole = collect(cfg)
+    save_state(str(tmp_path), whole[0], Totals(), {})  # a trial checkpointed after level 0, then restarted
+    resume = load_state(str(tmp_path)).resume
+    name = next(iter(prepared.ctx.groups))
+    assert np.array_equal(resume.theta[name], whole[1].theta[name])  # theta_k, not theta_0
+    resumed = []
+    run_local(prepare(cfg), resumed.append, resume)
+    assert [r.cycle for r in resumed] == [1, 2]
+    for got, want in zip(resumed, whole[1:]):
+        assert got.mask == want.mask and got.ticket_row["acc_best"] == want.ticket_row["acc_best"]
+        assert all(np.array_equal(got.theta[k], v) for k, v in want.theta.items())
+
+
 def test_ticket_file_round_trip_and_corrupt_file(tmp_path):
     prepared, records = collect(small_cfg(cycles=1))
     path = tmp_path / "t.safetensors"

@@ -227,7 +227,8 @@ BAD = [
     (["--pretrained", "/no/such.safetensors"], "pretrained: no such file /no/such.safetensors"),
     (["--search-epochs", "-1"], "search-epochs: must be >= 0"),
     (["--prune-rate", "0.5"], "prune-rate: jackpot prunes once, to --target-sparsity"),
-    (["--tweaks", "distill"], "tweaks: distill retrains weights; a jackpot trains none"),
+    (["--tweaks", "distill"], "tweaks: retraining tweaks apply when a ticket is retrained; a jackpot never"),
+    (["--activation", "swish"], "activation: retraining tweaks apply when a ticket is retrained; a jackpot never"),
 ]
 
 

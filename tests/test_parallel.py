@@ -139,6 +139,14 @@ def test_imp_on_ray_equals_imp_local(ray_cluster):
     assert_same_records(collect(run_on_ray, p), collect(run_local, p))
 
 
+@pytest.mark.parametrize("method", ["colt", "imp"])
+def test_tweaked_retraining_on_ray_equals_local(ray_cluster, method):
+    cfg = small_cfg(method)
+    cfg = cfg.replace(retrain=dataclasses.replace(cfg.retrain, tweaks="label-smoothing", activation="swish"))
+    p = prepare(cfg)
+    assert_same_records(collect(run_on_ray, p), collect(run_local, p))
+
+
 def test_jackpot_on_ray_equals_jackpot_local(ray_cluster):
     cfg = small_cfg("jackpot")
     cfg = cfg.replace(jackpot=dataclasses.replace(cfg.jackpot, search_epochs=1))

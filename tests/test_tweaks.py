@@ -24,7 +24,7 @@ from colt_ray.core.config import (
 from colt_ray.core.errors import ConfigError
 from colt_ray.core.models import build_model, param_groups, prunable_names
 from colt_ray.core.pruning import Mask
-from colt_ray.core.tickets.search import LocalBackend, make_full_trainer, prepare, run_method
+from colt_ray.core.tickets.search import LocalBackend, make_ticket_trainer, prepare, run_method
 from colt_ray.core.tickets.trainer import TicketTrainer
 from colt_ray.core.train import smoothed_cross_entropy
 from colt_ray.core.tweaks import (
@@ -74,13 +74,15 @@ def test_unknown_activation_lists_the_valid_ones():
 # ---- extra skip paths -------------------------------------------------------------------------------
 
 
-def test_skip_paths_two_per_block_initialised_to_1e4_and_never_prunable():
+def test_skip_paths_two_per_block_initialised_as_the_reference_and_never_prunable():
     cfg = small_cfg("resnet20", ["skip-paths"])
     plain = build_model("resnet20", (1, 8, 8), 10, seed=0)
     model = apply_tweaks(build_model("resnet20", (1, 8, 8), 10, seed=0), cfg)
     paths = [m for m in model.modules() if isinstance(m, SkipPath)]
     assert len(paths) == 2 * 9  # resnet20: 3 stages x 3 blocks
-    assert all(torch.all(p[0].weight == 1e-4) and torch.all(p[1].weight == 1e-4) for p in paths)
+    # as VITA-Group/ToST: the 1x1 convs start at 1e-4, their BatchNorms at scale 1, shift 0
+    assert all(torch.all(p[0].weight == 1e-4) and torch.all(p[1].weight == 1) for p in paths)
+    assert all(torch.all(p[1].bias == 0) for p in paths)
     groups = param_groups(model)
     skip_names = [n for n in groups if ".skip1." in n or ".skip2." in n]
     assert skip_names and all(groups[n] == "skip" for n in skip_names)
@@ -91,10 +93,27 @@ def test_skip_paths_two_per_block_initialised_to_1e4_and_never_prunable():
     # the stride of a block's first conv is the stride of its first skip path
     block = model.layer2[0]
     assert block.skip1[0].stride == block.conv1.stride == (2, 2) and block.skip2[0].stride == (1, 1)
-    # starting at 1e-4, the paths leave the network's function almost unchanged
+    # in eval mode with fresh running statistics a path adds 1e-4 x its input: almost the plain network
     model.load_state_dict(plain.state_dict(), strict=False)
     x = torch.randn(4, 1, 8, 8)
     assert torch.allclose(model.eval()(x), plain.eval()(x), atol=1e-3)
+
+
+def test_skip_paths_are_added_after_the_blocks_batchnorms():
+    model = apply_tweaks(build_model("resnet20", (1, 8, 8), 10, seed=0), small_cfg("resnet20", ["skip-paths"]))
+    block = model.layer2[0].train()
+    x = torch.randn(4, 16, 8, 8)
+    torch.manual_seed(0)
+    got = block(x)
+    for m in block.modules():  # the forward pass above moved the running statistics; the same step again
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+    mid = block.act1(block.bn1(block.conv1(x)) + block.skip1[1](block.skip1[0](x)))
+    want = block.act2(block.bn2(block.conv2(mid)) + block.shortcut(x) + block.skip2[1](block.skip2[0](mid)))
+    assert torch.allclose(got, want, atol=1e-6)
+    # in training mode the path's BatchNorm (scale 1) divides the 1e-4 conv output by sqrt(var + eps): the path
+    # contributes from the first step (about 1/sqrt(eps) = 316x the conv output here), unlike a BN scale of 1e-4
+    assert float(block.skip1(x).detach().std()) > 100 * float(block.skip1[0](x).detach().std())
 
 
 def test_skip_paths_on_an_architecture_without_residual_blocks_is_refused():
@@ -102,7 +121,7 @@ def test_skip_paths_on_an_architecture_without_residual_blocks_is_refused():
         add_skip_paths(build_model("conv2", (1, 8, 8), 10, seed=0), "conv2")
 
 
-def test_skip_path_weights_stay_dense_and_out_of_masks_and_sparsity():
+def test_skip_paths_stay_dense_out_of_masks_and_count_in_sparsity_all():
     cfg = small_cfg("resnet20", ["skip-paths"], dataset="synthetic")
     records = []
     prepared = prepare(cfg)
@@ -112,10 +131,59 @@ def test_skip_path_weights_stay_dense_and_out_of_masks_and_sparsity():
     assert last.cycle == 1 and last.mask.sparsity() == pytest.approx(0.2, abs=1e-3)
     assert not any("skip" in n for n in last.mask) and not any("skip" in n for n in prepared.ctx.groups)
     assert last.ticket_row["prunable_weights"] == sum(last.mask[n].numel() for n in last.mask)
-    assert any(".skip1." in k for k in last.theta)  # theta_0 carries the paths, so ticket files fit the model
-    trained = {n: p for n, p in backend.full.model.named_parameters() if ".skip" in n and n.endswith("0.weight")}
+    assert not any(".skip" in k for k in last.theta)  # rewind points are the plain model's
+    model = backend.retrainer.model  # the tweaked retraining model
+    trained = {n: p for n, p in model.named_parameters() if ".skip" in n and n.endswith("0.weight")}
     assert trained and all(bool((p != 0).all()) for p in trained.values())  # dense after masked training
     assert any(not torch.all(p == 1e-4) for p in trained.values())  # and they did learn
+    # sparsity_all by hand: pruned weights over every parameter of the retrained ticket: the plain network's
+    # (heads, BatchNorm and the unpruned groups included) plus its skip paths
+    plain = sum(p.numel() for p in build_model("resnet20", prepared.bundle.in_shape, 10, seed=0).parameters())
+    total = plain + skip_parameter_count(model)
+    assert skip_parameter_count(model) > 0 and total == sum(p.numel() for p in model.parameters())
+    pruned = last.mask.numel() - last.mask.kept()
+    assert last.ticket_row["sparsity_all"] == pytest.approx(pruned / total, abs=1e-12)
+    assert last.ticket_row["sparsity_all"] < last.ticket_row["sparsity"]
+
+
+# ---- tweaks apply only to ticket retraining ---------------------------------------------------------
+
+ALL_TWEAKS = {"tweaks": "label-smoothing,distill,density-rescale", "activation": "swish"}
+
+
+@pytest.mark.parametrize("method", ["imp", "colt"])
+def test_tweaks_never_change_the_masks_only_the_retrained_tickets(method):
+    def run(**retrain):
+        cfg = small_cfg("conv2", method=method).replace(
+            ticket=TicketConfig(method=method, cycles=2, shards=2), retrain=TweaksConfig(**retrain)
+        )
+        records = []
+        prepared = prepare(cfg)
+        run_method(prepared, LocalBackend(prepared).callables(), records.append)
+        return records
+
+    plain, tweaked = run(), run(**ALL_TWEAKS)
+    assert [r.mask for r in tweaked] == [r.mask for r in plain]  # masks from plain IMP / COLT, bit for bit
+    for p, t in zip(plain, tweaked):
+        assert t.ticket_row["acc_best"] != p.ticket_row["acc_best"] or t.ticket_row["loss"] != p.ticket_row["loss"]
+        shards_p = [r for r in p.cycle_rows if r["shard"] is not None]
+        shards_t = [r for r in t.cycle_rows if r["shard"] is not None]
+        assert [r["acc_best"] for r in shards_t] == [r["acc_best"] for r in shards_p]  # shard trainings: plain
+    if method == "imp":  # each level: the plain training that finds the next mask, plus the tweaked retraining
+        assert [r.ticket_row["sample_epochs"] for r in tweaked] == [2 * r.ticket_row["sample_epochs"] for r in plain]
+
+
+def test_imp_level_reports_the_tweaked_retraining_of_its_ticket():
+    cfg = small_cfg("lenet300", ["label-smoothing"]).replace(ticket=TicketConfig(method="imp", cycles=1))
+    prepared = prepare(cfg)
+    backend = LocalBackend(prepared)
+    records = []
+    run_method(prepared, backend.callables(), records.append)
+    assert backend.retrainer is not backend.full
+    assert backend.full.recipe.label_smoothing == 0.0 and backend.retrainer.recipe.label_smoothing == 0.1
+    # the level-1 ticket retrained alone with the tweaks gives the level's reported accuracy
+    again = make_ticket_trainer(cfg, prepared.bundle).run(records[1].theta, records[1].mask, 1, False).metrics
+    assert records[1].ticket_row["acc_best"] == again["acc_best"]
 
 
 # ---- label smoothing --------------------------------------------------------------------------------
@@ -149,9 +217,12 @@ def test_distillation_loss_equals_the_hand_computed_value():
     a, b = 0.622459, 0.377541
     kl = b * math.log(b / a) + a * math.log(a / b)  # = (a - b) * 0.5
     ce = math.log(1 + math.exp(-1.0))
-    expected = 0.9 * 4 * kl + 0.1 * ce
+    # default "mean", as the reference's nn.KLDivLoss(): the pointwise KL terms averaged over batch x classes
+    # (1 x 2 here), so the KL term is the per-sample KL divided by the class count
     got = distillation_loss(student, teacher, target, temperature=2.0, weight=0.9)
-    assert float(got) == pytest.approx(expected, abs=1e-5)
+    assert float(got) == pytest.approx(0.9 * 4 * kl / 2 + 0.1 * ce, abs=1e-5)
+    got = distillation_loss(student, teacher, target, temperature=2.0, weight=0.9, reduction="batchmean")
+    assert float(got) == pytest.approx(0.9 * 4 * kl + 0.1 * ce, abs=1e-5)
     assert float(distillation_loss(student, student, target, 5.0, 1.0)) == pytest.approx(0.0, abs=1e-7)
 
 
@@ -161,11 +232,11 @@ def test_distillation_retrains_sparse_tickets_against_the_runs_dense_model():
     backend = LocalBackend(prepared)
     records = []
     run_method(prepared, backend.callables(), records.append)
-    teacher = backend.full.teacher
+    teacher = backend.retrainer.teacher
     assert teacher is not None and records[1].ticket_row["acc_best"] is not None
     assert not np.array_equal(teacher["layers.1.weight"], prepared.ctx.theta0["layers.1.weight"])  # trained
     # a trainer that never saw cycle 0 (a resumed run) retrains the same dense teacher, bit for bit
-    fresh = make_full_trainer(cfg, prepared.bundle)
+    fresh = make_ticket_trainer(cfg, prepared.bundle)
     fresh.distiller(prepared.ctx.theta0)
     assert all(np.array_equal(fresh.teacher[k], v) for k, v in teacher.items())
 

@@ -36,7 +36,9 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "step", "multistep", "cosine")
 BUDGETS = ("global", "layerwise")
 PRUNE_GROUPS = ("conv", "linear", "output", "batchnorm")
-TWEAKS = ("label-smoothing", "skip-paths", "distill", "rescale-init")  # docs/algorithms.md section 3
+TWEAKS = ("label-smoothing", "skip-paths", "distill", "density-rescale")  # docs/algorithms.md section 3
+RENAMED_TWEAKS = {"rescale-init": "density-rescale"}  # former tweak names, still read
+DISTILL_REDUCTIONS = ("mean", "batchmean")
 BACKENDS = ("auto", "local", "ray", "batched")
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_CYCLES = 5
@@ -195,11 +197,22 @@ class TweaksConfig:
     )
     distill_temperature: float = setting(5.0, "distill: softmax temperature T", lo=0.0, lo_open=True)
     distill_weight: float = setting(0.9, "distill: weight of T^2 * KL; cross-entropy gets 1 - this", lo=0.0, hi=1.0)
+    distill_reduction: str = setting(
+        "mean",
+        "distill: how the KL term is averaged: mean (over batch and classes, the reference's "
+        "nn.KLDivLoss default) or batchmean (over the batch only: C times heavier)",
+        choices=DISTILL_REDUCTIONS,
+    )
 
     @property
     def names(self) -> tuple[str, ...]:
-        """The switched-on tweaks, in the order given."""
-        return tuple(t.strip() for t in self.tweaks.split(",") if t.strip())
+        """The switched-on tweaks, in the order given (former names read as today's)."""
+        return tuple(RENAMED_TWEAKS.get(t.strip(), t.strip()) for t in self.tweaks.split(",") if t.strip())
+
+    @property
+    def active(self) -> bool:
+        """Whether any retraining tweak is on (a tweak, or an activation other than ReLU)."""
+        return bool(self.names) or self.activation != "relu"
 
 
 @dataclass(frozen=True)
@@ -284,6 +297,17 @@ class RunConfig:
         parallel = self.num_shards >= 2 and ((os.cpu_count() or 1) >= 2 or bool(res.address))
         return "ray" if parallel else "local"
 
+    @property
+    def retrains_apart(self) -> bool:
+        """Whether tickets are retrained with tweaks apart from the mask search (any retraining tweak on)."""
+        return self.retrain.active
+
+    def search_config(self) -> RunConfig:
+        """The config of the mask search: retraining tweaks off. Tweaks apply only where a ticket is retrained
+        (COLT's ticket evaluations, IMP's per-level retraining, transfer), so masks are those of plain
+        COLT/IMP (docs/algorithms.md section 3)."""
+        return self.replace(retrain=TweaksConfig()) if self.retrains_apart else self
+
     def resolved(self) -> RunConfig:
         """This config with ``backend`` auto replaced by the backend that runs (what the ``runs`` row says)."""
         return self.replace(resources=dataclasses.replace(self.resources, backend=self.backend))
@@ -346,6 +370,9 @@ def _hash_key(name: str) -> str:
 def _hash_value(name: str, value: Any) -> Any:
     if name == "eval_tickets" and value == "none":  # was eval_tickets=False before the policies existed
         return False
+    if name == "tweaks":  # a renamed tweak keeps its run ids
+        former = {new: old for old, new in RENAMED_TWEAKS.items()}
+        return ",".join(former.get(t.strip(), t.strip()) for t in value.split(","))
     return value
 
 

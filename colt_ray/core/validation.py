@@ -94,10 +94,11 @@ def _validate_tweaks(cfg: RunConfig) -> None:
     for name in cfg.retrain.names:
         if name not in TWEAKS:
             raise ConfigError("tweaks", f"unknown {name!r}; valid: {', '.join(TWEAKS)}")
-    if "distill" in cfg.retrain.names and not cfg.method.trains_weights:
+    if cfg.retrain.active and not cfg.method.trains_weights:
+        field = "tweaks" if cfg.retrain.names else "activation"
         raise ConfigError(
-            "tweaks",
-            f"distill retrains weights; a {cfg.ticket.method} trains none "
+            field,
+            f"retraining tweaks apply when a ticket is retrained; a {cfg.ticket.method} never retrains its weights "
             f"(valid with {_methods_with('trains_weights').lower().replace('/', ', ')})",
         )
 

@@ -29,7 +29,7 @@ from colt_ray.core.config import RunConfig
 from colt_ray.core.data import bundle_from_arrays
 from colt_ray.core.errors import RunError
 from colt_ray.core.pruning import Mask
-from colt_ray.core.tickets.search import make_full_trainer, make_shard_trainer
+from colt_ray.core.tickets.search import make_full_trainer, make_shard_trainer, make_ticket_trainer
 from colt_ray.core.tickets.trainer import FULL, TrainOutcome
 from colt_ray.parallel.resources import ActorResources
 
@@ -73,7 +73,8 @@ class ShardTrainer:
             return
         self.bundle = bundle_from_arrays(ray.get(source) if isinstance(source, ray.ObjectRef) else source)
         self.trainer = self.build(shard)
-        self.evaluator = self.trainer if self.index == FULL else None
+        # the full-data trainer retrains tickets itself unless a retraining tweak makes the retrainer differ
+        self.evaluator = self.trainer if self.index == FULL and not self.cfg.retrains_apart else None
         self._data_key = key
 
     def build(self, shard: Any) -> Any:
@@ -97,11 +98,11 @@ class ShardTrainer:
         return self.trainer.run(writable(theta), m, cycle, prune_next, capture_step)
 
     def evaluate(self, data: Data, theta: dict[str, np.ndarray], mask: NumpyMask, cycle: int) -> dict:
-        """A ticket evaluation (full data, nothing pruned); a shard trainer builds a full-data trainer for it
-        the first time (it evaluates only once the mask chain is over, see ``EvalScheduler``)."""
+        """A ticket retraining (full data, the run's tweaks, nothing pruned); a shard trainer builds the
+        retrainer the first time (it evaluates only once the mask chain is over, see ``EvalScheduler``)."""
         self.attach(data)
         if self.evaluator is None:
-            self.evaluator = make_full_trainer(self.cfg, self.bundle)
+            self.evaluator = make_ticket_trainer(self.cfg, self.bundle)
         m = Mask.from_numpy(mask) if mask is not None else None
         return self.evaluator.run(writable(theta), m, cycle, False, 0).metrics
 

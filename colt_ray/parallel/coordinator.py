@@ -103,7 +103,7 @@ class Coordinator:
         any_pool = self.pools[0]
         self.data = any_pool.put(bundle_arrays(prepared.bundle))
         self.theta0 = any_pool.put(prepared.ctx.theta0)
-        if isinstance(self.full, RayPool) and self.shards is not None:
+        if isinstance(self.full, RayPool):  # COLT's evaluations, or IMP's tweaked retrainings
             self.scheduler = EvalScheduler(self.full, self.shards, self.data)
         return self
 
@@ -123,7 +123,8 @@ class Coordinator:
         return self.full.run([[self.data, None]], self._ref(theta), mask.to_numpy(), cycle, prune_next, capture_step)[0]
 
     def evaluate(self, theta: dict, mask: Mask, cycle: int) -> Any:
-        """Start COLT's ticket evaluation of ``cycle`` (on Ray: through the scheduler); picked up later."""
+        """Start a ticket retraining of ``cycle`` (COLT's evaluation, through the scheduler; IMP's tweaked
+        retraining, on its full-data trainer); picked up later."""
         if self.scheduler is not None:
             return self.scheduler.submit(self._ref(theta), mask.to_numpy(), cycle)
         return self.full.submit([self.data, None], self._ref(theta), mask.to_numpy(), cycle)
@@ -145,7 +146,7 @@ class Coordinator:
         return Backend(
             self.train_shards if colt else None,
             None if colt else self.train_full,
-            self.evaluate if (colt and self.full is not None) else None,
+            self.evaluate if (colt or self.cfg.retrains_apart) and self.full is not None else None,
             self.chain_done if colt else None,
         )
 

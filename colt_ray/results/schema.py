@@ -60,7 +60,8 @@ CYCLES = pa.schema(
         _f("run_id", pa.string()),
         _f("cycle", pa.int32()),
         _f("shard", pa.int32(), True),  # null = the merged ticket row
-        _f("sparsity", pa.float64()),
+        _f("sparsity", pa.float64()),  # over the prune groups (what target_sparsity means)
+        _f("sparsity_all", pa.float64(), True),  # over every parameter of the retrained ticket (skip paths too)
         _f("conv_sparsity", pa.float64(), True),
         _f("kept_weights", pa.int64()),
         _f("prunable_weights", pa.int64()),
@@ -94,6 +95,7 @@ LAYERS = pa.schema(
 
 FINAL_FIELDS = [
     _f("final_sparsity", pa.float64(), True),
+    _f("final_sparsity_all", pa.float64(), True),
     _f("final_acc_best", pa.float64(), True),
     _f("final_acc_final", pa.float64(), True),
     _f("reported_cycle", pa.int64(), True),  # the cycle of the reported ticket (max_acc_drop: sparsest within D)

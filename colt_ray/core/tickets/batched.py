@@ -65,7 +65,6 @@ from colt_ray.core.seeds import generator
 from colt_ray.core.tickets.memory import check_fits_memory, estimate_shard_bytes, free_memory, largest_fit
 from colt_ray.core.tickets.trainer import TicketTrainer, TrainOutcome, head_keys, shard_head_seed
 from colt_ray.core.train import evaluate, lr_factor, resolve_device
-from colt_ray.core.tweaks import rescale_to_density, uses
 
 
 class BatchedShards:
@@ -91,6 +90,7 @@ class BatchedShards:
             raise ConfigError("backend", f"batched trains a method's shards together; {cfg.ticket.method} has none")
         if len(bundles) != len(indices) or not bundles:
             raise ConfigError("shards", f"need one bundle per shard index, got {len(bundles)} and {len(indices)}")
+        cfg = cfg.search_config()  # shard trainings are the mask search: no retraining tweaks
         self.cfg, self.indices = cfg, [int(i) for i in indices]
         self.device = resolve_device(device or cfg.resources.device)
         self.amp = bool(amp)
@@ -139,8 +139,6 @@ class BatchedShards:
         mask = mask if mask is not None else Mask.ones_like(self.trainers[0].weights())
         for t in self.trainers:
             t.load(theta)
-            if uses(self.cfg, "rescale-init") and mask.kept() != mask.numel():
-                rescale_to_density(t.model, mask)
             t.model.to(self.device).train()
         stack = _Stack(self.trainers, mask, self.device)
         for j in range(len(self.trainers)):

@@ -10,8 +10,10 @@ backend replaces the sequential one without touching the method:
   (an evaluation crossed ``max_acc_drop``): a backend that trains asynchronously may give up and return None;
 * ``train_full(theta, mask, cycle, prune_next, capture_step) -> TrainOutcome``: one full-data training
   (IMP's levels, a jackpot's pre-training and, at cycle >= 1, its search);
-* ``evaluate(theta, mask, cycle) -> Pending``: COLT's ticket evaluation (step 6), which never feeds the mask
-  chain: a backend may run it beside the next cycles' shard trainings and hand its result over later.
+* ``evaluate(theta, mask, cycle) -> Pending``: a ticket retraining on the full data, with the run's
+  retraining tweaks: COLT's ticket evaluation (step 6), which never feeds the mask chain (a backend may run it
+  beside the next cycles' shard trainings and hand its result over later), and IMP's per-level retraining
+  when a tweak is on (the level's own training is then the plain mask search).
 
 ``sink(record)`` receives one ``CycleRecord`` per finished cycle, in cycle order, once its evaluation (if
 any) has landed. ``resume`` continues after a completed cycle (a retried sweep trial), so a cycle whose
@@ -91,6 +93,7 @@ class Context:
     run_id: str
     theta0: State
     groups: dict[str, str]  # prunable tensor name -> group (conv/linear/output/batchnorm)
+    total_params: Optional[int] = None  # every parameter of the retrained ticket (skip paths included)
 
     def ones(self) -> Mask:
         return Mask.ones_like({n: self.theta0[n] for n in self.groups})
@@ -115,8 +118,9 @@ class Context:
         proposals: list[Mask],
         done: bool,
     ) -> CycleRecord:
-        rows = [ticket_row(self.run_id, cycle, mask, self.groups, metrics, merged_from)]
-        rows += [shard_row(self.run_id, cycle, o.index, mask, self.groups, o.metrics) for o in shards]
+        total = self.total_params
+        rows = [ticket_row(self.run_id, cycle, mask, self.groups, metrics, merged_from, total)]
+        rows += [shard_row(self.run_id, cycle, o.index, mask, self.groups, o.metrics, total) for o in shards]
         layers = layer_rows(self.run_id, cycle, mask, self.groups, merged_from)
         return CycleRecord(self.run_id, cycle, mask, theta, rows, layers, proposals, done)
 
@@ -237,10 +241,16 @@ def run_colt(ctx: Context, backend: Backend, sink: Sink, resume: Optional[Resume
 
 
 def run_imp(ctx: Context, backend: Backend, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
-    """IMP: train, prune p of the survivors, rewind to theta_0 (or theta_k), retrain."""
+    """IMP: train, prune p of the survivors, rewind to theta_0 (or theta_k), retrain.
+
+    With a retraining tweak on, each level's training stays plain IMP (it finds the next mask) and the
+    level's ticket (theta, mask) is retrained apart with the tweaks (``backend.evaluate``); the level's row
+    reports that retraining's accuracy and the cost of both trainings.
+    """
     cfg = ctx.cfg
     cycle, mask, theta, previous = 0, ctx.ones(), ctx.theta0, None
     rule = DropRule(cfg, resume.dense_acc if resume else None)
+    retrain = backend.evaluate if cfg.retrains_apart else None
     if resume is not None:
         previous, theta = resume.mask, resume.theta
         cycle, mask = resume.cycle + 1, resume.proposals[0]
@@ -250,16 +260,24 @@ def run_imp(ctx: Context, backend: Backend, sink: Sink, resume: Optional[Resume]
         done = ctx.finished(cycle, mask, previous)
         capture = cfg.ticket.rewind_step if cycle == 0 else 0
         out = backend.train_full(theta, mask, cycle, not done, capture)
-        rule.see(cycle, out.metrics)
+        metrics = out.metrics if retrain is None else retrained(out.metrics, retrain(theta, mask, cycle).result())
+        rule.see(cycle, metrics)
         done = done or rule.crossed
         proposals = [] if done else [Mask.from_numpy(out.mask)]
-        record = ctx.record(cycle, mask, theta, out.metrics, [], [], proposals, done)
+        record = ctx.record(cycle, mask, theta, metrics, [], [], proposals, done)
+        record.rewind = out.captured  # late rewinding: theta_k, the rewind point of every later level
         sink(record)
         if done:
             return record
         if out.captured is not None:
-            theta = out.captured  # late rewinding: every later level starts from theta_k
+            theta = out.captured
         previous, mask, cycle = mask, proposals[0], cycle + 1
+
+
+def retrained(search: dict, retraining: dict) -> dict:
+    """A level's metrics when its ticket is retrained apart: the retraining's accuracies, both trainings' cost."""
+    cost = ("sample_epochs", "wall_seconds")
+    return {**retraining, **{k: (search.get(k) or 0) + (retraining.get(k) or 0) for k in cost}}
 
 
 def run_jackpot(ctx: Context, backend: Backend, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:

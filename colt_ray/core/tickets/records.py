@@ -24,6 +24,13 @@ class CycleRecord:
     layer_rows: list[dict]
     proposals: list[Mask] = field(default_factory=list)  # the shard masks that formed the next cycle's AND
     done: bool = False
+    # the rewind point of the cycles after this one when it is not ``theta`` (IMP's theta_k, captured at level 0)
+    rewind: Optional[dict[str, np.ndarray]] = None
+
+    @property
+    def next_theta(self) -> dict[str, np.ndarray]:
+        """Where the next cycle starts from (what a checkpoint keeps to resume)."""
+        return self.rewind if self.rewind is not None else self.theta
 
     @property
     def ticket_row(self) -> dict:
@@ -34,10 +41,14 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def mask_summary(mask: Mask, groups: dict[str, str]) -> dict:
+def mask_summary(mask: Mask, groups: dict[str, str], total_params: Optional[int] = None) -> dict:
+    """Sparsity over the prune groups (``sparsity``, what ``target_sparsity`` means) and over every parameter
+    of the retrained ticket (``sparsity_all``: heads, BatchNorm, biases and skip paths count as kept)."""
     conv = [n for n in mask if groups.get(n) == "conv"]
+    pruned = mask.numel() - mask.kept()
     return {
         "sparsity": mask.sparsity(),
+        "sparsity_all": pruned / total_params if total_params else None,
         "conv_sparsity": mask.sparsity(conv) if conv else None,
         "kept_weights": mask.kept(),
         "prunable_weights": mask.numel(),
@@ -45,19 +56,33 @@ def mask_summary(mask: Mask, groups: dict[str, str]) -> dict:
 
 
 def ticket_row(
-    run_id: str, cycle: int, mask: Mask, groups: dict[str, str], metrics: Optional[dict], merged_from: Sequence[Mask]
+    run_id: str,
+    cycle: int,
+    mask: Mask,
+    groups: dict[str, str],
+    metrics: Optional[dict],
+    merged_from: Sequence[Mask],
+    total_params: Optional[int] = None,
 ) -> dict:
     """The merged ticket's row (shard = None). ``metrics`` None when the ticket was not evaluated."""
-    row = {"run_id": run_id, "cycle": cycle, "shard": None, **mask_summary(mask, groups)}
+    row = {"run_id": run_id, "cycle": cycle, "shard": None, **mask_summary(mask, groups, total_params)}
     row.update(_metric_cols(metrics))
     row["overlap"] = jaccard(list(merged_from)) if len(merged_from) > 1 else None
     row["finished_at"] = _now()
     return row
 
 
-def shard_row(run_id: str, cycle: int, shard: int, mask: Mask, groups: dict[str, str], metrics: dict) -> dict:
+def shard_row(
+    run_id: str,
+    cycle: int,
+    shard: int,
+    mask: Mask,
+    groups: dict[str, str],
+    metrics: dict,
+    total_params: Optional[int] = None,
+) -> dict:
     """One shard's training in this cycle (under the cycle's ticket mask), accuracy on its own test shard."""
-    row = {"run_id": run_id, "cycle": cycle, "shard": shard, **mask_summary(mask, groups)}
+    row = {"run_id": run_id, "cycle": cycle, "shard": shard, **mask_summary(mask, groups, total_params)}
     row.update(_metric_cols(metrics))
     row["overlap"] = None
     row["finished_at"] = _now()

@@ -48,15 +48,17 @@ def prepare(cfg: RunConfig, run_id: Optional[str] = None, *, checked: bool = Fal
     check_classes(cfg, bundle.num_classes)
     check_fits(cfg.model.arch, bundle.in_shape)
     shards = make_shards(bundle, cfg.num_shards, cfg.ticket.split, cfg.ticket.seed) if cfg.method.uses_shards else []
-    # tweaks first: an unknown activation or skip paths without residual blocks fail before any work
-    model = build_run_model(cfg, bundle.in_shape, bundle.num_classes)
+    # the retraining model first: an unknown activation or skip paths without residual blocks fail before any work
+    retrained = build_run_model(cfg, bundle.in_shape, bundle.num_classes)
+    model = build_run_model(cfg.search_config(), bundle.in_shape, bundle.num_classes)
     theta0 = build_theta0(cfg, bundle.in_shape, bundle.num_classes)
     if cfg.jackpot.pretrained:
         theta0 = load_weights(cfg.jackpot.pretrained, model, cfg.model.arch)  # the jackpot's cycle 0 starts here
     groups = param_groups(model)
     prunable = {n: groups[n] for n in prunable_names(model, cfg.prune.prune_groups)}
     run_id = run_id or cfg.run_id()
-    return Prepared(cfg, run_id, bundle, shards, Context(cfg, run_id, theta0, prunable))
+    total = sum(p.numel() for p in retrained.parameters())  # every parameter of the retrained ticket
+    return Prepared(cfg, run_id, bundle, shards, Context(cfg, run_id, theta0, prunable, total))
 
 
 def run_method(prepared: Prepared, backend: Backend, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
@@ -65,16 +67,25 @@ def run_method(prepared: Prepared, backend: Backend, sink: Sink, resume: Optiona
 
 
 def make_full_trainer(cfg: RunConfig, bundle: DatasetBundle) -> Any:
-    """The full-data trainer of a run: IMP's levels, COLT's ticket evaluations, a jackpot's pre-training and
-    search; with the distillation tweak, its sparse trainings learn from the dense model."""
-    trainer = cfg.method.wrap_full_trainer(TicketTrainer.for_full(cfg, bundle))
+    """The full-data trainer of the mask search: IMP's levels, a jackpot's pre-training and search (no
+    retraining tweaks: they apply only when a ticket is retrained, ``make_ticket_trainer``)."""
+    return cfg.method.wrap_full_trainer(TicketTrainer.for_full(cfg.search_config(), bundle))
+
+
+def make_ticket_trainer(cfg: RunConfig, bundle: DatasetBundle) -> Any:
+    """The trainer that retrains tickets on the full data with the run's tweaks: COLT's ticket evaluations and,
+    when a tweak is on, IMP's per-level retraining; with distillation, sparse retrainings learn from the dense
+    retrained model."""
+    trainer: Any = TicketTrainer.for_full(cfg, bundle)
     if uses(cfg, "distill"):
         trainer = DistillingTrainer(trainer)
     return trainer
 
 
 def make_shard_trainer(cfg: RunConfig, bundle: DatasetBundle, shard: Shard) -> TicketTrainer:
-    """The trainer of COLT shard ``shard`` of ``bundle``: its own data view and its own fresh head."""
+    """The trainer of COLT shard ``shard`` of ``bundle``: its own data view and its own fresh head, no
+    retraining tweaks (shard trainings are the mask search)."""
+    cfg = cfg.search_config()
     return TicketTrainer(cfg, shard_bundle(bundle, shard), shard.index, shard_head_seed(cfg, shard.index))
 
 
@@ -91,6 +102,8 @@ class LocalBackend:
         cfg = prepared.cfg
         torch.set_num_threads(cfg.resources.threads)
         self.full = make_full_trainer(cfg, prepared.bundle)
+        # tickets are retrained by the search's own full-data trainer unless a tweak makes them differ
+        self.retrainer = make_ticket_trainer(cfg, prepared.bundle) if cfg.retrains_apart else self.full
         self.shards = [make_shard_trainer(cfg, prepared.bundle, s) for s in prepared.shards]
         self.batched = None
         if cfg.backend == "batched":  # the k shard models stacked into one (docs/batched.md)
@@ -107,7 +120,7 @@ class LocalBackend:
         return self.full.run(theta, mask, cycle, prune_next, capture_step)
 
     def evaluate(self, theta: State, mask: Mask, cycle: int) -> Finished:
-        return Finished(evaluation(self.full, theta, mask, cycle))
+        return Finished(evaluation(self.retrainer, theta, mask, cycle))
 
     def callables(self) -> Backend:
         return Backend(self.train_shards, self.train_full, self.evaluate)

@@ -57,6 +57,10 @@ class DistillingTrainer:
             model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in self.teacher.items()})
             tw = t.cfg.retrain
             self._distiller = Distiller(
-                model.to(t.device), tw.distill_temperature, tw.distill_weight, t.recipe.label_smoothing
+                model.to(t.device),
+                tw.distill_temperature,
+                tw.distill_weight,
+                t.recipe.label_smoothing,
+                tw.distill_reduction,
             )
         return self._distiller

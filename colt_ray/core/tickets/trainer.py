@@ -22,7 +22,7 @@ from colt_ray.core.models import head_module, prunable_names, replace_head
 from colt_ray.core.pruning import Mask, magnitude_scores, prune
 from colt_ray.core.seeds import derive_seed, generator
 from colt_ray.core.train import BaseCallback, LossFn, TrainResult, resolve_device, train
-from colt_ray.core.tweaks import build_run_model, rescale_to_density, retrain_recipe, uses
+from colt_ray.core.tweaks import build_run_model, rescale_to_density, retrain_recipe, skip_state_keys, uses
 
 State = Mapping[str, np.ndarray]
 FULL = -1  # trainer index of the full-data model (IMP, ticket evaluation)
@@ -66,15 +66,19 @@ class TicketTrainer:
     theta_0, shared by IMP and COLT's ticket evaluation). Otherwise a fresh head is initialised from that
     seed for this bundle's class count (COLT shard heads, transfer to another dataset).
 
-    Retraining tweaks (``cfg.retrain``) shape the model (activation, skip paths) and every training (label
-    smoothing, re-scaled init under a mask). Distillation (``teacher.DistillingTrainer``) and the jackpot
-    search (``jackpot.JackpotTrainer``) wrap this class; ``make_full_trainer`` picks the wrapper.
+    Retraining tweaks (``cfg.retrain``) shape the model (activation, skip paths) and its trainings (label
+    smoothing, re-scaled init under a mask); the mask search's trainers get ``cfg.search_config()``, with none.
+    Rewind points are the plain model's: a model with skip paths starts them from its own initialisation.
+    Distillation (``teacher.DistillingTrainer``) and the jackpot search (``jackpot.JackpotTrainer``) wrap this
+    class; ``make_full_trainer`` and ``make_ticket_trainer`` pick the wrappers.
     """
 
     def __init__(self, cfg: RunConfig, bundle: DatasetBundle, index: int = FULL, head_seed: Optional[int] = None):
         self.cfg, self.bundle, self.index = cfg, bundle, index
         self.device = resolve_device(cfg.resources.device)
         self.model = self.build()
+        # the skip paths' initial state: a rewind point (the plain model's) leaves them out
+        self._own_init = {k: v.clone() for k, v in self.model.state_dict().items() if k in skip_state_keys(self.model)}
         self.recipe = retrain_recipe(cfg)
         self.head_seed = head_seed
         self._fresh_head: Optional[dict[str, torch.Tensor]] = None
@@ -91,8 +95,9 @@ class TicketTrainer:
 
     # ---- the work -------------------------------------------------------------------------------
     def load(self, theta: State) -> None:
-        """Load the rewind point into the model (replacing the head by this trainer's own, if it has one)."""
-        state = {k: torch.from_numpy(np.asarray(v)) for k, v in theta.items()}
+        """Load the rewind point into the model (replacing the head by this trainer's own, if it has one; skip
+        paths the rewind point lacks start from their initialisation)."""
+        state = {**self._own_init, **{k: torch.from_numpy(np.asarray(v)) for k, v in theta.items()}}
         if self._fresh_head is not None:
             state.update(self._fresh_head)
         self.model.load_state_dict(state, strict=True)
@@ -113,7 +118,7 @@ class TicketTrainer:
         start = time.perf_counter()
         mask = mask if mask is not None else Mask.ones_like(self.weights())
         self.load(theta)
-        if uses(self.cfg, "rescale-init") and mask.kept() < mask.numel():
+        if uses(self.cfg, "density-rescale") and mask.kept() < mask.numel():
             rescale_to_density(self.model, mask)
         capture = _Capture(capture_step) if capture_step > 0 else None
         recipe = self.recipe if epochs is None else dataclasses.replace(self.recipe, epochs=epochs)
@@ -162,10 +167,10 @@ def shard_head_seed(cfg: RunConfig, index: int) -> int:
 
 
 def build_theta0(cfg: RunConfig, in_shape: tuple[int, int, int], num_classes: int) -> dict[str, np.ndarray]:
-    """theta_0: the model's initial state with the full-class head from the fixed head seed (shared by IMP
-    and COLT's ticket evaluation, for a fair comparison)."""
-    # skip paths are part of theta_0 (constant init: the base weights are unchanged)
-    model = build_run_model(cfg, in_shape, num_classes, seed=derive_seed(cfg.ticket.seed, "init"))
+    """theta_0: the plain model's initial state (no retraining tweaks: they never shape rewind points) with the
+    full-class head from the fixed head seed (shared by IMP and COLT's ticket evaluation, for a fair
+    comparison)."""
+    model = build_run_model(cfg.search_config(), in_shape, num_classes, seed=derive_seed(cfg.ticket.seed, "init"))
     replace_head(model, num_classes, seed=derive_seed(cfg.ticket.seed, "head", "full"))
     assert head_module(model).out_features == num_classes
     return state_to_numpy(model)

@@ -15,7 +15,7 @@ from colt_ray.core.seeds import derive_seed
 from colt_ray.core.tickets.io import Ticket, check_ticket_fits
 from colt_ray.core.tickets.teacher import DistillingTrainer
 from colt_ray.core.tickets.trainer import FULL, TicketTrainer, TrainOutcome, head_keys
-from colt_ray.core.tweaks import uses
+from colt_ray.core.tweaks import skip_state_keys, uses
 
 
 def transfer(ticket: Ticket, cfg: RunConfig) -> TrainOutcome:
@@ -29,7 +29,7 @@ def transfer(ticket: Ticket, cfg: RunConfig) -> TrainOutcome:
     if uses(cfg, "distill"):
         trainer = DistillingTrainer(trainer)
     heads = head_keys(trainer.model)
-    check_ticket_fits(ticket, trainer.model, skip=heads)
+    check_ticket_fits(ticket, trainer.model, skip=heads + tuple(skip_state_keys(trainer.model)))
     theta = {k: v for k, v in ticket.theta.items() if k not in heads}
     mask = Mask({n: m for n, m in ticket.mask.items() if n not in heads})
     return trainer.run(theta, mask, cycle=0, prune_next=False)

@@ -1,13 +1,19 @@
 """Retraining tweaks for sparse tickets (docs/algorithms.md section 3), each independent and combinable.
 
+They apply only where a ticket is retrained (COLT's ticket evaluations, IMP's per-level retraining, transfer),
+never to the mask search: ``RunConfig.search_config`` switches them off for shard trainings and IMP's levels.
+
 * ``activation``: every ReLU replaced by swish, mish, GELU, ELU or softplus (``swap_activations``);
-* ``skip-paths``: two 1x1 conv + BN paths per residual block, never pruned (``add_skip_paths``);
+* ``skip-paths``: two 1x1 conv + BN paths per residual block, after the block's BNs, never pruned
+  (``add_skip_paths``);
 * ``label-smoothing``: alpha = the recipe's ``label_smoothing``, or 0.1 when that is 0 (``retrain_recipe``);
 * ``distill``: sparse full-data retraining against the run's dense trained model (``Distiller``);
-* ``rescale-init``: surviving initial weights scaled by ``1/sqrt(layer density)`` (``rescale_to_density``).
+* ``density-rescale`` (formerly ``rescale-init``): surviving initial weights scaled by
+  ``1/sqrt(layer density)`` (``rescale_to_density``); a fixed rule, not GradInit.
 
-Architecture tweaks (activation, skip paths) change every model a run builds, theta_0 included, so masks,
-rewind points and ticket files fit one another. They add no prunable tensor: the masks are the same.
+Architecture tweaks (activation, skip paths) shape the retraining model only. theta_0 and every rewind point
+are the plain model's; a retraining model starts its skip paths from their own initialisation
+(``skip_state_keys``). They add no prunable tensor: the masks fit both models.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from colt_ray.core.config import TWEAK_LABEL_SMOOTHING, RecipeConfig, RunConfig
 from colt_ray.core.tweaks.activations import make_activation, swap_activations
 from colt_ray.core.tweaks.init import rescale_to_density
 from colt_ray.core.tweaks.losses import Distiller, distillation_loss
-from colt_ray.core.tweaks.skip import SkipPath, add_skip_paths, residual_blocks, skip_parameter_count
+from colt_ray.core.tweaks.skip import SkipPath, add_skip_paths, residual_blocks, skip_parameter_count, skip_state_keys
 
 __all__ = [
     "apply_tweaks",
@@ -31,6 +37,7 @@ __all__ = [
     "add_skip_paths",
     "residual_blocks",
     "skip_parameter_count",
+    "skip_state_keys",
     "skip_parameters",
     "SkipPath",
     "Distiller",

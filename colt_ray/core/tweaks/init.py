@@ -1,9 +1,11 @@
-"""Layer-wise re-scaled initialisation of a sparse ticket (the optional tweak ``rescale-init``).
+"""Layer-wise re-scaled initialisation of a sparse ticket (the optional tweak ``density-rescale``, formerly
+``rescale-init``).
 
-GradInit (Zhu et al. 2021) learns one scale per layer for the initial weights. This is a closed-form,
-data-free stand-in: a layer that keeps a fraction ``d`` of its weights has its surviving initial weights
-multiplied by ``1 / sqrt(d)``, so the variance of each unit's pre-activation (a sum over surviving inputs)
-is the dense network's again. Dense layers (d = 1) are untouched, so the tweak changes nothing at cycle 0.
+This is not GradInit. GradInit (Zhu et al. 2021; the ToST paper's "LRsI" tweak) learns one scale per layer
+from gradients on data. This is a closed-form, data-free rule of this project: a layer that keeps a
+fraction ``d`` of its weights has its surviving initial weights multiplied by ``1 / sqrt(d)``, so the
+variance of each unit's pre-activation (a sum over surviving inputs) is the dense network's again. Dense
+layers (d = 1) are untouched, so the tweak changes nothing at cycle 0.
 """
 
 from __future__ import annotations

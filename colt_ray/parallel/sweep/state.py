@@ -50,7 +50,8 @@ def save_state(path: str, record: CycleRecord, totals: Totals, metrics: dict[str
     """Write the checkpoint of ``record``'s completed cycle into the directory ``path``."""
     os.makedirs(path, exist_ok=True)
     np.savez(os.path.join(path, "mask.npz"), **record.mask.to_numpy())
-    np.savez(os.path.join(path, "theta.npz"), **{k: np.asarray(v) for k, v in record.theta.items()})
+    # the rewind point of the next cycle (IMP's late-rewind theta_k after level 0), which a resumed run starts from
+    np.savez(os.path.join(path, "theta.npz"), **{k: np.asarray(v) for k, v in record.next_theta.items()})
     for i, proposal in enumerate(record.proposals):
         np.savez(os.path.join(path, f"proposal-{i:04d}.npz"), **proposal.to_numpy())
     state = {
