@@ -1,5 +1,5 @@
-"""Lottery jackpots (ALGORITHMS.md section 4): frozen weights, per-layer budgets, magnitude start, the method's
-records, pre-trained files and bad input."""
+"""Lottery jackpots (ALGORITHMS.md section 4): frozen weights, per-layer budgets, the reference's start scores,
+the method's records, pre-trained files and bad input."""
 
 import dataclasses
 
@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import save_file
+from torch import nn
 
 from colt_ray.cli import main
 from colt_ray.core.config import (
@@ -22,19 +23,25 @@ from colt_ray.core.config import (
 from colt_ray.core.models import build_model
 from colt_ray.core.pruning import Mask, magnitude_scores, prune
 from colt_ray.core.seeds import generator
-from colt_ray.core.tickets.jackpot import restrict_swaps, search_jackpot, topk_mask
+from colt_ray.core.tickets.jackpot import JackpotNet, initial_scores, restrict_swaps, search_jackpot, topk_mask
 from colt_ray.core.tickets.search import make_full_trainer, prepare, run_local
 from colt_ray.core.tickets.trainer import state_to_numpy
 
+# The reference's start scores are 1 and 0.99: at its lr 0.1 a mask needs many steps to move, more than one epoch
+# of the tiny data here (23 steps), so the tests search with a larger score lr.
+SCORE_LR = 1.0
 
-def jackpot_cfg(search_epochs=1, sparsity=0.8, budget="global", **jackpot) -> RunConfig:
+
+def jackpot_cfg(
+    search_epochs=1, sparsity=0.8, budget="global", arch="lenet300", score_lr=SCORE_LR, **jackpot
+) -> RunConfig:
     return RunConfig(
         data=DataConfig(dataset="digits"),
-        model=ModelConfig("lenet300"),
+        model=ModelConfig(arch),
         recipe=RecipeConfig(epochs=1, batch_size=64),
         prune=PruneConfig(budget=budget),
         ticket=TicketConfig(method="jackpot", target_sparsity=sparsity),
-        jackpot=JackpotConfig(search_epochs=search_epochs, **jackpot),
+        jackpot=JackpotConfig(search_epochs=search_epochs, score_lr=score_lr, **jackpot),
     ).replace(resources=dataclasses.replace(RunConfig().resources, progress=False))
 
 
@@ -78,6 +85,19 @@ def test_topk_agrees_with_a_stable_sort_on_heavily_tied_scores():
             assert torch.equal(topk_mask(scores, k), reference), (scores, k)
 
 
+def test_scores_start_at_one_for_kept_and_0_99_for_pruned_weights_and_select_the_start_mask():
+    net = nn.Sequential(nn.Linear(3, 2, bias=False), nn.BatchNorm1d(2), nn.Linear(2, 2))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[0.1, -0.5, 0.2], [0.4, -0.05, 0.3]]))
+    weights = {"0.weight": net[0].weight}
+    start = prune(magnitude_scores(weights), Mask.ones_like(weights), 0.5, "global")
+    assert start["0.weight"].tolist() == [[False, True, False], [True, False, True]]  # |w| 0.5, 0.4, 0.3 kept
+    jp = JackpotNet(net, start)
+    assert jp.scores[0].flatten().tolist() == pytest.approx([0.99, 1.0, 0.99, 1.0, 0.99, 1.0])
+    assert torch.equal(initial_scores(start["0.weight"]), jp.scores[0].detach())
+    assert torch.equal(topk_mask(jp.scores[0], 3), start["0.weight"])  # the search starts at the magnitude mask
+
+
 def test_short_restriction_accepts_only_matched_swaps_that_lower_the_loss():
     old = torch.tensor([True, True, False, False])
     new = torch.tensor([False, False, True, True])  # weights 0, 1 leave; 2, 3 enter
@@ -115,20 +135,19 @@ def test_layerwise_budget_gives_the_requested_sparsity_in_every_layer(pretrained
 @pytest.mark.parametrize("budget", ["global", "layerwise"])
 def test_zero_search_epochs_give_exactly_the_magnitude_mask(pretrained, budget):
     cfg, trainer, state = pretrained
-    cfg = cfg.replace(jackpot=JackpotConfig(search_epochs=0), prune=PruneConfig(budget=budget))
+    cfg = cfg.replace(jackpot=dataclasses.replace(cfg.jackpot, search_epochs=0), prune=PruneConfig(budget=budget))
     trainer.load(state)
     start = magnitude_mask(trainer, 0.9, budget)
     found, _ = search(cfg, trainer, state, start)
     assert found == start
-    # and magnitude-initialised scores select that same mask from the per-layer budgets alone
-    params = dict(trainer.model.named_parameters())
-    tops = {n: topk_mask(params[n].abs(), int(start[n].sum())) for n in start}
+    # the start scores (1 kept, 0.99 pruned) select that same mask from the per-layer budgets alone
+    tops = {n: topk_mask(initial_scores(start[n]), int(start[n].sum())) for n in start}
     assert Mask(tops) == start
 
 
 def test_short_restriction_keeps_the_budgets(pretrained):
     cfg, trainer, state = pretrained
-    cfg = cfg.replace(jackpot=JackpotConfig(search_epochs=1, short_restriction=True))
+    cfg = cfg.replace(jackpot=dataclasses.replace(cfg.jackpot, short_restriction=True))
     trainer.load(state)
     start = magnitude_mask(trainer, 0.8, "global")
     found, _ = search(cfg, trainer, state, start)

@@ -1,17 +1,19 @@
 """Lottery jackpots (Zhang, Lin et al., arXiv 2104.08700; docs/algorithms.md section 4): masks searched on frozen
-pre-trained weights.
+pre-trained weights. The reference is github.com/zyxxmu/lottery-jackpots (``utils/conv_type.py``, ``cifar.py``).
 
-Every prunable weight gets a real-valued score, initialised to its magnitude, and every layer a budget: the
-number of weights the magnitude mask at the target sparsity keeps there (one global threshold, or the same
-fraction per layer, as ``--budget`` says). The forward pass keeps the top-scoring weights of each layer up to
-its budget; the gradient reaches the scores straight through the mask (as if it were the identity), and only
-the scores are trained (SGD, cosine decay, weight decay on scores). Weights and BatchNorm statistics stay
-frozen (the network runs in eval mode), so the jackpot is the final mask on the unchanged weights.
+Every layer gets a budget: the number of weights the magnitude mask at the target sparsity keeps there (one
+global threshold, or the same fraction per layer, as ``--budget`` says). Every prunable weight gets a
+real-valued score, initialised as the reference does: 1 where the magnitude mask keeps the weight, 0.99 where
+it prunes it. The forward pass keeps the top-scoring weights of each layer up to its budget; the gradient
+reaches the scores straight through the mask (as if it were the identity), and only the scores are trained
+(SGD, cosine decay, weight decay on scores). Weights and BatchNorm statistics stay frozen (the network runs in
+eval mode), so the jackpot is the final mask on the unchanged weights.
 
 Ties between equal scores keep the higher flat index, the rule ``pruning.prune`` uses, so with zero search
-epochs the jackpot *is* the magnitude mask. The optional short restriction (the TPAMI version) lets the mask
-change only by matched swaps: the i-th most promising weight to enter with the i-th most promising to leave,
-accepted only while the first-order estimate of the loss change of the pair is negative.
+epochs the jackpot *is* the magnitude mask (the initial scores select it exactly). The optional short
+restriction (the TPAMI version) lets the mask change only by matched swaps: the i-th most promising weight to
+enter with the i-th most promising to leave, accepted only while the first-order estimate of the loss change
+of the pair is negative.
 """
 
 from __future__ import annotations
@@ -46,6 +48,14 @@ def topk_mask(scores: Tensor, k: int) -> Tensor:
     missing = k - int(keep.sum())
     keep[ties[len(ties) - missing :]] = True  # the highest flat indices among equal scores
     return keep.view(scores.shape)
+
+
+KEPT_SCORE, PRUNED_SCORE = 1.0, 0.99  # the reference's start scores (utils/conv_type.py, set_prune_rate)
+
+
+def initial_scores(start: Tensor) -> Tensor:
+    """The reference's start scores for the bool mask ``start``: 1 where it keeps a weight, 0.99 where not."""
+    return torch.where(start, KEPT_SCORE, PRUNED_SCORE).float()
 
 
 def restrict_swaps(old: Tensor, new: Tensor, grad: Tensor) -> Tensor:
@@ -86,7 +96,9 @@ class JackpotNet(nn.Module):
         params = dict(net.named_parameters())
         self.names = start.names()
         self.budgets = [int(start[n].sum()) for n in self.names]
-        self.scores = nn.ParameterList([nn.Parameter(params[n].detach().abs().float().clone()) for n in self.names])
+        self.scores = nn.ParameterList(
+            [nn.Parameter(initial_scores(start[n]).to(params[n].device)) for n in self.names]
+        )
         for i, n in enumerate(self.names):
             self.register_buffer(f"mask{i}", start[n].to(params[n].device).clone())
         self.short_restriction = short_restriction
