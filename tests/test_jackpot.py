@@ -1,5 +1,5 @@
 """Lottery jackpots (ALGORITHMS.md section 4): frozen weights, per-layer budgets, the reference's start scores,
-the method's records, pre-trained files and bad input."""
+BatchNorm statistics of the sparse network, the method's records, pre-trained files and bad input."""
 
 import dataclasses
 
@@ -20,6 +20,7 @@ from colt_ray.core.config import (
     RunConfig,
     TicketConfig,
 )
+from colt_ray.core.data import Preprocess
 from colt_ray.core.models import build_model
 from colt_ray.core.pruning import Mask, magnitude_scores, prune
 from colt_ray.core.seeds import generator
@@ -107,6 +108,30 @@ def test_short_restriction_accepts_only_matched_swaps_that_lower_the_loss():
     assert restrict_swaps(old, old, grad).tolist() == old.tolist()
 
 
+def test_batchnorm_running_stats_follow_the_sparse_network_in_train_mode_with_frozen_affine():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 2, bias=False), nn.BatchNorm1d(2), nn.Linear(2, 2))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[0.1, -0.5, 0.2], [0.4, -0.05, 0.3]]))
+        net[1].weight.fill_(2.0)
+        net[1].bias.fill_(0.5)
+    start = Mask({"0.weight": torch.tensor([[False, True, False], [True, False, True]])})
+    jp = JackpotNet(net, start).train()
+    assert net.training and not any(p.requires_grad for p in net.parameters())
+    x = torch.tensor([[1.0, 2.0, 3.0], [0.0, -1.0, 1.0], [2.0, 0.5, -1.0], [1.0, 1.0, 1.0]])
+    jp(x).sum().backward()
+    h = x @ (net[0].weight * start["0.weight"]).T  # the sparse layer's output, by hand
+    bn = net[1]
+    assert torch.allclose(bn.running_mean, 0.1 * h.mean(0))  # momentum 0.1 from the initial 0
+    assert torch.allclose(bn.running_var, 0.9 + 0.1 * h.var(0, unbiased=True))  # from the initial 1
+    assert bn.weight.tolist() == [2.0, 2.0] and bn.bias.tolist() == [0.5, 0.5] and bn.weight.grad is None
+    assert jp.scores[0].grad is not None
+    jp.eval()  # eval mode: the statistics just collected normalise
+    assert not net.training
+    expected = net[2]((h - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * 2.0 + 0.5)
+    assert torch.allclose(jp(x), expected)
+
+
 # ---- the search ---------------------------------------------------------------------------------------
 
 
@@ -154,6 +179,48 @@ def test_short_restriction_keeps_the_budgets(pretrained):
     assert {n: int(found[n].sum()) for n in found} == {n: int(start[n].sum()) for n in start}
 
 
+# ---- BatchNorm: the jackpot's statistics are the sparse network's ---------------------------------------
+
+
+def accuracy_of(state, mask, bundle, arch):
+    """Test accuracy of ``state`` with the weights ``mask`` prunes set to 0, in eval mode (running stats)."""
+    model = build_model(arch, bundle.in_shape, bundle.num_classes, seed=0)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in mask:
+                p.mul_(mask[n])
+        logits = model.eval()(Preprocess(bundle.mean, bundle.std, None)(bundle.test.x))
+    return int((logits.argmax(1) == bundle.test.y).sum()) / len(bundle.test)
+
+
+def test_search_collects_the_sparse_networks_batchnorm_stats_and_the_evaluation_uses_them():
+    cfg = jackpot_cfg(search_epochs=1, sparsity=0.95, arch="conv3")
+    prepared = prepare(cfg)
+    full = make_full_trainer(cfg, prepared.bundle)
+    dense = full.run(prepared.ctx.theta0, None, 0, True)
+    theta, start = dense.captured, Mask.from_numpy(dense.mask)
+    out = full.run(theta, start, 1, False)
+    searched, found = out.captured, Mask.from_numpy(out.mask)
+    stats = [k for k in theta if "running_" in k or "num_batches_tracked" in k]
+    assert len(stats) == 9  # three BatchNorm layers: mean, var and batch count each
+    for k, v in theta.items():  # weights and BatchNorm affine bit-identical, running statistics moved
+        assert np.array_equal(searched[k], v) != (k in stats), k
+    assert {n: int(found[n].sum()) for n in found} == {n: int(start[n].sum()) for n in start}
+    assert found.sparsity() == pytest.approx(0.95, abs=1e-5) and found != start
+    # the evaluated model holds the searched statistics, and its pruned weights are exactly zero
+    model_state = full.model.state_dict()
+    assert all(np.array_equal(model_state[k].numpy(), searched[k]) for k in stats)
+    params = dict(full.model.named_parameters())
+    assert all(bool((params[n][~found[n]] == 0).all()) for n in found)
+    # the reported accuracy is that of the frozen weights under the jackpot with the searched statistics
+    bundle = prepared.bundle
+    acc = accuracy_of(searched, found, bundle, "conv3")
+    assert out.metrics["acc_best"] == out.metrics["acc_final"] == acc
+    # with the dense network's statistics (the old behaviour) the same 95%-sparse network is far worse
+    assert accuracy_of(theta, found, bundle, "conv3") < acc - 0.3
+
+
 # ---- the method ---------------------------------------------------------------------------------------
 
 
@@ -174,7 +241,6 @@ def test_jackpot_run_records_the_dense_model_then_the_jackpot_evaluated_without_
         for n, p in model.named_parameters():
             if n in jackpot.mask:
                 p.mul_(jackpot.mask[n])
-    from colt_ray.core.data import Preprocess
 
     b = prepared.bundle
     acc = int((model.eval()(Preprocess(b.mean, b.std, None)(b.test.x)).argmax(1) == b.test.y).sum()) / len(b.test)

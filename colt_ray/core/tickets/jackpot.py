@@ -6,8 +6,12 @@ global threshold, or the same fraction per layer, as ``--budget`` says). Every p
 real-valued score, initialised as the reference does: 1 where the magnitude mask keeps the weight, 0.99 where
 it prunes it. The forward pass keeps the top-scoring weights of each layer up to its budget; the gradient
 reaches the scores straight through the mask (as if it were the identity), and only the scores are trained
-(SGD, cosine decay, weight decay on scores). Weights and BatchNorm statistics stay frozen (the network runs in
-eval mode), so the jackpot is the final mask on the unchanged weights.
+(SGD, cosine decay, weight decay on scores).
+
+Weights and BatchNorm affine parameters stay frozen, but the network runs in train mode during the search,
+as the reference's ``cifar.py`` does: BatchNorm normalises with batch statistics, and its running statistics
+are updated by the *sparse* network's forward passes. Evaluation (eval mode) uses those statistics, so the
+jackpot is the final mask on the unchanged weights plus the BatchNorm statistics the search collected.
 
 Ties between equal scores keep the higher flat index, the rule ``pruning.prune`` uses, so with zero search
 epochs the jackpot *is* the magnitude mask (the initial scores select it exactly). The optional short
@@ -83,15 +87,17 @@ def restrict_swaps(old: Tensor, new: Tensor, grad: Tensor) -> Tensor:
 class JackpotNet(nn.Module):
     """A frozen network plus one score tensor per masked weight; only the scores are parameters that learn.
 
-    The wrapped network stays in eval mode whatever ``train()`` says: its BatchNorm statistics are part of
-    the frozen pre-trained model. Buffers ``mask0``, ``mask1``, ... hold the current masks (in ``names``
-    order), refreshed after every optimizer step by ``update_masks``.
+    ``train()``/``eval()`` reach the wrapped network: in train mode its BatchNorm layers normalise with batch
+    statistics and update their running statistics from the masked network's activations (their affine
+    parameters stay frozen), as in the reference's search; eval mode uses the statistics collected so.
+    Buffers ``mask0``, ``mask1``, ... hold the current masks (in ``names`` order), refreshed after every
+    optimizer step by ``update_masks``.
     """
 
     def __init__(self, net: nn.Module, start: Mask, short_restriction: bool = False):
         super().__init__()
-        self.net = net.eval()
-        for p in self.net.parameters():
+        self.net = net
+        for p in self.net.parameters():  # weights, biases and BatchNorm affine parameters
             p.requires_grad_(False)
         params = dict(net.named_parameters())
         self.names = start.names()
@@ -103,11 +109,6 @@ class JackpotNet(nn.Module):
             self.register_buffer(f"mask{i}", start[n].to(params[n].device).clone())
         self.short_restriction = short_restriction
 
-    def train(self, mode: bool = True) -> JackpotNet:
-        self.training = mode
-        self.net.eval()
-        return self
-
     def mask(self, i: int) -> Tensor:
         return getattr(self, f"mask{i}")
 
@@ -117,6 +118,7 @@ class JackpotNet(nn.Module):
         for i, (n, s) in enumerate(zip(self.names, self.scores)):
             m = self.mask(i).to(s.dtype)
             masked[n] = params[n] * (m + (s - s.detach())).to(params[n].dtype)  # value m, gradient to s
+        # BatchNorm buffers are not in ``masked``: functional_call uses (and in train mode updates) the net's own
         return functional_call(self.net, masked, (x,))
 
     @torch.no_grad()
@@ -172,7 +174,9 @@ def search_jackpot(
     desc: str = "jackpot",
 ) -> tuple[Mask, TrainResult]:
     """Search a jackpot on ``model``'s weights (left bit-identical) starting from ``start``, whose per-layer
-    kept counts are the budgets. Returns the final mask and the score training's result."""
+    kept counts are the budgets. Returns the final mask and the score training's result. ``model``'s
+    BatchNorm running statistics are updated in place by the search (train mode): afterwards they are the
+    jackpot's, and the model in eval mode under the returned mask is the jackpot as the search evaluated it."""
     net = JackpotNet(model, start, cfg.jackpot.short_restriction)
     try:
         result = train(
@@ -196,7 +200,8 @@ class JackpotTrainer:
     """The full-data trainer of a jackpot run, wrapping a ``TicketTrainer``. Cycle 0 trains (or, with a
     pre-trained file and no pre-training epochs, only evaluates) the dense model and proposes its magnitude
     mask at the target sparsity; its outcome's ``captured`` is the pre-trained model the search keeps frozen.
-    Cycle >= 1 searches the jackpot from the given mask and evaluates it without any weight training."""
+    Cycle >= 1 searches the jackpot from the given mask and evaluates it without any weight training; its
+    outcome's ``captured`` is the pre-trained model with the BatchNorm statistics the search collected."""
 
     def __init__(self, trainer: TicketTrainer):
         self.trainer = trainer
@@ -214,7 +219,9 @@ class JackpotTrainer:
 
     def search(self, theta, start: Mask, cycle: int) -> TrainOutcome:
         """Search a mask on the frozen weights ``theta`` from ``start`` (whose per-layer counts are the
-        budgets), then evaluate it without any weight training. ``mask`` of the outcome = the jackpot."""
+        budgets), then evaluate it without any weight training, with the BatchNorm running statistics the
+        search collected. ``mask`` of the outcome = the jackpot; ``captured`` = ``theta`` with those statistics
+        (the weights are unchanged), the state that gives the reported accuracy under the jackpot."""
         t, t0 = self.trainer, time.perf_counter()
         cfg, seed = t.cfg, t.cfg.ticket.seed
         t.load(theta)
@@ -228,7 +235,7 @@ class JackpotTrainer:
             progress=cfg.resources.progress,
             desc=f"cycle {cycle} jackpot search",
         )
-        t.load(theta)
+        searched = t.state()  # not reloading theta: its BatchNorm statistics are the dense network's
         evaluated = train(
             t.model,
             t.bundle,
@@ -239,4 +246,4 @@ class JackpotTrainer:
         )
         metrics = evaluated.metrics()
         metrics.update(loss=search.loss, sample_epochs=search.sample_epochs, wall_seconds=time.perf_counter() - t0)
-        return TrainOutcome(t.index, cycle, metrics, found.to_numpy())
+        return TrainOutcome(t.index, cycle, metrics, found.to_numpy(), searched)
