@@ -1,5 +1,6 @@
-"""Lottery jackpots (ALGORITHMS.md section 4): frozen weights, per-layer budgets, the reference's start scores,
-BatchNorm statistics of the sparse network, the method's records, pre-trained files and bad input."""
+"""Lottery jackpots (ALGORITHMS.md section 4): frozen weights, per-layer budgets, the reference's start scores
+and matched-swap rule, BatchNorm statistics of the sparse network, the method's records, pre-trained files and
+bad input."""
 
 import dataclasses
 
@@ -24,7 +25,14 @@ from colt_ray.core.data import Preprocess
 from colt_ray.core.models import build_model
 from colt_ray.core.pruning import Mask, magnitude_scores, prune
 from colt_ray.core.seeds import generator
-from colt_ray.core.tickets.jackpot import JackpotNet, initial_scores, restrict_swaps, search_jackpot, topk_mask
+from colt_ray.core.tickets.jackpot import (
+    JackpotNet,
+    first_order_swaps,
+    initial_scores,
+    matched_swaps,
+    search_jackpot,
+    topk_mask,
+)
 from colt_ray.core.tickets.search import make_full_trainer, prepare, run_local
 from colt_ray.core.tickets.trainer import state_to_numpy
 
@@ -99,13 +107,32 @@ def test_scores_start_at_one_for_kept_and_0_99_for_pruned_weights_and_select_the
     assert torch.equal(topk_mask(jp.scores[0], 3), start["0.weight"])  # the search starts at the magnitude mask
 
 
-def test_short_restriction_accepts_only_matched_swaps_that_lower_the_loss():
+def test_short_restriction_swaps_to_the_top_k_only_when_as_many_enter_as_leave():
+    old = torch.tensor([True, True, False, False, False])  # k = 2 kept, 3 pruned: threshold = 3rd smallest score
+    # threshold 0.3: weight 2 (0.9) enters, weight 1 (0.1) leaves; one each -> swapped, = the top-2
+    scores = torch.tensor([0.5, 0.1, 0.9, 0.2, 0.3])
+    assert matched_swaps(old, scores, 2).tolist() == [True, False, True, False, False]
+    assert torch.equal(matched_swaps(old, scores, 2), topk_mask(scores, 2))
+    # a tie across the boundary (3rd and 4th smallest both 0.3): one would enter (weight 2), two leave (0, 1):
+    # the counts differ, so the mask stays; plain top-k would break the tie by index instead
+    scores = torch.tensor([0.3, 0.1, 0.9, 0.3, 0.2])
+    assert matched_swaps(old, scores, 2).tolist() == old.tolist()
+    assert topk_mask(scores, 2).tolist() == [False, False, True, True, False]
+    # nobody crosses the threshold; a layer kept whole or pruned whole never changes
+    assert matched_swaps(old, torch.tensor([0.9, 0.8, 0.1, 0.2, 0.3]), 2).tolist() == old.tolist()
+    assert matched_swaps(torch.ones(3, dtype=torch.bool), torch.tensor([0.1, 0.5, 0.2]), 3).all()
+    assert not matched_swaps(torch.zeros(3, dtype=torch.bool), torch.tensor([0.1, 0.5, 0.2]), 0).any()
+    # shape is kept
+    assert matched_swaps(old.view(1, 5), scores.view(1, 5), 2).shape == (1, 5)
+
+
+def test_first_order_swaps_accept_only_matched_swaps_that_lower_the_loss():
     old = torch.tensor([True, True, False, False])
     new = torch.tensor([False, False, True, True])  # weights 0, 1 leave; 2, 3 enter
     grad = torch.tensor([0.1, -0.5, -0.3, 0.2])
     # best pair: enter 2 (-0.3) with leave 0 (-0.1): -0.2 < 0 accepted; enter 3 (0.2) with leave 1 (+0.5): rejected
-    assert restrict_swaps(old, new, grad).tolist() == [False, True, True, False]
-    assert restrict_swaps(old, old, grad).tolist() == old.tolist()
+    assert first_order_swaps(old, new, grad).tolist() == [False, True, True, False]
+    assert first_order_swaps(old, old, grad).tolist() == old.tolist()
 
 
 def test_batchnorm_running_stats_follow_the_sparse_network_in_train_mode_with_frozen_affine():
@@ -170,13 +197,18 @@ def test_zero_search_epochs_give_exactly_the_magnitude_mask(pretrained, budget):
     assert Mask(tops) == start
 
 
-def test_short_restriction_keeps_the_budgets(pretrained):
+SHORT, FIRST_ORDER = {"short_restriction": True}, {"first_order_swaps": True}
+
+
+@pytest.mark.parametrize("rule", [SHORT, FIRST_ORDER, {**SHORT, **FIRST_ORDER}], ids=["short", "first-order", "both"])
+def test_swap_rules_keep_the_budgets(pretrained, rule):
     cfg, trainer, state = pretrained
-    cfg = cfg.replace(jackpot=dataclasses.replace(cfg.jackpot, short_restriction=True))
+    cfg = cfg.replace(jackpot=dataclasses.replace(cfg.jackpot, **rule))
     trainer.load(state)
     start = magnitude_mask(trainer, 0.8, "global")
     found, _ = search(cfg, trainer, state, start)
     assert {n: int(found[n].sum()) for n in found} == {n: int(start[n].sum()) for n in start}
+    assert found != start  # the rule lets the mask move
 
 
 # ---- BatchNorm: the jackpot's statistics are the sparse network's ---------------------------------------

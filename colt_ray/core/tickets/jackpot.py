@@ -4,9 +4,10 @@ pre-trained weights. The reference is github.com/zyxxmu/lottery-jackpots (``util
 Every layer gets a budget: the number of weights the magnitude mask at the target sparsity keeps there (one
 global threshold, or the same fraction per layer, as ``--budget`` says). Every prunable weight gets a
 real-valued score, initialised as the reference does: 1 where the magnitude mask keeps the weight, 0.99 where
-it prunes it. The forward pass keeps the top-scoring weights of each layer up to its budget; the gradient
-reaches the scores straight through the mask (as if it were the identity), and only the scores are trained
-(SGD, cosine decay, weight decay on scores).
+it prunes it. The forward pass uses the current 0/1 mask; the gradient reaches the scores straight through it
+(as if it were the identity), and only the scores are trained (SGD, cosine decay, weight decay on scores).
+After every step the mask follows the scores: the top-scoring weights of each layer up to its budget, or,
+with the short restriction, the reference's matched in/out swaps (``matched_swaps``).
 
 Weights and BatchNorm affine parameters stay frozen, but the network runs in train mode during the search,
 as the reference's ``cifar.py`` does: BatchNorm normalises with batch statistics, and its running statistics
@@ -14,10 +15,7 @@ are updated by the *sparse* network's forward passes. Evaluation (eval mode) use
 jackpot is the final mask on the unchanged weights plus the BatchNorm statistics the search collected.
 
 Ties between equal scores keep the higher flat index, the rule ``pruning.prune`` uses, so with zero search
-epochs the jackpot *is* the magnitude mask (the initial scores select it exactly). The optional short
-restriction (the TPAMI version) lets the mask change only by matched swaps: the i-th most promising weight to
-enter with the i-th most promising to leave, accepted only while the first-order estimate of the loss change
-of the pair is negative.
+epochs the jackpot *is* the magnitude mask (the initial scores select it exactly).
 """
 
 from __future__ import annotations
@@ -62,8 +60,31 @@ def initial_scores(start: Tensor) -> Tensor:
     return torch.where(start, KEPT_SCORE, PRUNED_SCORE).float()
 
 
-def restrict_swaps(old: Tensor, new: Tensor, grad: Tensor) -> Tensor:
-    """Short restriction: move from ``old`` towards ``new`` only by matched swaps that lower the loss.
+def matched_swaps(old: Tensor, scores: Tensor, k: int) -> Tensor:
+    """Short restriction: the reference's mask update (``final_pop_up`` in ``utils/conv_type.py``).
+
+    With ``t`` the (n - k)-th smallest score, the pruned weights scoring above ``t`` enter and the kept ones
+    scoring at most ``t`` leave, only when both groups are non-empty and equally large; otherwise ``old``
+    stays. Equal groups mean the top ``k`` scores are unambiguous, and then the result is exactly that
+    top-k; a tie across the boundary keeps the layer's mask as it is. The reference's ``rate`` (swap only the
+    best ``ceil(rate * n)`` pairs) is 1 in its shipped scripts, so all pairs are swapped here.
+    """
+    flat_old, flat = old.reshape(-1), scores.detach().reshape(-1)
+    n_pruned = flat.numel() - k
+    if k <= 0 or n_pruned <= 0:
+        return old.clone()
+    threshold = torch.kthvalue(flat, n_pruned).values
+    enter = ~flat_old & (flat > threshold)
+    leave = flat_old & (flat <= threshold)
+    n_enter, n_leave = enter.sum(), leave.sum()
+    swapped = (flat_old & ~leave) | enter
+    # a tensor condition rather than Python ints: no device sync per layer per step
+    return torch.where((n_enter > 0) & (n_enter == n_leave), swapped, flat_old).view(old.shape)
+
+
+def first_order_swaps(old: Tensor, new: Tensor, grad: Tensor) -> Tensor:
+    """colt_ray's own variant (not in the reference): move from ``old`` towards ``new`` only by matched swaps
+    whose first-order loss estimate is negative.
 
     ``grad`` is dL/dmask (the scores' straight-through gradient): switching weight i on changes the loss by
     about ``grad[i]``, switching j off by ``-grad[j]``. Entering and leaving weights are each sorted best
@@ -94,7 +115,7 @@ class JackpotNet(nn.Module):
     optimizer step by ``update_masks``.
     """
 
-    def __init__(self, net: nn.Module, start: Mask, short_restriction: bool = False):
+    def __init__(self, net: nn.Module, start: Mask, short_restriction: bool = False, first_order: bool = False):
         super().__init__()
         self.net = net
         for p in self.net.parameters():  # weights, biases and BatchNorm affine parameters
@@ -107,7 +128,7 @@ class JackpotNet(nn.Module):
         )
         for i, n in enumerate(self.names):
             self.register_buffer(f"mask{i}", start[n].to(params[n].device).clone())
-        self.short_restriction = short_restriction
+        self.short_restriction, self.first_order = short_restriction, first_order
 
     def mask(self, i: int) -> Tensor:
         return getattr(self, f"mask{i}")
@@ -123,12 +144,14 @@ class JackpotNet(nn.Module):
 
     @torch.no_grad()
     def update_masks(self) -> None:
-        """Top-k of the current scores per layer (through the short restriction when it is on)."""
+        """Per layer: the top-k of the current scores, or the short restriction's matched swaps; then, with
+        ``first_order``, only the swaps towards that mask that the gradient says lower the loss."""
         for i, s in enumerate(self.scores):
-            new = topk_mask(s, self.budgets[i])
-            if self.short_restriction and s.grad is not None:
-                new = restrict_swaps(self.mask(i), new, s.grad)
-            self.mask(i).copy_(new)
+            old, k = self.mask(i), self.budgets[i]
+            new = matched_swaps(old, s, k) if self.short_restriction else topk_mask(s, k)
+            if self.first_order and s.grad is not None:
+                new = first_order_swaps(old, new, s.grad)
+            old.copy_(new)
 
     def found(self) -> Mask:
         return Mask({n: self.mask(i) for i, n in enumerate(self.names)})
@@ -177,7 +200,8 @@ def search_jackpot(
     kept counts are the budgets. Returns the final mask and the score training's result. ``model``'s
     BatchNorm running statistics are updated in place by the search (train mode): afterwards they are the
     jackpot's, and the model in eval mode under the returned mask is the jackpot as the search evaluated it."""
-    net = JackpotNet(model, start, cfg.jackpot.short_restriction)
+    j = cfg.jackpot
+    net = JackpotNet(model, start, j.short_restriction, j.first_order_swaps)
     try:
         result = train(
             net,
