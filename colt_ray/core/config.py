@@ -232,7 +232,17 @@ class JackpotConfig:
     search_epochs: int = setting(10, "epochs of score training", lo=0)
     score_lr: float = setting(0.1, "SGD learning rate of the scores (cosine decay)", lo=0.0, lo_open=True)
     score_weight_decay: float = setting(5e-4, "weight decay on the scores", lo=0.0)
-    short_restriction: bool = setting(False, "change the mask only by matched in/out swaps that lower the loss")
+    short_restriction: bool = setting(
+        False,
+        "the reference code's matched-swap mask update (lottery-jackpots utils/conv_type.py final_pop_up): a "
+        "layer's mask moves to its top-scoring weights only when as many pruned weights rise above the "
+        "threshold as kept ones fall to it, else it stays; off: the top-scoring weights after every step",
+    )
+    first_order_swaps: bool = setting(
+        False,
+        "colt_ray's own variant, not in the reference: accept a mask change only as matched in/out swaps "
+        "whose first-order loss estimate (from the scores' gradient) is negative",
+    )
 
 
 SECTIONS = ("data", "model", "recipe", "prune", "ticket", "resources", "retrain", "jackpot")

@@ -1,17 +1,21 @@
 """Lottery jackpots (Zhang, Lin et al., arXiv 2104.08700; docs/algorithms.md section 4): masks searched on frozen
-pre-trained weights.
+pre-trained weights. The reference is github.com/zyxxmu/lottery-jackpots (``utils/conv_type.py``, ``cifar.py``).
 
-Every prunable weight gets a real-valued score, initialised to its magnitude, and every layer a budget: the
-number of weights the magnitude mask at the target sparsity keeps there (one global threshold, or the same
-fraction per layer, as ``--budget`` says). The forward pass keeps the top-scoring weights of each layer up to
-its budget; the gradient reaches the scores straight through the mask (as if it were the identity), and only
-the scores are trained (SGD, cosine decay, weight decay on scores). Weights and BatchNorm statistics stay
-frozen (the network runs in eval mode), so the jackpot is the final mask on the unchanged weights.
+Every layer gets a budget: the number of weights the magnitude mask at the target sparsity keeps there (one
+global threshold, or the same fraction per layer, as ``--budget`` says). Every prunable weight gets a
+real-valued score, initialised as the reference does: 1 where the magnitude mask keeps the weight, 0.99 where
+it prunes it. The forward pass uses the current 0/1 mask; the gradient reaches the scores straight through it
+(as if it were the identity), and only the scores are trained (SGD, cosine decay, weight decay on scores).
+After every step the mask follows the scores: the top-scoring weights of each layer up to its budget, or,
+with the short restriction, the reference's matched in/out swaps (``matched_swaps``).
+
+Weights and BatchNorm affine parameters stay frozen, but the network runs in train mode during the search,
+as the reference's ``cifar.py`` does: BatchNorm normalises with batch statistics, and its running statistics
+are updated by the *sparse* network's forward passes. Evaluation (eval mode) uses those statistics, so the
+jackpot is the final mask on the unchanged weights plus the BatchNorm statistics the search collected.
 
 Ties between equal scores keep the higher flat index, the rule ``pruning.prune`` uses, so with zero search
-epochs the jackpot *is* the magnitude mask. The optional short restriction (the TPAMI version) lets the mask
-change only by matched swaps: the i-th most promising weight to enter with the i-th most promising to leave,
-accepted only while the first-order estimate of the loss change of the pair is negative.
+epochs the jackpot *is* the magnitude mask (the initial scores select it exactly).
 """
 
 from __future__ import annotations
@@ -48,8 +52,39 @@ def topk_mask(scores: Tensor, k: int) -> Tensor:
     return keep.view(scores.shape)
 
 
-def restrict_swaps(old: Tensor, new: Tensor, grad: Tensor) -> Tensor:
-    """Short restriction: move from ``old`` towards ``new`` only by matched swaps that lower the loss.
+KEPT_SCORE, PRUNED_SCORE = 1.0, 0.99  # the reference's start scores (utils/conv_type.py, set_prune_rate)
+
+
+def initial_scores(start: Tensor) -> Tensor:
+    """The reference's start scores for the bool mask ``start``: 1 where it keeps a weight, 0.99 where not."""
+    return torch.where(start, KEPT_SCORE, PRUNED_SCORE).float()
+
+
+def matched_swaps(old: Tensor, scores: Tensor, k: int) -> Tensor:
+    """Short restriction: the reference's mask update (``final_pop_up`` in ``utils/conv_type.py``).
+
+    With ``t`` the (n - k)-th smallest score, the pruned weights scoring above ``t`` enter and the kept ones
+    scoring at most ``t`` leave, only when both groups are non-empty and equally large; otherwise ``old``
+    stays. Equal groups mean the top ``k`` scores are unambiguous, and then the result is exactly that
+    top-k; a tie across the boundary keeps the layer's mask as it is. The reference's ``rate`` (swap only the
+    best ``ceil(rate * n)`` pairs) is 1 in its shipped scripts, so all pairs are swapped here.
+    """
+    flat_old, flat = old.reshape(-1), scores.detach().reshape(-1)
+    n_pruned = flat.numel() - k
+    if k <= 0 or n_pruned <= 0:
+        return old.clone()
+    threshold = torch.kthvalue(flat, n_pruned).values
+    enter = ~flat_old & (flat > threshold)
+    leave = flat_old & (flat <= threshold)
+    n_enter, n_leave = enter.sum(), leave.sum()
+    swapped = (flat_old & ~leave) | enter
+    # a tensor condition rather than Python ints: no device sync per layer per step
+    return torch.where((n_enter > 0) & (n_enter == n_leave), swapped, flat_old).view(old.shape)
+
+
+def first_order_swaps(old: Tensor, new: Tensor, grad: Tensor) -> Tensor:
+    """colt_ray's own variant (not in the reference): move from ``old`` towards ``new`` only by matched swaps
+    whose first-order loss estimate is negative.
 
     ``grad`` is dL/dmask (the scores' straight-through gradient): switching weight i on changes the loss by
     about ``grad[i]``, switching j off by ``-grad[j]``. Entering and leaving weights are each sorted best
@@ -73,28 +108,27 @@ def restrict_swaps(old: Tensor, new: Tensor, grad: Tensor) -> Tensor:
 class JackpotNet(nn.Module):
     """A frozen network plus one score tensor per masked weight; only the scores are parameters that learn.
 
-    The wrapped network stays in eval mode whatever ``train()`` says: its BatchNorm statistics are part of
-    the frozen pre-trained model. Buffers ``mask0``, ``mask1``, ... hold the current masks (in ``names``
-    order), refreshed after every optimizer step by ``update_masks``.
+    ``train()``/``eval()`` reach the wrapped network: in train mode its BatchNorm layers normalise with batch
+    statistics and update their running statistics from the masked network's activations (their affine
+    parameters stay frozen), as in the reference's search; eval mode uses the statistics collected so.
+    Buffers ``mask0``, ``mask1``, ... hold the current masks (in ``names`` order), refreshed after every
+    optimizer step by ``update_masks``.
     """
 
-    def __init__(self, net: nn.Module, start: Mask, short_restriction: bool = False):
+    def __init__(self, net: nn.Module, start: Mask, short_restriction: bool = False, first_order: bool = False):
         super().__init__()
-        self.net = net.eval()
-        for p in self.net.parameters():
+        self.net = net
+        for p in self.net.parameters():  # weights, biases and BatchNorm affine parameters
             p.requires_grad_(False)
         params = dict(net.named_parameters())
         self.names = start.names()
         self.budgets = [int(start[n].sum()) for n in self.names]
-        self.scores = nn.ParameterList([nn.Parameter(params[n].detach().abs().float().clone()) for n in self.names])
+        self.scores = nn.ParameterList(
+            [nn.Parameter(initial_scores(start[n]).to(params[n].device)) for n in self.names]
+        )
         for i, n in enumerate(self.names):
             self.register_buffer(f"mask{i}", start[n].to(params[n].device).clone())
-        self.short_restriction = short_restriction
-
-    def train(self, mode: bool = True) -> JackpotNet:
-        self.training = mode
-        self.net.eval()
-        return self
+        self.short_restriction, self.first_order = short_restriction, first_order
 
     def mask(self, i: int) -> Tensor:
         return getattr(self, f"mask{i}")
@@ -105,16 +139,19 @@ class JackpotNet(nn.Module):
         for i, (n, s) in enumerate(zip(self.names, self.scores)):
             m = self.mask(i).to(s.dtype)
             masked[n] = params[n] * (m + (s - s.detach())).to(params[n].dtype)  # value m, gradient to s
+        # BatchNorm buffers are not in ``masked``: functional_call uses (and in train mode updates) the net's own
         return functional_call(self.net, masked, (x,))
 
     @torch.no_grad()
     def update_masks(self) -> None:
-        """Top-k of the current scores per layer (through the short restriction when it is on)."""
+        """Per layer: the top-k of the current scores, or the short restriction's matched swaps; then, with
+        ``first_order``, only the swaps towards that mask that the gradient says lower the loss."""
         for i, s in enumerate(self.scores):
-            new = topk_mask(s, self.budgets[i])
-            if self.short_restriction and s.grad is not None:
-                new = restrict_swaps(self.mask(i), new, s.grad)
-            self.mask(i).copy_(new)
+            old, k = self.mask(i), self.budgets[i]
+            new = matched_swaps(old, s, k) if self.short_restriction else topk_mask(s, k)
+            if self.first_order and s.grad is not None:
+                new = first_order_swaps(old, new, s.grad)
+            old.copy_(new)
 
     def found(self) -> Mask:
         return Mask({n: self.mask(i) for i, n in enumerate(self.names)})
@@ -160,8 +197,11 @@ def search_jackpot(
     desc: str = "jackpot",
 ) -> tuple[Mask, TrainResult]:
     """Search a jackpot on ``model``'s weights (left bit-identical) starting from ``start``, whose per-layer
-    kept counts are the budgets. Returns the final mask and the score training's result."""
-    net = JackpotNet(model, start, cfg.jackpot.short_restriction)
+    kept counts are the budgets. Returns the final mask and the score training's result. ``model``'s
+    BatchNorm running statistics are updated in place by the search (train mode): afterwards they are the
+    jackpot's, and the model in eval mode under the returned mask is the jackpot as the search evaluated it."""
+    j = cfg.jackpot
+    net = JackpotNet(model, start, j.short_restriction, j.first_order_swaps)
     try:
         result = train(
             net,
@@ -184,7 +224,8 @@ class JackpotTrainer:
     """The full-data trainer of a jackpot run, wrapping a ``TicketTrainer``. Cycle 0 trains (or, with a
     pre-trained file and no pre-training epochs, only evaluates) the dense model and proposes its magnitude
     mask at the target sparsity; its outcome's ``captured`` is the pre-trained model the search keeps frozen.
-    Cycle >= 1 searches the jackpot from the given mask and evaluates it without any weight training."""
+    Cycle >= 1 searches the jackpot from the given mask and evaluates it without any weight training; its
+    outcome's ``captured`` is the pre-trained model with the BatchNorm statistics the search collected."""
 
     def __init__(self, trainer: TicketTrainer):
         self.trainer = trainer
@@ -202,7 +243,9 @@ class JackpotTrainer:
 
     def search(self, theta, start: Mask, cycle: int) -> TrainOutcome:
         """Search a mask on the frozen weights ``theta`` from ``start`` (whose per-layer counts are the
-        budgets), then evaluate it without any weight training. ``mask`` of the outcome = the jackpot."""
+        budgets), then evaluate it without any weight training, with the BatchNorm running statistics the
+        search collected. ``mask`` of the outcome = the jackpot; ``captured`` = ``theta`` with those statistics
+        (the weights are unchanged), the state that gives the reported accuracy under the jackpot."""
         t, t0 = self.trainer, time.perf_counter()
         cfg, seed = t.cfg, t.cfg.ticket.seed
         t.load(theta)
@@ -216,7 +259,7 @@ class JackpotTrainer:
             progress=cfg.resources.progress,
             desc=f"cycle {cycle} jackpot search",
         )
-        t.load(theta)
+        searched = t.state()  # not reloading theta: its BatchNorm statistics are the dense network's
         evaluated = train(
             t.model,
             t.bundle,
@@ -227,4 +270,4 @@ class JackpotTrainer:
         )
         metrics = evaluated.metrics()
         metrics.update(loss=search.loss, sample_epochs=search.sample_epochs, wall_seconds=time.perf_counter() - t0)
-        return TrainOutcome(t.index, cycle, metrics, found.to_numpy())
+        return TrainOutcome(t.index, cycle, metrics, found.to_numpy(), searched)
