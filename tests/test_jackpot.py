@@ -253,6 +253,17 @@ def test_search_collects_the_sparse_networks_batchnorm_stats_and_the_evaluation_
     assert accuracy_of(theta, found, bundle, "conv3") < acc - 0.3
 
 
+def test_jackpot_ticket_record_holds_the_searched_batchnorm_stats_and_reproduces_its_accuracy():
+    cfg = jackpot_cfg(search_epochs=1, sparsity=0.95, arch="conv3")
+    records = []
+    prepared = prepare(cfg)
+    run_local(prepared, records.append)
+    jackpot = records[1]
+    acc = accuracy_of(jackpot.theta, jackpot.mask, prepared.bundle, "conv3")
+    assert jackpot.ticket_row["acc_best"] == acc
+    assert not np.array_equal(jackpot.theta["features.1.running_mean"], records[0].theta["features.1.running_mean"])
+
+
 # ---- the method ---------------------------------------------------------------------------------------
 
 

@@ -298,6 +298,8 @@ def run_jackpot(ctx: Context, backend: Backend, sink: Sink, resume: Optional[Res
         sink(ctx.record(0, dense, theta, out.metrics, [], [], [start], False))
     out = train_full(theta, start, 1, False, 0)
     mask = Mask.from_numpy(out.mask)
-    record = ctx.record(1, mask, theta, out.metrics, [], [], [], True)
+    # the jackpot's ticket: the pre-trained weights with the BatchNorm statistics its search collected
+    searched = out.captured if out.captured is not None else theta
+    record = ctx.record(1, mask, searched, out.metrics, [], [], [], True)
     sink(record)
     return record
