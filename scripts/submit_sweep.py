@@ -28,7 +28,9 @@ from typing import Optional
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # heavy packages the cluster image provides; everything else the project needs is pip-installed per job
 IMAGE_PACKAGES = ("torch", "torchvision", "ray", "matplotlib")
-EXCLUDES = [".git", ".venv", "sweeps", "results", "**/__pycache__", "*.parquet", "*.safetensors"]
+# gitignore syntax, as Ray reads it: a leading "/" anchors a pattern to the project root, so "/results" drops the
+# top-level results directory but keeps the package's colt_ray/results/ (unanchored, it dropped both)
+EXCLUDES = [".git", "/.venv", "/sweeps", "/results", "**/__pycache__", "*.parquet", "*.safetensors"]
 
 
 def job_pip_packages(root: str = ROOT) -> list[str]:
