@@ -112,7 +112,8 @@ def test_two_objectives_asha_and_mixed_k_on_the_ray_backend(tmp_path, ray_cluste
         "multi",
         search={"rate": {"float": [0.1, 0.5]}, "lr": {"logfloat": [0.02, 0.2]}, "shards": {"choice": [1, 2]}},
         objectives=[{"metric": "acc", "mode": "max"}, {"metric": "sparsity", "mode": "max"}],
-        scheduler={"metric": "acc", "grace_period": 1, "reduction_factor": 2},
+        # rates differ: ASHA compares trials at equal sparsity, rungs at 10, 20, 40, 80 % pruned
+        scheduler={"metric": "acc", "time_attr": "sparsity_pct", "grace_period": 10, "reduction_factor": 2},
         budget={"num_samples": 3, "max_concurrent": 2, "max_failures": 1},
         sampler={"kind": "nsga2", "seed": 0},
     )

@@ -69,20 +69,25 @@ def test_shipped_spaces_parse_and_pass_every_corner():
         if spec.fixed.get("dataset") == "npz" and not os.path.exists(MNIST):
             continue  # the shared benchmark file is optional
         check_spec(spec)
-    assert load_spec(os.path.join(SPACES, "colt_vs_imp.yaml")).search["method"].values == ("colt", "imp")
+    vs = load_spec(os.path.join(SPACES, "colt_vs_imp.yaml"))
+    assert vs.compare == {"colt": {}, "imp": {}} and "method" not in vs.search and vs.seeds == 2
+    assert vs.trial_count == vs.budget.num_samples * 2 * 2  # every recipe: both methods, both seeds
+    for name in ("colt_mnist.yaml", "colt_cifar10.yaml", "colt_cifar100.yaml", "colt_tinyimagenet.yaml"):
+        assert load_spec(os.path.join(SPACES, name)).scheduler.time_attr == "sparsity_pct", name
 
 
 def test_parse_reads_every_section():
     spec = parse_spec(
         space(
             objectives=[{"metric": "acc"}, {"metric": "sparsity"}],
-            scheduler={"metric": "acc", "grace_period": 1},
+            scheduler={"metric": "acc", "time_attr": "sparsity_pct", "grace_period": 10},
             sampler={"seed": 3},
         )
     )
     assert spec.multi and spec.sampler.kind == "nsga2" and spec.sampler.seed == 3
     assert [o.mode for o in spec.objectives] == ["max", "max"]
     assert spec.scheduler.metric == "acc" and spec.scheduler.mode == "max" and spec.scheduler.reduction_factor == 2
+    assert (spec.scheduler.time_attr, spec.scheduler.grace_period, spec.scheduler.max_t) == ("sparsity_pct", 10, 100)
     assert spec.search["shards"].values == (1, 2) and spec.base_config()["progress"] is False
     single = parse_spec(space())
     assert not single.multi and single.sampler.kind == "tpe" and single.scheduler is None

@@ -25,7 +25,7 @@ from colt_ray.results.writer import check_writable
 FORMATS = ("md", "csv")
 TITLES = {
     "best_tickets": "Best ticket per (method, dataset, arch)",
-    "matched_sparsity": "COLT vs IMP at matched sparsity",
+    "matched_sparsity": "COLT vs IMP at matched sparsity (mean ± std over seeds, n runs)",
     "pareto_front": "Pareto front of (select_acc, sparsity) per (dataset, arch)",
     "layer_density": "Per-layer density of the best tickets",
 }
@@ -35,6 +35,7 @@ EMPTY = {
     "pareto_front": "no ticket has an accuracy",
     "layer_density": "no layer rows for the best tickets",
 }
+NOTES = {"matched_sparsity": tables.MATCHED_NOTE}  # printed under a table's heading
 PLOT_FILES = {
     "accuracy_vs_sparsity": "accuracy_vs_sparsity.png",
     "pareto_front": "pareto_front.png",
@@ -60,7 +61,7 @@ def build_tables(results: Results, tol: float = tables.TOL) -> dict[str, pd.Data
     pareto_pts = tables.pareto_points(points, results.trials)
     return {
         "best_tickets": best,
-        "matched_sparsity": tables.matched_sparsity(points, best),
+        "matched_sparsity": tables.matched_sparsity(points, results.trials, tol=tol),
         "pareto_front": tables.pareto_front(pareto_pts),
         "layer_density": tables.layer_density(best, results.layers),
         "points": points,
@@ -138,9 +139,9 @@ def render_markdown(shown: dict[str, pd.DataFrame], pngs: dict[str, str], result
 
     parts = [f"# colt_ray report: {results.root}", "", describe(results) + ".", "", tables.SELECTION_NOTE, ""]
     for key, title in TITLES.items():
-        parts += [f"## {title}", ""]
+        parts += [f"## {title}", ""] + ([NOTES[key], ""] if key in NOTES else [])
         df = shown[key]
-        parts += [markdown_table(df) if len(df) else f"_No rows: {EMPTY[key]}._", ""]
+        parts += [markdown_table(with_std(df)) if len(df) else f"_No rows: {EMPTY[key]}._", ""]
     if pngs:
         parts += ["## Plots", ""] + [f"![{k}]({os.path.basename(p)})" for k, p in pngs.items()] + [""]
     return "\n".join(parts)
@@ -151,6 +152,17 @@ def render_csv(shown: dict[str, pd.DataFrame]) -> str:
     return "\n".join(f"# {key}\n{df.to_csv(index=False)}" for key, df in shown.items())
 
 
+def with_std(df: pd.DataFrame) -> pd.DataFrame:
+    """Each column ``X`` that has an ``X_std`` beside it as text "mean ± std" (the mean alone where std is null:
+    one run), ``X_std`` dropped."""
+    out = df.copy()
+    for col in [c for c in df.columns if f"{c}_std" in df.columns]:
+        pairs = zip(df[col], df[f"{col}_std"])
+        out[col] = [_cell(m) if _missing(sd) or _missing(m) else f"{_cell(m)} ± {_cell(sd)}" for m, sd in pairs]
+        out = out.drop(columns=f"{col}_std")
+    return out
+
+
 def markdown_table(df: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table of ``df`` (no index); floats to 4 decimals (1 above 100)."""
     header = "| " + " | ".join(map(str, df.columns)) + " |"
@@ -159,8 +171,12 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
+def _missing(v: Any) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+
+
 def _cell(v: Any) -> str:
-    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+    if _missing(v):
         return "-"
     if isinstance(v, (bool, np.bool_)):
         return "yes" if v else "no"

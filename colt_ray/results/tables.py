@@ -3,17 +3,25 @@
 * :func:`ticket_points` - every ticket row (CYCLES rows with ``shard`` null) with its run's method, dataset,
   arch, dense accuracy, and the run's compute up to and including that cycle.
 * :func:`best_tickets` - one ticket per (method, dataset, arch) by the rule in ``docs/results.md``.
-* :func:`matched_sparsity` - COLT vs IMP interpolated at common sparsities.
+* :func:`config_ids` / :func:`config_points` - runs that differ only by seed grouped into one configuration,
+  their tickets averaged per cycle.
+* :func:`matched_sparsity` - COLT vs IMP interpolated at common sparsities, mean ± std over seeds.
 * :func:`pareto_points` / :func:`pareto_front` - non-dominated (sparsity, acc_best) points.
 * :func:`layer_density` - the per-layer density of each best ticket.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from colt_ray.core.config import flat_field_owners
 
 TOL = 0.01  # "within 1 point": accuracies are fractions, so one percentage point is 0.01
 GRID = (0.5, 0.8, 0.9, 0.95)
@@ -24,6 +32,7 @@ POINT_COLUMNS = [
     "method", "dataset", "arch", "run_id", "cycle", "sparsity", "acc_best", "acc_final", "overlap",
     "dense_acc", "cum_sample_epochs", "search_sample_epochs", "cum_wall_seconds", "sweep", "trial_id",
     "val_acc_best", "test_acc_at_best_val", "select_acc", "report_acc", "dense_select", "selected_by",
+    "config_id",
 ]  # fmt: skip
 BEST_COLUMNS = [
     "method", "dataset", "arch", "run_id", "cycle", "sparsity", "acc_best", "acc_final", "dense_acc",
@@ -37,9 +46,15 @@ SELECTION_NOTE = (
     "run without one (`selected_by` = `acc_best`) is selected and reported on best test accuracy, so its "
     "numbers are optimistic. `acc_best` is always the best test accuracy over epochs."
 )
+MATCHED_NOTE = (
+    "Runs that differ only by seed form one configuration. Each method's configuration is the one whose "
+    "tickets, averaged over its runs, win the best-ticket rule (on `select_acc`); each cell is the mean ± "
+    "std over that configuration's runs that reach the sparsity (`n`), of `report_acc` interpolated along each "
+    "run. Runs of trials stopped early are left out."
+)
 MATCHED_COLUMNS = [
-    "dataset", "arch", "sparsity", "colt_ticket", "colt_acc", "imp_acc", "acc_diff",
-    "colt_sample_epochs", "imp_sample_epochs", "compute_ratio", "colt_run_id", "imp_run_id",
+    "dataset", "arch", "sparsity", "colt_ticket", "colt_acc", "colt_acc_std", "colt_n", "imp_acc", "imp_acc_std",
+    "imp_n", "acc_diff", "colt_sample_epochs", "imp_sample_epochs", "compute_ratio", "colt_run_id", "imp_run_id",
 ]  # fmt: skip
 PARETO_COLUMNS = [
     "dataset", "arch", "method", "run_id", "cycle", "sparsity", "acc_best", "selected_by", "select_acc", "report_acc",
@@ -63,6 +78,7 @@ def ticket_points(runs: pd.DataFrame, cycles: pd.DataFrame) -> pd.DataFrame:
     tickets["cycle"] = tickets["cycle"].astype("int64")
     tickets = tickets.merge(per, on=["run_id", "cycle"], how="left")
     info = runs[["run_id", "method", "dataset", "arch", "dense_acc", "sweep", "trial_id"]]
+    info = info.assign(config_id=config_ids(runs).to_numpy())
     pts = tickets.merge(info, on="run_id", how="inner")
     cycle0 = pts[pts["cycle"] == 0].set_index("run_id")["acc_best"]
     pts["dense_acc"] = pts["dense_acc"].astype("float64").fillna(pts["run_id"].map(cycle0))
@@ -70,6 +86,24 @@ def ticket_points(runs: pd.DataFrame, cycles: pd.DataFrame) -> pd.DataFrame:
         pts[col] = pts[col].astype("float64")
     _selection(pts)
     return pts[POINT_COLUMNS].sort_values(["dataset", "arch", "method", "run_id", "cycle"]).reset_index(drop=True)
+
+
+def config_ids(runs: pd.DataFrame) -> pd.Series:
+    """A 12-hex id per run (aligned with ``runs``) hashing its configuration without ``seed`` and without
+    the execution settings (resources): runs that differ only by seed share it."""
+    owners = flat_field_owners()
+    cols = [c for c in runs.columns if owners.get(c) not in (None, "resources") and c != "seed"]
+    keys = (json.dumps([_plain(v) for v in row], default=str) for row in runs[cols].itertuples(index=False))
+    return pd.Series([hashlib.sha256(k.encode()).hexdigest()[:12] for k in keys], index=runs.index, dtype=object)
+
+
+def _plain(v: Any) -> Any:
+    """A Parquet cell as plain JSON-able Python (arrays as lists, every kind of null as None)."""
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_plain(x) for x in v]
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def _selection(pts: pd.DataFrame) -> None:
@@ -122,18 +156,22 @@ def best_tickets(points: pd.DataFrame, tol: float = TOL) -> pd.DataFrame:
     rows = []
     pts = points.dropna(subset=["select_acc"])
     for _, g in pts.groupby(GROUP, sort=True):
-        cand = g[g["sparsity"] > 0] if (g["sparsity"] > 0).any() else g
-        ok = cand[cand["select_acc"] >= cand["dense_select"] - tol - _EPS]
-        if len(ok):
-            pick, rule = _first(ok, ["sparsity", "select_acc"]), "within_tol"
-        else:
-            pick, rule = _first(cand, ["select_acc", "sparsity"]), "best_acc"
+        pick, rule = _pick(g, tol, "run_id")
         rows.append({**pick.to_dict(), "acc_drop": pick["dense_select"] - pick["select_acc"], "rule": rule})
     return pd.DataFrame(rows, columns=BEST_COLUMNS)
 
 
-def _first(df: pd.DataFrame, descending: list[str]) -> pd.Series:
-    cols = descending + ["cum_sample_epochs", "run_id", "cycle"]
+def _pick(g: pd.DataFrame, tol: float, key: str) -> tuple[pd.Series, str]:
+    """The best-ticket rule over the ticket rows ``g`` (``key``: the run or configuration column)."""
+    cand = g[g["sparsity"] > 0] if (g["sparsity"] > 0).any() else g
+    ok = cand[cand["select_acc"] >= cand["dense_select"] - tol - _EPS]
+    if len(ok):
+        return _first(ok, ["sparsity", "select_acc"], key), "within_tol"
+    return _first(cand, ["select_acc", "sparsity"], key), "best_acc"
+
+
+def _first(df: pd.DataFrame, descending: list[str], key: str) -> pd.Series:
+    cols = descending + ["cum_sample_epochs", key, "cycle"]
     asc = [False] * len(descending) + [True, True, True]
     return df.sort_values(cols, ascending=asc, kind="stable").iloc[0]
 
@@ -146,41 +184,77 @@ def curve(points: pd.DataFrame, run_id: str) -> pd.DataFrame:
     return c[["sparsity", "report_acc", "search_sample_epochs", "cycle"]].reset_index(drop=True)
 
 
-def matched_sparsity(points: pd.DataFrame, best: pd.DataFrame, grid: Iterable[float] = GRID) -> pd.DataFrame:
-    """COLT vs IMP per (dataset, arch) that has both, on the curves of each method's best-ticket run.
+def config_points(points: pd.DataFrame, trials: pd.DataFrame = None) -> pd.DataFrame:
+    """Ticket points averaged per (configuration, cycle) over the configuration's runs (runs of trials
+    stopped early left out): mean ``sparsity``, ``select_acc``, ``dense_select``, ``cum_sample_epochs``, and
+    ``n`` runs."""
+    pts = points[~points["run_id"].isin(_stopped_early_runs(trials))].dropna(subset=["select_acc"])
+    mean = {c: (c, "mean") for c in ("sparsity", "select_acc", "dense_select", "cum_sample_epochs")}
+    return pts.groupby(GROUP + ["config_id", "cycle"], as_index=False).agg(**mean, n=("run_id", "nunique"))
 
-    Sparsities: ``grid`` plus every COLT ticket sparsity (> 0), kept only where both curves cover them
-    (no extrapolation). Accuracy and search sample-epochs (``_search_compute``) are linearly interpolated
-    (``numpy.interp``) along each curve; ``acc_diff = colt_acc - imp_acc``, ``compute_ratio = colt / imp``.
+
+def matched_sparsity(
+    points: pd.DataFrame, trials: pd.DataFrame = None, grid: Iterable[float] = GRID, tol: float = TOL
+) -> pd.DataFrame:
+    """COLT vs IMP per (dataset, arch) that has both, on the runs of each method's best configuration
+    (``MATCHED_NOTE``: the best-ticket rule on :func:`config_points`).
+
+    Sparsities: ``grid`` plus the mean sparsity of each COLT ticket cycle (> 0), kept where a run of each
+    method covers them (no extrapolation). Along each run, accuracy and search sample-epochs
+    (``_search_compute``) are linearly interpolated (``numpy.interp``); a cell is the mean ± std (ddof 1; null
+    for one run) over the runs covering the sparsity, ``n`` of them. ``acc_diff = colt_acc - imp_acc``,
+    ``compute_ratio = colt / imp`` (mean sample-epochs).
     """
-    rows = []
-    for (dataset, arch), g in best.groupby(["dataset", "arch"], sort=True):
-        runs = dict(zip(g["method"], g["run_id"]))
-        if not {"colt", "imp"} <= set(runs):
+    cfg, rows = config_points(points, trials), []
+    for (dataset, arch), g in cfg.groupby(["dataset", "arch"], sort=True):
+        best = {m: _pick(mg, tol, "config_id")[0]["config_id"] for m, mg in g.groupby("method")}
+        if not {"colt", "imp"} <= set(best):
             continue
-        cc, ic = curve(points, runs["colt"]), curve(points, runs["imp"])
-        for x, is_colt in _common_grid(cc, ic, grid):
-            c_acc, c_se = _interp(x, cc)
-            i_acc, i_se = _interp(x, ic)
+        curves = {m: _config_curves(points, best[m], trials) for m in ("colt", "imp")}
+        colt = g[(g["config_id"] == best["colt"]) & (g["sparsity"] > 0)]["sparsity"]
+        for x, is_colt in _common_grid(curves["colt"], curves["imp"], grid, colt):
+            c, i = _cell(x, curves["colt"]), _cell(x, curves["imp"])
             rows.append({
                 "dataset": dataset, "arch": arch, "sparsity": x, "colt_ticket": is_colt,
-                "colt_acc": c_acc, "imp_acc": i_acc, "acc_diff": c_acc - i_acc,
-                "colt_sample_epochs": c_se, "imp_sample_epochs": i_se,
-                "compute_ratio": c_se / i_se if i_se > 0 else float("nan"),
-                "colt_run_id": runs["colt"], "imp_run_id": runs["imp"],
+                **{f"colt_{k}": v for k, v in c.items()}, **{f"imp_{k}": v for k, v in i.items()},
+                "acc_diff": c["acc"] - i["acc"],
+                "compute_ratio": c["sample_epochs"] / i["sample_epochs"] if i["sample_epochs"] > 0 else float("nan"),
             })  # fmt: skip
     return pd.DataFrame(rows, columns=MATCHED_COLUMNS)
 
 
-def _common_grid(cc: pd.DataFrame, ic: pd.DataFrame, grid: Iterable[float]) -> list[tuple[float, bool]]:
-    if cc.empty or ic.empty:
+def _config_curves(points: pd.DataFrame, config_id: str, trials: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """``{run_id: curve}`` of the configuration's runs (runs of trials stopped early left out)."""
+    runs = set(points.loc[points["config_id"] == config_id, "run_id"]) - _stopped_early_runs(trials)
+    curves = {r: curve(points, r) for r in sorted(runs)}
+    return {r: c for r, c in curves.items() if not c.empty}
+
+
+def _common_grid(
+    cc: dict[str, pd.DataFrame], ic: dict[str, pd.DataFrame], grid: Iterable[float], colt: Iterable[float]
+) -> list[tuple[float, bool]]:
+    if not cc or not ic:
         return []
-    lo = max(cc["sparsity"].min(), ic["sparsity"].min())
-    hi = min(cc["sparsity"].max(), ic["sparsity"].max())
-    colt = {round(float(x), 9): float(x) for x in cc["sparsity"] if x > 0}
+    lo = max(min(c["sparsity"].min() for c in curves.values()) for curves in (cc, ic))
+    hi = min(max(c["sparsity"].max() for c in curves.values()) for curves in (cc, ic))
+    ticket = {round(float(x), 9): float(x) for x in colt}
     xs = {round(float(x), 9): float(x) for x in grid}
-    xs.update(colt)
-    return [(x, k in colt) for k, x in sorted(xs.items()) if lo - _EPS <= x <= hi + _EPS]
+    xs.update(ticket)
+    return [(x, k in ticket) for k, x in sorted(xs.items()) if lo - _EPS <= x <= hi + _EPS]
+
+
+def _cell(x: float, curves: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """Mean ± std of accuracy, mean sample-epochs, ``n`` and the run ids over the runs whose curve covers ``x``."""
+    cover = {r: c for r, c in curves.items() if c["sparsity"].min() - _EPS <= x <= c["sparsity"].max() + _EPS}
+    vals = np.array([_interp(x, c) for c in cover.values()], dtype=float).reshape(-1, 2)
+    n = len(cover)
+    return {
+        "acc": float(vals[:, 0].mean()) if n else float("nan"),
+        "acc_std": float(vals[:, 0].std(ddof=1)) if n > 1 else float("nan"),
+        "n": n,
+        "sample_epochs": float(vals[:, 1].mean()) if n else float("nan"),
+        "run_id": ",".join(cover),
+    }
 
 
 def _interp(x: float, c: pd.DataFrame) -> tuple[float, float]:

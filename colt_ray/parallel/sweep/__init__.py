@@ -4,9 +4,13 @@
   validated up front (class split vs shard count, types, ranges);
 * ``bundles``: a trial's 1 + k placement-group bundles from the k it sampled;
 * ``trainable`` + ``state``: the trial function, reporting and checkpointing the ``Resume`` state per cycle;
-* ``tuner``: the Tuner (OptunaSearch, ASHA, storage, failure retries) and its restore;
+* ``compare``: ``compare:``/``seeds:`` sweeps: each sampled recipe once per (seed, method), method-only settings
+  reset where unread; ``searchers``: the Tune searchers that apply it (``Replicates``) and tell trials ASHA
+  stopped to Optuna as pruned (``OptunaPruning``);
+* ``tuner``: the Tuner (OptunaSearch, ASHA on cycles or percent sparsity, storage, failure retries) and its restore;
 * ``trials``: trials.parquet (status, objective, Pareto flag) and the runs rows of stopped trials;
 * ``driver`` + ``cli``: ``colt-ray sweep``.
 
-Import submodules explicitly; only ``tuner``, ``driver`` and the trial function import Ray, and lazily.
+Import submodules explicitly; only ``searchers`` imports Ray at the top, and only ``tuner`` imports it (lazily);
+``driver`` and the trial function import Ray lazily too.
 """

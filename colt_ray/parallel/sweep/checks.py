@@ -3,7 +3,8 @@
 A sampled trial must never be the first to discover that, say, 20 shards cannot split 10 classes. So each
 searched setting is tried at both ends of its range (every choice for a categorical) with the others at
 their first value, plus the worst case for a class split (most shards, ``split: class``, ``method: colt``
-when the space allows them), each through ``RunConfig.from_flat`` and ``validate(cfg, num_classes)``.
+when the space allows them), each through ``RunConfig.from_flat`` and ``validate(cfg, num_classes)``; a
+``compare:`` sweep checks every corner once per compared method.
 The dataset's class count is found without loading images.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 from colt_ray.core.config import DataConfig, RunConfig, validate
 from colt_ray.core.errors import ConfigError
 from colt_ray.parallel.sweep.bundles import trial_bundles
+from colt_ray.parallel.sweep.compare import method_settings
 from colt_ray.parallel.sweep.spec import SweepSpec
 
 # datasets whose class count is fixed by their definition (no need to look at the files)
@@ -63,7 +65,18 @@ def _npz_classes(data_root: Optional[str]) -> int:
 
 
 def corner_configs(spec: SweepSpec) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(label, flat config)`` for every configuration the checks try (see the module docstring)."""
+    """``(label, flat config)`` for every configuration the checks try (see the module docstring); in a
+    ``compare:`` sweep, every corner once per method, with that method's settings."""
+    if not spec.compare:
+        yield from _corners(spec)
+        return
+    for method in spec.compare:
+        over = method_settings(spec, method)
+        for label, flat in _corners(spec):
+            yield f"method={method}, {label}", {**flat, **over}
+
+
+def _corners(spec: SweepSpec) -> Iterator[tuple[str, dict[str, Any]]]:
     base = spec.base_config()
     firsts = {k: d.corners()[0] for k, d in spec.search.items()}
     yield "first values", {**base, **firsts}

@@ -31,7 +31,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="sweep name, the directory under --storage (default: the YAML's name)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep STORAGE/NAME")
     p.add_argument(
-        "--num-samples", dest="num_samples", type=int, default=None, help="trials to run (default: the YAML's budget)"
+        "--num-samples",
+        dest="num_samples",
+        type=int,
+        default=None,
+        help="configurations to sample (default: the YAML's budget); a compare:/seeds: sweep trains each once per "
+        "method and seed",
     )
     p.add_argument(
         "--max-concurrent",

@@ -71,6 +71,18 @@ def plan_sweep(
     return SweepPlan(spec, out, resume)
 
 
+def trial_count_text(spec: SweepSpec) -> str:
+    """``12 trials``, or for a compare/seeds sweep ``24 trials (6 recipes x 2 methods x 2 seeds)``."""
+    if not spec.replicated:
+        return f"{spec.trial_count} trials"
+    parts = [f"{spec.budget.num_samples} recipes"]
+    if spec.compare:
+        parts.append(f"{len(spec.compare)} methods ({', '.join(spec.compare)})")
+    if spec.seeds > 1:
+        parts.append(f"{spec.seeds} seeds")
+    return f"{spec.trial_count} trials ({' x '.join(parts)})"
+
+
 def init_ray(address: Optional[str]) -> bool:
     """Join ``address`` (or ``$RAY_ADDRESS``, or a cluster started with ``ray start`` here), else start a
     local Ray. Does nothing if Ray is up already. True when this call connected or started it."""
@@ -95,7 +107,7 @@ def run_sweep(plan: SweepPlan, address: Optional[str] = None, echo: Echo = print
         gpus = float(ray.cluster_resources().get("GPU", 0))
         spec, out = plan.spec, plan.out
         stderr_line(
-            f"sweep {spec.name}: {'resuming' if plan.resume else 'starting'}, {spec.budget.num_samples} trials, "
+            f"sweep {spec.name}: {'resuming' if plan.resume else 'starting'}, {trial_count_text(spec)}, "
             f"at most {spec.budget.max_concurrent} at once -> {out}"
         )
         tuner = restore_tuner(spec, out, gpus) if plan.resume else build_tuner(spec, out, gpus, verbose=verbose)

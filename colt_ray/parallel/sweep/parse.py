@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from colt_ray.core.config import RENAMED, check_value, flat_field_owners, upgrade_flat, value_type
 from colt_ray.core.errors import ConfigError, one_line
+from colt_ray.parallel.sweep.compare import parse_compare, parse_seeds
 from colt_ray.parallel.sweep.spec import (
     ACC_METRICS,
     BUDGET_KEYS,
@@ -23,6 +24,7 @@ from colt_ray.parallel.sweep.spec import (
     SCHEDULER_KEYS,
     TARGET_METRICS,
     TEST_METRICS,
+    TIME_ATTRS,
     TOP_KEYS,
     Budget,
     Dist,
@@ -30,7 +32,9 @@ from colt_ray.parallel.sweep.spec import (
     SamplerSpec,
     SchedulerSpec,
     SweepSpec,
+    check_type,
     int_at_least,
+    is_number,
     sweep_name,
 )
 
@@ -74,7 +78,14 @@ def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
     allow_test = data.get("allow_test_selection", False)
     if not isinstance(allow_test, bool):
         raise ConfigError("allow_test_selection", f"must be true or false, got {allow_test!r}")
-    scheduler = _scheduler(data.get("scheduler"), objectives, fixed)
+    compare = parse_compare(data.get("compare"), fixed, search)
+    seeds = parse_seeds(data.get("seeds"), search)
+    scheduler = _scheduler(data.get("scheduler"), objectives, fixed, search)
+    if scheduler is not None and (compare or seeds > 1):
+        raise ConfigError(
+            "scheduler",
+            "ASHA stops single trials, leaving a recipe's methods and seeds unequal; remove it (or compare:/seeds:)",
+        )
     _check_selection(objectives, scheduler, fixed, search, allow_test)
     return SweepSpec(
         name=sweep_name(data["name"], "name"),
@@ -85,6 +96,8 @@ def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
         sampler=_sampler(data.get("sampler"), len(objectives)),
         scheduler=scheduler,
         allow_test_selection=allow_test,
+        compare=compare,
+        seeds=seeds,
         description=str(data.get("description") or ""),
         source=source,
     )
@@ -115,7 +128,7 @@ def _dist(name: str, raw: Any) -> Dist:
         raise ConfigError(where, f"unknown distribution {kind!r}; valid: {', '.join(DIST_KINDS)}")
     if kind == "choice":
         return Dist(kind, _choices(where, values, name))
-    if not isinstance(values, list) or len(values) != 2 or not all(_is_number(v) for v in values):
+    if not isinstance(values, list) or len(values) != 2 or not all(is_number(v) for v in values):
         raise ConfigError(where, f"{kind} needs [lo, hi] with two numbers, got {values!r}")
     lo, hi = values
     if kind == "int" and not all(isinstance(v, int) for v in values):
@@ -163,7 +176,7 @@ def _objectives(raw: Any, fixed: dict[str, Any]) -> tuple[Objective, ...]:
         metric = _metric(item.get("metric"), where + ".metric")
         mode = _choice(item.get("mode", METRICS[metric]), MODES, where + ".mode")
         target = item.get("target", fixed.get("target_sparsity")) if metric in TARGET_METRICS else None
-        if metric in TARGET_METRICS and not (_is_number(target) and 0 < target < 1):
+        if metric in TARGET_METRICS and not (is_number(target) and 0 < target < 1):
             raise ConfigError(
                 where + ".target", "acc_at_target needs a target sparsity in (0, 1) (or fixed target_sparsity)"
             )
@@ -236,7 +249,9 @@ def _sampler(raw: Any, n_objectives: int) -> SamplerSpec:
     return SamplerSpec(kind, seed, pop)
 
 
-def _scheduler(raw: Any, objectives: tuple[Objective, ...], fixed: dict[str, Any]) -> Optional[SchedulerSpec]:
+def _scheduler(
+    raw: Any, objectives: tuple[Objective, ...], fixed: dict[str, Any], search: dict[str, Dist]
+) -> Optional[SchedulerSpec]:
     if raw is None:
         return None
     if not isinstance(raw, dict):
@@ -252,10 +267,34 @@ def _scheduler(raw: Any, objectives: tuple[Objective, ...], fixed: dict[str, Any
         )
     same = [o.mode for o in objectives if o.metric == metric]
     mode = _choice(raw.get("mode", same[0] if same else METRICS[metric]), MODES, "scheduler.mode")
-    grace = int_at_least("scheduler.grace_period", raw.get("grace_period", 1), 1)
+    time_attr = _time_attr(raw, fixed, search)
+    top = 100 if time_attr == "sparsity_pct" else None  # percent sparsity ends at 100
+    grace = int_at_least("scheduler.grace_period", raw.get("grace_period", 20 if top else 1), 1)
     factor = int_at_least("scheduler.reduction_factor", raw.get("reduction_factor", 2), 2)
-    max_t = int_at_least("scheduler.max_t", raw.get("max_t", 1000), grace)
-    return SchedulerSpec(metric, mode, grace, factor, max_t)
+    max_t = int_at_least("scheduler.max_t", raw.get("max_t", top or 1000), grace)
+    if top and max_t > top:
+        raise ConfigError("scheduler.max_t", f"time_attr sparsity_pct ends at 100 (percent), got {max_t}")
+    return SchedulerSpec(metric, mode, grace, factor, max_t, time_attr=time_attr)
+
+
+def _time_attr(raw: dict, fixed: dict[str, Any], search: dict[str, Dist]) -> str:
+    """ASHA's axis: ``sparsity_pct`` when trials prune at different rates (at equal cycles a faster pruner is
+    sparser, so it would look worse and be stopped), else ``cycle``; the YAML may say so explicitly."""
+    unequal = "prune_rate" in search or ("method" in search and "prune_rate" not in fixed)
+    default = "sparsity_pct" if unequal else "cycle"
+    time_attr = _choice(raw.get("time_attr", default), TIME_ATTRS, "scheduler.time_attr")
+    if unequal and time_attr == "cycle":
+        raise ConfigError(
+            "scheduler.time_attr",
+            "trials prune at different rates, so equal cycles mean unequal sparsity; use sparsity_pct",
+        )
+    if unequal and "time_attr" not in raw and ("grace_period" in raw or "max_t" in raw):
+        raise ConfigError(
+            "scheduler.time_attr",
+            "with prune rates that differ, ASHA's rungs are in percent sparsity, not cycles: add time_attr: "
+            "sparsity_pct and give grace_period/max_t in percent (e.g. grace_period: 20)",
+        )
+    return time_attr
 
 
 # ---- small checks ---------------------------------------------------------------------------------
@@ -275,27 +314,6 @@ def _choice(value: Any, valid: tuple[str, ...], where: str) -> str:
     if value not in valid:
         raise ConfigError(where, f"unknown {value!r}; valid: {', '.join(valid)}")
     return value
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def check_type(name: str, value: Any, where: str) -> None:
-    """Raise ConfigError unless ``value`` fits the setting's type (ints pass as floats; None if optional)."""
-    kind = value_type(name)
-    if value is None:
-        return  # whether a setting may be null: check_value
-    ok = {
-        int: _is_number(value) and isinstance(value, int),
-        float: _is_number(value),
-        bool: isinstance(value, bool),
-        str: isinstance(value, str),
-        tuple: isinstance(value, list),
-    }[kind]
-    if not ok:
-        shown = {tuple: "list"}.get(kind, kind.__name__)
-        raise ConfigError(where, f"{name} must be a {shown}, got {value!r}")
 
 
 def _absolute_root(name: str, value: Any) -> Any:

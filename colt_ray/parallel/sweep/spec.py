@@ -9,10 +9,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from colt_ray.core.config import value_type
 from colt_ray.core.errors import ConfigError
 
 TOP_KEYS = (
-    "name", "description", "fixed", "search", "objectives", "budget", "sampler", "scheduler", "allow_test_selection",
+    "name", "description", "fixed", "search", "compare", "seeds", "objectives", "budget", "sampler", "scheduler",
+    "allow_test_selection",
 )  # fmt: skip
 DIST_KINDS = ("float", "logfloat", "int", "choice")
 # metric reported after every cycle -> its natural direction
@@ -33,7 +35,9 @@ MODES = ("max", "min")
 SAMPLERS = ("tpe", "nsga2", "random")
 BUDGET_KEYS = ("num_samples", "max_concurrent", "max_failures")
 SAMPLER_KEYS = ("kind", "seed", "population_size")
-SCHEDULER_KEYS = ("kind", "metric", "mode", "grace_period", "reduction_factor", "max_t")
+SCHEDULER_KEYS = ("kind", "metric", "mode", "time_attr", "grace_period", "reduction_factor", "max_t")
+# ASHA's progress axis, reported after every cycle: cycles done, or the ticket's sparsity in whole percent
+TIME_ATTRS = ("cycle", "sparsity_pct")
 OBJECTIVE_KEYS = ("metric", "mode", "target")
 
 
@@ -72,7 +76,8 @@ class SamplerSpec:
 
 @dataclass(frozen=True)
 class SchedulerSpec:
-    """ASHA over cycles: a rung every ``grace_period * reduction_factor**i`` cycles."""
+    """ASHA: a rung every ``grace_period * reduction_factor**i`` units of ``time_attr`` (cycles, or percent
+    sparsity when trials prune at different rates: they are compared at equal sparsity, not equal cycles)."""
 
     metric: str
     mode: str
@@ -80,6 +85,7 @@ class SchedulerSpec:
     reduction_factor: int = 2
     max_t: int = 1000
     kind: str = "asha"
+    time_attr: str = "cycle"
 
 
 @dataclass(frozen=True)
@@ -94,11 +100,28 @@ class SweepSpec:
     description: str = ""
     source: str = "<spec>"
     allow_test_selection: bool = False
+    compare: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> its own fixed settings
+    seeds: int = 1  # each sampled recipe runs once per seed (and per compared method)
 
     @property
     def multi(self) -> bool:
         """True with two objectives (a Pareto front)."""
         return len(self.objectives) > 1
+
+    @property
+    def replicated(self) -> bool:
+        """True when one sampled recipe becomes several trials (``compare:`` methods, ``seeds:`` > 1)."""
+        return bool(self.compare) or self.seeds > 1
+
+    @property
+    def group_size(self) -> int:
+        """Trials per sampled recipe: one per (seed, compared method)."""
+        return max(1, len(self.compare)) * self.seeds
+
+    @property
+    def trial_count(self) -> int:
+        """Tune trials in the sweep: ``budget.num_samples`` recipes x ``group_size``."""
+        return self.budget.num_samples * self.group_size
 
     def base_config(self) -> dict[str, Any]:
         """The settings every trial shares (progress bars off inside trials unless asked for)."""
@@ -118,15 +141,40 @@ class SweepSpec:
         )
 
     def smoke(self) -> SweepSpec:
-        """A seconds-long version for CI and cluster checks: 2 trials, 1 epoch, 1 cycle, same space otherwise."""
+        """A seconds-long version for CI and cluster checks: 1 epoch, 1 cycle, one seed, 2 trials (a compare
+        sweep: one recipe per method), the same space otherwise."""
         fixed = {k: v for k, v in self.fixed.items() if k != "target_sparsity"}
         fixed.update(epochs=1, cycles=1)
         search = {k: d for k, d in self.search.items() if k not in fixed}
-        budget = dataclasses.replace(self.budget, num_samples=2, max_concurrent=min(2, self.budget.max_concurrent))
-        return dataclasses.replace(self, fixed=fixed, search=search or self.search, budget=budget)
+        samples = max(1, 2 // max(1, len(self.compare)))
+        budget = dataclasses.replace(
+            self.budget, num_samples=samples, max_concurrent=min(2, self.budget.max_concurrent)
+        )
+        return dataclasses.replace(self, fixed=fixed, search=search or self.search, budget=budget, seeds=1)
 
 
 # ---- helpers shared with the parser ---------------------------------------------------------------
+def is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_type(name: str, value: Any, where: str) -> None:
+    """Raise ConfigError unless ``value`` fits the setting's type (ints pass as floats; None if optional)."""
+    kind = value_type(name)
+    if value is None:
+        return  # whether a setting may be null: check_value
+    ok = {
+        int: is_number(value) and isinstance(value, int),
+        float: is_number(value),
+        bool: isinstance(value, bool),
+        str: isinstance(value, str),
+        tuple: isinstance(value, list),
+    }[kind]
+    if not ok:
+        shown = {tuple: "list"}.get(kind, kind.__name__)
+        raise ConfigError(where, f"{name} must be a {shown}, got {value!r}")
+
+
 def int_at_least(where: str, value: Any, minimum: int) -> int:
     """``value`` if it is an integer >= ``minimum``, else a ConfigError at ``where``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

@@ -44,6 +44,7 @@ def cycle_metrics(record: CycleRecord, totals: Totals, target: Optional[float], 
     metrics = {
         "cycle": record.cycle,
         "sparsity": float(t["sparsity"]),
+        "sparsity_pct": sparsity_pct(t["sparsity"]),
         "val_acc": _num(val),
         "acc": _num(acc),
         "acc_final": _num(t["acc_final"]),
@@ -56,6 +57,12 @@ def cycle_metrics(record: CycleRecord, totals: Totals, target: Optional[float], 
         metrics["acc_at_target"] = totals.acc_at_target
         metrics["val_acc_at_target"] = totals.val_acc_at_target
     return metrics
+
+
+def sparsity_pct(sparsity: float) -> int:
+    """Whole percent of prunable weights pruned: ASHA's axis when trials prune at different rates (it never
+    decreases, since a ticket's mask only loses weights)."""
+    return int(math.floor(100 * float(sparsity) + 1e-6))  # 0.29 is 28.999...: not 28
 
 
 class TrialSink:

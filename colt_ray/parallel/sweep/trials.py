@@ -140,9 +140,10 @@ def summary_lines(spec: SweepSpec, rows: list[dict[str, Any]], out: str) -> list
     title = "Pareto front" if spec.multi else "best"
     names = ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives)
     lines.append(f"{title} over {names}:" if front else "no completed trial to rank")
+    shown = [*spec.search, *(["method"] if spec.compare else []), *(["seed"] if spec.seeds > 1 else [])]
     for r in front:
         config = json.loads(r["config_json"])
-        searched = ", ".join(f"{k}={_short(config.get(k))}" for k in spec.search)
+        searched = ", ".join(f"{k}={_short(config.get(k))}" for k in shown)
         values = ", ".join(f"{o.metric} {_short(v)}" for o, v in zip(spec.objectives, r["_values"]))
         lines.append(f"  trial {r['trial_id']} (run {r['run_id']}): {values} | {searched}")
     lines.append(

@@ -59,27 +59,34 @@ def make_sampler(spec: SweepSpec) -> Any:
 
 
 def make_searcher(spec: SweepSpec) -> Any:
-    """``OptunaSearch`` over the objectives (metric/mode lists for two), limited to ``max_concurrent``."""
+    """Optuna over the objectives (metric/mode lists for two; trials stopped early told as pruned), each
+    recipe expanded over the methods and seeds of a ``compare:``/``seeds:`` sweep, at most ``max_concurrent``
+    trials at once."""
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
+
+    from colt_ray.parallel.sweep.compare import trial_variants
+    from colt_ray.parallel.sweep.searchers import OptunaPruning, Replicates
 
     metrics = [o.metric for o in spec.objectives]
     modes = [o.mode for o in spec.objectives]
-    search = OptunaSearch(
+    search = OptunaPruning(
         metric=metrics if spec.multi else metrics[0], mode=modes if spec.multi else modes[0], sampler=make_sampler(spec)
     )
+    if spec.replicated:
+        search = Replicates(search, trial_variants(spec), metrics)
     return ConcurrencyLimiter(search, max_concurrent=spec.budget.max_concurrent)
 
 
 def make_scheduler(spec: SweepSpec) -> Any:
-    """ASHA over cycles (``time_attr="cycle"``) on its one metric, or None (every trial runs to its end)."""
+    """ASHA on its one metric along ``time_attr`` (cycles, or percent sparsity when trials prune at
+    different rates), or None (every trial runs to its end)."""
     if spec.scheduler is None:
         return None
     from ray.tune.schedulers import ASHAScheduler
 
     s = spec.scheduler
     return ASHAScheduler(
-        time_attr="cycle",
+        time_attr=s.time_attr,
         metric=s.metric,
         mode=s.mode,
         max_t=s.max_t,
@@ -110,7 +117,7 @@ def build_tuner(spec: SweepSpec, out: str, cluster_gpus: float = 0.0, verbose: i
     tune_config = tune.TuneConfig(
         search_alg=make_searcher(spec),
         scheduler=make_scheduler(spec),
-        num_samples=spec.budget.num_samples,
+        num_samples=spec.trial_count,  # every recipe once per (seed, compared method)
         trial_name_creator=trial_dirname,
         trial_dirname_creator=trial_dirname,
     )
