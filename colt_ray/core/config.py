@@ -436,6 +436,9 @@ def _coerce(section: str, key: str, value: Any) -> Any:
     default = getattr(getattr(RunConfig(), section), key)
     if isinstance(default, tuple) and isinstance(value, (list, tuple)):
         return tuple(value)
+    if isinstance(default, tuple) and isinstance(value, str):  # a searched list setting: "conv,linear"
+        kind = item_type(key)
+        return tuple(kind(x.strip()) for x in value.split(",") if x.strip())
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value

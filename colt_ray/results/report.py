@@ -28,14 +28,18 @@ TITLES = {
     "matched_sparsity": "COLT vs IMP at matched sparsity (mean ± std over seeds, n runs)",
     "pareto_front": "Pareto front of (select_acc, sparsity) per (dataset, arch)",
     "layer_density": "Per-layer density of the best tickets",
+    "at_target": "At the target sparsity: each configuration's first ticket at or past it (mean ± std, n runs)",
+    "best_settings": "Best settings per method, ready to run (validation selects, over seeds)",
 }
 EMPTY = {
     "best_tickets": "no ticket has an accuracy",
     "matched_sparsity": "needs COLT and IMP runs on the same dataset and arch with overlapping sparsities",
     "pareto_front": "no ticket has an accuracy",
     "layer_density": "no layer rows for the best tickets",
+    "at_target": "no run stops at a target sparsity (--target-sparsity)",
+    "best_settings": "no ticket has an accuracy",
 }
-NOTES = {"matched_sparsity": tables.MATCHED_NOTE}  # printed under a table's heading
+NOTES = {"matched_sparsity": tables.MATCHED_NOTE, "at_target": tables.AT_TARGET_NOTE}  # printed under a table's heading
 PLOT_FILES = {
     "accuracy_vs_sparsity": "accuracy_vs_sparsity.png",
     "pareto_front": "pareto_front.png",
@@ -59,11 +63,14 @@ def build_tables(results: Results, tol: float = tables.TOL) -> dict[str, pd.Data
     points = tables.ticket_points(results.runs, results.cycles)
     best = tables.best_tickets(points, tol)
     pareto_pts = tables.pareto_points(points, results.trials)
+    targets = tables.at_target(points, results.runs, results.trials)
     return {
         "best_tickets": best,
         "matched_sparsity": tables.matched_sparsity(points, results.trials, tol=tol),
         "pareto_front": tables.pareto_front(pareto_pts),
         "layer_density": tables.layer_density(best, results.layers),
+        "at_target": targets,
+        "best_settings": tables.best_settings(points, results.runs, results.trials, tol, targets),
         "points": points,
         "pareto_points": pareto_pts,
     }
@@ -141,10 +148,31 @@ def render_markdown(shown: dict[str, pd.DataFrame], pngs: dict[str, str], result
     for key, title in TITLES.items():
         parts += [f"## {title}", ""] + ([NOTES[key], ""] if key in NOTES else [])
         df = shown[key]
+        if key == "best_settings" and len(df):
+            parts += settings_markdown(df)
+            continue
         parts += [markdown_table(with_std(df)) if len(df) else f"_No rows: {EMPTY[key]}._", ""]
     if pngs:
         parts += ["## Plots", ""] + [f"![{k}]({os.path.basename(p)})" for k, p in pngs.items()] + [""]
     return "\n".join(parts)
+
+
+def settings_markdown(df: pd.DataFrame) -> list[str]:
+    """Each best setting as a line of figures and its command line in a code block."""
+    parts = []
+    for r in df.itertuples(index=False):
+        std = f" ± {r.report_acc_std:.4f}" if not _missing(r.report_acc_std) else ""
+        parts += [
+            f"- **{r.method}** on {r.dataset} / {r.arch} (configuration {r.config_id}, {r.n} runs): cycle "
+            f"{r.cycle:g}, sparsity {r.sparsity:.4f}, select_acc {r.select_acc:.4f}, report_acc "
+            f"{r.report_acc:.4f}{std}, {r.sample_epochs:,.0f} sample-epochs ({r.rule})",
+            "",
+            "  ```bash",
+            f"  {r.command}",
+            "  ```",
+            "",
+        ]
+    return parts
 
 
 def render_csv(shown: dict[str, pd.DataFrame]) -> str:

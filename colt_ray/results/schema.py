@@ -74,6 +74,7 @@ CYCLES = pa.schema(
         _f("overlap", pa.float64(), True),
         _f("sample_epochs", pa.int64()),
         _f("wall_seconds", pa.float64()),
+        _f("cpu_seconds", pa.float64(), True),  # CPU time of the training's process (null: not trained)
         _f("finished_at", UTC_US),
     ],
     metadata={"colt_ray.table": "cycles", "colt_ray.schema_version": str(SCHEMA_VERSION)},
@@ -135,6 +136,15 @@ TRIALS = pa.schema(
         _f("stopped_early", pa.bool_()),
         _f("config_json", pa.string()),
         *FINAL_FIELDS,
+        # the first ticket at or past the target sparsity (null without a target or before one got there)
+        _f("val_acc_at_target", pa.float64(), True),
+        _f("test_acc_at_target", pa.float64(), True),
+        _f("rounds_at_target", pa.int64(), True),
+        _f("sample_epochs_at_target", pa.int64(), True),
+        _f("wall_at_target", pa.float64(), True),
+        # where the trial's time went besides training (sweep efficiency)
+        _f("prepare_seconds", pa.float64(), True),
+        _f("checkpoint_seconds", pa.float64(), True),
         _f("objective", pa.float64(), True),
         _f("pareto", pa.bool_(), True),
     ],

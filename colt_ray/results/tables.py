@@ -7,6 +7,8 @@
   their tickets averaged per cycle.
 * :func:`matched_sparsity` - COLT vs IMP interpolated at common sparsities, mean ± std over seeds.
 * :func:`pareto_points` / :func:`pareto_front` - non-dominated (sparsity, acc_best) points.
+* :func:`at_target` - per configuration, the first ticket at or past its target sparsity (mean ± std).
+* :func:`best_settings` - each method's best configuration and the ``colt-ray ticket`` line that runs it.
 * :func:`layer_density` - the per-layer density of each best ticket.
 """
 
@@ -52,9 +54,23 @@ MATCHED_NOTE = (
     "std over that configuration's runs that reach the sparsity (`n`), of `report_acc` interpolated along each "
     "run. Runs of trials stopped early are left out."
 )
+AT_TARGET_NOTE = (
+    "Runs that stop at a target sparsity: each run's first ticket at or past it. `select_acc` (validation) "
+    "chooses the `best` configuration per method; `report_acc` is test accuracy at the best-validation "
+    "epoch; `rounds` is the cycle, `sample_epochs` what finding and training that ticket cost, `wall_seconds` "
+    "the training wall time with shards in parallel (from the cycles' rows, not the sweep's clock)."
+)
 MATCHED_COLUMNS = [
     "dataset", "arch", "sparsity", "colt_ticket", "colt_acc", "colt_acc_std", "colt_n", "imp_acc", "imp_acc_std",
     "imp_n", "acc_diff", "colt_sample_epochs", "imp_sample_epochs", "compute_ratio", "colt_run_id", "imp_run_id",
+]  # fmt: skip
+AT_TARGET_COLUMNS = [
+    "method", "dataset", "arch", "config_id", "target", "n", "sparsity", "select_acc", "select_acc_std",
+    "report_acc", "report_acc_std", "rounds", "sample_epochs", "wall_seconds", "best",
+]  # fmt: skip
+SETTINGS_COLUMNS = [
+    "dataset", "arch", "method", "config_id", "n", "cycle", "sparsity", "select_acc", "report_acc",
+    "report_acc_std", "sample_epochs", "rule", "command",
 ]  # fmt: skip
 PARETO_COLUMNS = [
     "dataset", "arch", "method", "run_id", "cycle", "sparsity", "acc_best", "selected_by", "select_acc", "report_acc",
@@ -299,6 +315,90 @@ def _stopped_early_runs(trials: pd.DataFrame) -> set:
         return set()
     stopped = (trials["status"] == "stopped_early") | trials["stopped_early"].fillna(False).astype(bool)
     return set(trials.loc[stopped, "run_id"].dropna())
+
+
+def best_settings(
+    points: pd.DataFrame,
+    runs: pd.DataFrame,
+    trials: pd.DataFrame = None,
+    tol: float = TOL,
+    targets: pd.DataFrame = None,
+) -> pd.DataFrame:
+    """Per (dataset, arch, method): the best configuration and the ``colt-ray ticket`` command line that runs
+    it (``commands.ticket_command``). Where the runs stop at a target sparsity (``targets``, from
+    :func:`at_target`), the configuration with the best mean validation accuracy at the target (rule
+    ``best_at_target``); else the best-ticket rule on :func:`config_points` (validation averaged over seeds).
+    ``report_acc`` is the mean ± std over the configuration's runs at the chosen ticket."""
+    from colt_ray.results.commands import ticket_command
+
+    cfg, rows = config_points(points, trials), []
+    chosen = {}
+    if targets is not None and len(targets):
+        for _, t in targets[targets["best"]].iterrows():
+            chosen.setdefault((t["dataset"], t["arch"], t["method"]), t)
+    for (dataset, arch, method), g in cfg.groupby(["dataset", "arch", "method"], sort=True):
+        t = chosen.get((dataset, arch, method))
+        if t is not None:
+            config_id, fig = t["config_id"], _target_figures(t)
+        else:
+            pick, rule = _pick(g, tol, "config_id")
+            config_id, fig = pick["config_id"], _pick_figures(points, pick, rule, trials)
+        run_id = points.loc[points["config_id"] == config_id, "run_id"].iloc[0]
+        run = runs[runs["run_id"] == run_id].iloc[0].to_dict()
+        rows.append({
+            "dataset": dataset, "arch": arch, "method": method, "config_id": config_id, **fig,
+            "command": ticket_command(run, out=f"results/best-{method}-{dataset}-{arch}"),
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=SETTINGS_COLUMNS)
+
+
+def _target_figures(t: pd.Series) -> dict[str, Any]:
+    keys = ("n", "sparsity", "select_acc", "report_acc", "report_acc_std", "sample_epochs")
+    return {**{k: t[k] for k in keys}, "cycle": float(t["rounds"]), "rule": "best_at_target"}
+
+
+def _pick_figures(points: pd.DataFrame, pick: pd.Series, rule: str, trials: pd.DataFrame) -> dict[str, Any]:
+    at = points[(points["config_id"] == pick["config_id"]) & (points["cycle"] == pick["cycle"])]
+    at = at[~at["run_id"].isin(_stopped_early_runs(trials))]
+    return {
+        "n": int(pick["n"]), "cycle": float(pick["cycle"]), "sparsity": pick["sparsity"],
+        "select_acc": pick["select_acc"], **_mean_std(at, "report_acc"),
+        "sample_epochs": float(at["search_sample_epochs"].mean()), "rule": rule,
+    }  # fmt: skip
+
+
+def at_target(points: pd.DataFrame, runs: pd.DataFrame, trials: pd.DataFrame = None) -> pd.DataFrame:
+    """Per configuration whose runs stop at a ``target_sparsity``: each run's first ticket at or past it, then
+    mean ± std over the configuration's runs (seeds) of its ``select_acc`` (validation: what chooses) and
+    ``report_acc`` (test at the best-validation epoch), with the mean rounds (cycle), search sample-epochs and
+    modelled wall seconds (shards in parallel) it took, and ``n`` runs (runs that never got there left out).
+    ``best``: the configuration of its (dataset, arch, method) with the highest mean ``select_acc``."""
+    if points.empty or "target_sparsity" not in runs:
+        return pd.DataFrame(columns=AT_TARGET_COLUMNS)
+    target = runs.set_index("run_id")["target_sparsity"].astype("float64")
+    pts = points[~points["run_id"].isin(_stopped_early_runs(trials))].copy()
+    pts["target"] = pts["run_id"].map(target)
+    hit = pts[pts["target"].notna() & (pts["sparsity"] >= pts["target"] - _EPS)]
+    first = hit.sort_values("cycle").drop_duplicates("run_id", keep="first")
+    rows = []
+    for keys, g in first.groupby(GROUP + ["config_id", "target"], sort=True):
+        rows.append({
+            **dict(zip(GROUP + ["config_id", "target"], keys)), "n": len(g), "sparsity": g["sparsity"].mean(),
+            **_mean_std(g, "select_acc"), **_mean_std(g, "report_acc"), "rounds": g["cycle"].mean(),
+            "sample_epochs": g["search_sample_epochs"].mean(), "wall_seconds": g["cum_wall_seconds"].mean(),
+        })  # fmt: skip
+    out = pd.DataFrame(rows, columns=[c for c in AT_TARGET_COLUMNS if c != "best"])
+    top = out.groupby(GROUP + ["target"])["select_acc"].transform("max") if len(out) else out["select_acc"]
+    out["best"] = out["select_acc"] >= top - _EPS
+    return out.sort_values(GROUP + ["select_acc"], ascending=[True, True, True, False]).reset_index(drop=True)
+
+
+def _mean_std(g: pd.DataFrame, col: str) -> dict[str, float]:
+    v = g[col].astype("float64").dropna()
+    return {
+        col: float(v.mean()) if len(v) else math.nan,
+        f"{col}_std": float(v.std(ddof=1)) if len(v) > 1 else math.nan,
+    }
 
 
 def layer_density(best: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:

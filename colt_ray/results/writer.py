@@ -112,6 +112,46 @@ def write_fs_atomic(fs: Any, table: pa.Table, path: str) -> None:
         raise
 
 
+def write_bytes_atomic(out: PathLike, rel: tuple[str, ...], data: bytes) -> str:
+    """Write ``data`` to ``out``/``rel`` (a local directory or a ``pyarrow.fs`` URI) atomically: a temporary
+    file (object) first, then renamed (moved) into place. Returns the path written."""
+    fs, root = layout.resolve(out)
+    if fs is None:
+        path = os.path.join(root, *rel)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = layout.tmp_name(path)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            _remove_quietly(tmp)
+            raise
+        return path
+    path = layout.join(root, *rel, remote=True)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    tmp = layout.tmp_name(path)
+    with fs.open_output_stream(tmp) as stream:
+        stream.write(data)
+    fs.move(tmp, path)
+    return path
+
+
+def read_bytes(out: PathLike, rel: tuple[str, ...]) -> Optional[bytes]:
+    """The bytes of ``out``/``rel``, or None when there is no such file."""
+    fs, root = layout.resolve(out)
+    try:
+        if fs is None:
+            with open(os.path.join(root, *rel), "rb") as fh:
+                return fh.read()
+        with fs.open_input_stream(layout.join(root, *rel, remote=True)) as stream:
+            return stream.read()
+    except (FileNotFoundError, OSError):
+        return None
+
+
 def check_writable(out: PathLike, filesystem: Any = None) -> None:
     """Raise ``ConfigError("out", "<dir> is not writable: <reason>")`` unless files can be created in ``out``.
 

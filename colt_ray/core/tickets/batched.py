@@ -133,7 +133,7 @@ class BatchedShards:
 
     # ---- training --------------------------------------------------------------------------------------
     def _train(self, theta, mask: Optional[Mask], cycle: int) -> list[TrainOutcome]:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         mask = mask if mask is not None else Mask.ones_like(self.trainers[0].weights())
@@ -160,6 +160,8 @@ class BatchedShards:
                     if step + 1 == runs[j].total_steps:
                         wall[j] = time.perf_counter() - start
         outs = [self._finish(j, r, mask, cycle, start, wall[j]) for j, r in enumerate(runs)]
+        for out in outs:  # the process's CPU time, shared equally by the stacked shards
+            out.metrics["cpu_seconds"] = (time.process_time() - cpu) / len(outs)
         self._record_peak()
         return outs
 

@@ -276,7 +276,7 @@ def run_imp(ctx: Context, backend: Backend, sink: Sink, resume: Optional[Resume]
 
 def retrained(search: dict, retraining: dict) -> dict:
     """A level's metrics when its ticket is retrained apart: the retraining's accuracies, both trainings' cost."""
-    cost = ("sample_epochs", "wall_seconds")
+    cost = ("sample_epochs", "wall_seconds", "cpu_seconds")
     return {**retraining, **{k: (search.get(k) or 0) + (retraining.get(k) or 0) for k in cost}}
 
 

@@ -96,7 +96,16 @@ def fill_ticket_metrics(record: CycleRecord, metrics: dict) -> None:
 
 def _metric_cols(metrics: Optional[dict]) -> dict:
     """The accuracy and cost columns; ``evaluated`` False (and accuracies null) when nothing was trained."""
-    keys = ("acc_best", "acc_final", "val_acc_best", "test_acc_at_best_val", "loss", "sample_epochs", "wall_seconds")
+    keys = (
+        "acc_best",
+        "acc_final",
+        "val_acc_best",
+        "test_acc_at_best_val",
+        "loss",
+        "sample_epochs",
+        "wall_seconds",
+        "cpu_seconds",
+    )
     if metrics is None:
         return dict.fromkeys(keys) | {"sample_epochs": 0, "wall_seconds": 0.0, "evaluated": False}
     return {k: metrics.get(k) for k in keys} | {"evaluated": True}

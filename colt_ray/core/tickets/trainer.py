@@ -115,7 +115,7 @@ class TicketTrainer:
     ) -> TrainOutcome:
         """Train from ``theta`` under ``mask``; if ``prune_next``, prune the run's rate of the survivors.
         ``loss_fn`` replaces the recipe's loss (distillation); ``epochs`` the recipe's epochs."""
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         mask = mask if mask is not None else Mask.ones_like(self.weights())
         self.load(theta)
         if uses(self.cfg, "density-rescale") and mask.kept() < mask.numel():
@@ -137,6 +137,7 @@ class TicketTrainer:
         proposal = self.prune(mask) if prune_next else None
         metrics = result.metrics()
         metrics["wall_seconds"] = time.perf_counter() - start
+        metrics["cpu_seconds"] = time.process_time() - cpu  # this process's CPU time (sweep efficiency)
         if capture is not None and capture.state is None:
             raise ValueError(f"rewind-step {capture_step} is beyond the {result.steps} steps of the first training")
         return TrainOutcome(self.index, cycle, metrics, proposal, capture.state if capture else None)

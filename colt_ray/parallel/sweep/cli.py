@@ -31,6 +31,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="sweep name, the directory under --storage (default: the YAML's name)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep STORAGE/NAME")
     p.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fix a setting over the YAML's (repeatable; VALUE read as YAML, checked like the file's), e.g. "
+        "--set data_root=../shared/data/mnist10k.npz --set epochs=3; a searched setting becomes fixed. Give the "
+        "same --set again with --resume",
+    )
+    p.add_argument(
         "--num-samples",
         dest="num_samples",
         type=int,
@@ -84,6 +94,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         num_samples=args.num_samples,
         max_concurrent=args.max_concurrent,
         smoke_test=args.smoke_test,
+        settings=args.settings,
     )
     rows = run_sweep(plan, address=args.address, verbose=0 if args.quiet else 1)
     if rows and all(r["status"] == "failed" for r in rows):

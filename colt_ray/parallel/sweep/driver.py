@@ -7,10 +7,12 @@ anything is written. ``run_sweep`` then runs it.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from colt_ray.core.errors import ConfigError, stderr_line
 from colt_ray.parallel.sweep.checks import check_spec
@@ -44,13 +46,15 @@ def plan_sweep(
     num_samples: Optional[int] = None,
     max_concurrent: Optional[int] = None,
     smoke_test: bool = False,
+    settings: Sequence[str] = (),
 ) -> SweepPlan:
-    """Load and check the search space ``space`` and the storage; raises ConfigError before anything starts.
-    ``smoke_test`` shrinks the sweep (see ``SweepSpec.smoke``) before the overrides apply."""
+    """Load and check the search space ``space`` (``settings``: ``KEY=VALUE`` fixed over the file's) and the
+    storage; raises ConfigError before anything starts. ``smoke_test`` shrinks the sweep (see
+    ``SweepSpec.smoke``) before the overrides apply."""
     from colt_ray.parallel.sweep.tuner import can_restore
     from colt_ray.results.writer import check_writable
 
-    spec = load_spec(space)
+    spec = load_spec(space, settings)
     spec = (spec.smoke() if smoke_test else spec).with_overrides(
         name=name, num_samples=num_samples, max_concurrent=max_concurrent
     )
@@ -83,6 +87,16 @@ def trial_count_text(spec: SweepSpec) -> str:
     return f"{spec.trial_count} trials ({' x '.join(parts)})"
 
 
+def sweep_cycles(out: str) -> Any:
+    """The sweep's CYCLES rows (an empty frame when no trial wrote any)."""
+    from colt_ray.results.reader import load_results
+
+    try:
+        return load_results(out).cycles
+    except ConfigError:  # no run got as far as its first row
+        return []
+
+
 def init_ray(address: Optional[str]) -> bool:
     """Join ``address`` (or ``$RAY_ADDRESS``, or a cluster started with ``ray start`` here), else start a
     local Ray. Does nothing if Ray is up already. True when this call connected or started it."""
@@ -96,16 +110,20 @@ def run_sweep(plan: SweepPlan, address: Optional[str] = None, echo: Echo = print
     TRIALS rows (with ``_values``, the objective values)."""
     import ray
 
+    from colt_ray.parallel.sweep.efficiency import efficiency_lines, open_session, session, summarise
     from colt_ray.parallel.sweep.trials import rows_from_results, settle_runs, summary_lines, write_trials
     from colt_ray.parallel.sweep.tuner import build_tuner, restore_tuner
 
     os.environ.setdefault(
         "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0"
     )  # we checkpoint every cycle on purpose
+    began, t0 = dt.datetime.now(dt.timezone.utc), time.perf_counter()
     started = init_ray(address)
+    spec, out = plan.spec, plan.out
+    cores, rows = float(ray.cluster_resources().get("CPU", 0)), None
+    earlier = open_session(out, began, cores)
     try:
         gpus = float(ray.cluster_resources().get("GPU", 0))
-        spec, out = plan.spec, plan.out
         stderr_line(
             f"sweep {spec.name}: {'resuming' if plan.resume else 'starting'}, {trial_count_text(spec)}, "
             f"at most {spec.budget.max_concurrent} at once -> {out}"
@@ -119,5 +137,12 @@ def run_sweep(plan: SweepPlan, address: Optional[str] = None, echo: Echo = print
             echo(line)
         return rows
     finally:
+        # every session counts in the sweep's CPU capacity, an interrupted one too (its figures are then
+        # those of the trials so far; a --resume recomputes them from every trial)
+        sessions = [*earlier, session(began, time.perf_counter() - t0, cores)]
+        summary = summarise(out, rows or [], sessions, sweep_cycles(out))
+        if rows is not None:
+            for line in efficiency_lines(summary):
+                echo(line)
         if started:
             ray.shutdown()

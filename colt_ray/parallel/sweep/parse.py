@@ -7,6 +7,7 @@ list the valid ones). The format is documented in ``docs/sweeps.md``. Pure Pytho
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any, Optional
 
 from colt_ray.core.config import RENAMED, check_value, flat_field_owners, upgrade_flat, value_type
@@ -40,8 +41,9 @@ from colt_ray.parallel.sweep.spec import (
 
 
 # ---- loading --------------------------------------------------------------------------------------
-def load_spec(path: str) -> SweepSpec:
-    """Read and check the YAML file ``path``; raises ConfigError (one line) on any problem."""
+def load_spec(path: str, settings: Sequence[str] = ()) -> SweepSpec:
+    """Read and check the YAML file ``path``; raises ConfigError (one line) on any problem. ``settings``
+    (``KEY=VALUE``, the command line's ``--set``) fix settings over the file's: see ``apply_settings``."""
     import yaml
 
     try:
@@ -53,7 +55,37 @@ def load_spec(path: str) -> SweepSpec:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError("space", f"{path} is not valid YAML: {one_line(e)}") from e
-    return parse_spec(data, source=path)
+    return parse_spec(apply_settings(data, settings), source=path)
+
+
+def apply_settings(data: Any, settings: Sequence[str]) -> Any:
+    """The parsed YAML with each ``KEY=VALUE`` fixed under ``fixed:`` (a searched setting becomes fixed).
+    VALUE is read as YAML (``0.1``, ``true``, ``[conv, linear]``, ``null``); each is checked like the file's."""
+    import yaml
+
+    if not settings:
+        return data
+    if not isinstance(data, dict):
+        return data  # parse_spec says what is wrong with the file
+    fixed, search = dict(data.get("fixed") or {}), dict(data.get("search") or {})
+    owners = flat_field_owners()
+    for item in settings:
+        key, sep, text = item.partition("=")
+        key = RENAMED.get(key.strip(), key.strip())
+        where = f"set.{key or item}"
+        if not sep or not key:
+            raise ConfigError("set", f"expected KEY=VALUE (e.g. data_root=data/mnist10k.npz), got {item!r}")
+        if key not in owners:
+            raise ConfigError(where, f"unknown setting; valid: {', '.join(sorted(owners))}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(where, f"{text!r} is not a value: {one_line(e)}") from e
+        check_type(key, value, where)
+        check_value(key, _absolute_root(key, value), where)
+        fixed[key] = value
+        search.pop(key, None)
+    return {**data, "fixed": fixed, "search": search}
 
 
 def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
@@ -148,13 +180,19 @@ def _dist(name: str, raw: Any) -> Dist:
 
 
 def _choices(where: str, values: Any, name: str) -> tuple:
+    """The choices of a searched setting. A list setting's choices are lists (``[[conv, linear], [linear]]``)
+    or comma-separated strings; they are searched as the strings (Optuna's choices are scalars)."""
     if not isinstance(values, list) or not values:
         raise ConfigError(where, "choice needs a non-empty list, e.g. {choice: [class, random]}")
+    if value_type(name) is tuple:
+        values = [",".join(map(str, v)) if isinstance(v, list) else v for v in values]
     for v in values:
         if not (v is None or isinstance(v, (bool, int, float, str))):
             raise ConfigError(where, f"choices must be numbers, strings, booleans or null, got {v!r}")
         if name == "eval_tickets" and isinstance(v, bool):
             v = "all" if v else "none"
+        if value_type(name) is tuple and isinstance(v, str):
+            v = [x.strip() for x in v.split(",") if x.strip()]
         check_type(name, v, where)
         check_value(name, v, where)
     if len(set(map(repr, values))) != len(values):
@@ -178,7 +216,7 @@ def _objectives(raw: Any, fixed: dict[str, Any]) -> tuple[Objective, ...]:
         target = item.get("target", fixed.get("target_sparsity")) if metric in TARGET_METRICS else None
         if metric in TARGET_METRICS and not (is_number(target) and 0 < target < 1):
             raise ConfigError(
-                where + ".target", "acc_at_target needs a target sparsity in (0, 1) (or fixed target_sparsity)"
+                where + ".target", f"{metric} needs a target sparsity in (0, 1) (or fixed target_sparsity)"
             )
         out.append(Objective(metric, mode, float(target) if target is not None else None))
     if len({o.metric for o in out}) != len(out):
@@ -187,13 +225,18 @@ def _objectives(raw: Any, fixed: dict[str, Any]) -> tuple[Objective, ...]:
 
 
 def _check_acc_objectives(objectives: tuple[Objective, ...], fixed: dict[str, Any], search: dict[str, Dist]) -> None:
-    uses_acc = any(o.metric in ACC_METRICS for o in objectives)
-    if uses_acc and (
-        fixed.get("eval_tickets") in ("none", "final")
-        or fixed.get("eval_tickets", "").startswith("every:")
-        or "eval_tickets" in search
-    ):
-        raise ConfigError("eval_tickets", "an accuracy objective needs eval_tickets: all (every ticket trained)")
+    """An accuracy objective needs its tickets evaluated: every one (``eval_tickets: all``), or the final one
+    when every accuracy objective is at the target the runs stop at (the final ticket is the first past it)."""
+    acc = [o for o in objectives if o.metric in ACC_METRICS]
+    policy = fixed.get("eval_tickets", "all")
+    stop = fixed.get("target_sparsity")
+    final_is_enough = policy == "final" and all(o.target is not None and o.target == stop for o in acc)
+    if acc and ("eval_tickets" in search or (policy != "all" and not final_is_enough)):
+        raise ConfigError(
+            "eval_tickets",
+            "an accuracy objective needs eval_tickets: all (every ticket trained), or final when every accuracy "
+            "objective is at the fixed target_sparsity the runs stop at",
+        )
 
 
 def _check_selection(
@@ -213,7 +256,7 @@ def _check_selection(
             raise ConfigError(
                 where,
                 f"{metric} is measured on the test set, which must not select; use "
-                f"{'val_acc_at_target' if metric == 'acc_at_target' else 'val_acc'} with val_fraction "
+                f"{'val_acc_at_target' if metric.endswith('_at_target') else 'val_acc'} with val_fraction "
                 "> 0, or set allow_test_selection: true",
             )
         if metric.startswith("val_") and not (fixed.get("val_fraction", 0) or "val_fraction" in search):

@@ -31,8 +31,16 @@ class Totals:
     wall_seconds: float = 0.0
     dense_acc: Optional[float] = None
     dense_selection: Optional[float] = None  # the dense ticket's accuracy that max_acc_drop compares against
-    acc_at_target: float = 0.0
-    val_acc_at_target: float = 0.0
+    # the first ticket at or past the target sparsity (None until one is reached)
+    target_cycle: Optional[int] = None
+    acc_at_target: float = 0.0  # its test accuracy (acc_best)
+    val_acc_at_target: float = 0.0  # its best validation accuracy
+    test_acc_at_target: float = 0.0  # its test accuracy at that best-validation epoch
+    sample_epochs_at_target: Optional[int] = None
+    wall_at_target: Optional[float] = None
+    # where a trial's time went (sweep efficiency, docs/sweeps.md)
+    prepare_seconds: float = 0.0  # data loading, theta_0, trainer set-up
+    checkpoint_seconds: float = 0.0  # writing results, checkpointing and reporting each cycle
 
 
 @dataclass

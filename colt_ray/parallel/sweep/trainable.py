@@ -33,14 +33,21 @@ def trial_run_id(cfg: RunConfig, trial_id: str) -> str:
 
 
 def cycle_metrics(record: CycleRecord, totals: Totals, target: Optional[float], run_id: str) -> dict[str, Any]:
-    """The metrics reported after a cycle (and kept as the trial's last result); updates ``totals``."""
+    """The metrics reported after a cycle (and kept as the trial's last result); updates ``totals``.
+
+    With a ``target`` sparsity, the ``*_at_target`` metrics are those of the first ticket at or past it (its
+    validation accuracy selects; its test accuracy at the best-validation epoch is reported beside it), with
+    the rounds, sample-epochs and wall seconds it took; before a ticket gets there the accuracies are 0 and the
+    costs infinite (the worst value for their direction)."""
     t = record.ticket_row
     acc, val = t["acc_best"], t.get("val_acc_best")
-    if target is not None and t["sparsity"] >= target:
-        if acc is not None:
-            totals.acc_at_target = max(totals.acc_at_target, float(acc))
-        if val is not None:
-            totals.val_acc_at_target = max(totals.val_acc_at_target, float(val))
+    if target is not None and totals.target_cycle is None and t["sparsity"] >= target:
+        totals.target_cycle = record.cycle
+        totals.acc_at_target = _num(acc, 0.0)
+        totals.val_acc_at_target = _num(val, 0.0)
+        totals.test_acc_at_target = _num(t.get("test_acc_at_best_val"), 0.0)
+        totals.sample_epochs_at_target = int(totals.sample_epochs)
+        totals.wall_at_target = float(totals.wall_seconds)
     metrics = {
         "cycle": record.cycle,
         "sparsity": float(t["sparsity"]),
@@ -50,12 +57,21 @@ def cycle_metrics(record: CycleRecord, totals: Totals, target: Optional[float], 
         "acc_final": _num(t["acc_final"]),
         "sample_epochs": int(totals.sample_epochs),
         "wall_seconds": float(totals.wall_seconds),
+        "prepare_seconds": float(totals.prepare_seconds),
+        "checkpoint_seconds": float(totals.checkpoint_seconds),
         "search_done": bool(record.done),
         "run_id": run_id,
     }
     if target is not None:
-        metrics["acc_at_target"] = totals.acc_at_target
-        metrics["val_acc_at_target"] = totals.val_acc_at_target
+        reached = totals.target_cycle is not None
+        metrics.update(
+            acc_at_target=totals.acc_at_target,
+            val_acc_at_target=totals.val_acc_at_target,
+            test_acc_at_target=totals.test_acc_at_target,
+            rounds_at_target=totals.target_cycle if reached else math.inf,
+            sample_epochs_at_target=totals.sample_epochs_at_target if reached else math.inf,
+            wall_at_target=totals.wall_at_target if reached else math.inf,
+        )
     return metrics
 
 
@@ -75,6 +91,7 @@ class TrialSink:
     def __call__(self, record: CycleRecord) -> None:
         from ray import tune
 
+        start = time.perf_counter()
         self.results(record)  # the Parquet rows and ticket of this cycle, replacing any earlier attempt's
         self.totals.sample_epochs = self.results.sample_epochs
         self.totals.dense_acc = self.results.dense_acc
@@ -84,6 +101,8 @@ class TrialSink:
         with tempfile.TemporaryDirectory(prefix="colt-ray-ckpt-") as path:
             save_state(path, record, self.totals, metrics)
             self.report(metrics, checkpoint=tune.Checkpoint.from_directory(path))
+        # the results files, the checkpoint and the report of this cycle (counted from the next one on)
+        self.totals.checkpoint_seconds += time.perf_counter() - start
 
 
 def train_trial(
@@ -105,10 +124,12 @@ def train_trial(
     if state is not None and state.done:  # the search had finished; only the final report was lost
         tune.report(state.metrics)
         return
+    started = time.perf_counter()
     with trainers(cfg) as coordinator:  # on Ray the trainer actors start while the data load
         prepared = prepare(cfg, run_id=trial_run_id(cfg, trial_id))
         results = ResultsSink(prepared, out, extra={"sweep": sweep, "trial_id": trial_id})
         totals = state.totals if state is not None else Totals()
+        totals.prepare_seconds += time.perf_counter() - started
         results.sample_epochs, results.dense_acc = totals.sample_epochs, totals.dense_acc
         results.start()
         try:
@@ -158,5 +179,5 @@ def run_search(
     return run_local(prepared, sink, resume)
 
 
-def _num(value: Any) -> float:
-    return math.nan if value is None else float(value)
+def _num(value: Any, missing: float = math.nan) -> float:
+    return missing if value is None else float(value)

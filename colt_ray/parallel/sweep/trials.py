@@ -49,6 +49,13 @@ def trial_row(
         "cycles_done": metrics.get("cycle"),
         "sample_epochs": metrics.get("sample_epochs"),
         "wall_seconds": _val(metrics.get("wall_seconds")),
+        "val_acc_at_target": _val(metrics.get("val_acc_at_target")),
+        "test_acc_at_target": _val(metrics.get("test_acc_at_target")),
+        "rounds_at_target": _count(metrics.get("rounds_at_target")),
+        "sample_epochs_at_target": _count(metrics.get("sample_epochs_at_target")),
+        "wall_at_target": _finite(metrics.get("wall_at_target")),
+        "prepare_seconds": _val(metrics.get("prepare_seconds")),
+        "checkpoint_seconds": _val(metrics.get("checkpoint_seconds")),
         "objective": _val(metrics.get(spec.objectives[0].metric)),
         "pareto": False,
         "_values": [_val(metrics.get(o.metric)) for o in spec.objectives],
@@ -163,6 +170,17 @@ def _val(value: Any) -> Optional[float]:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     return float(value)
+
+
+def _finite(value: Any) -> Optional[float]:
+    """A float, or None for a missing, NaN or infinite value (a cost not yet paid: the target not reached)."""
+    v = _val(value)
+    return v if v is not None and math.isfinite(v) else None
+
+
+def _count(value: Any) -> Optional[int]:
+    v = _finite(value)
+    return None if v is None else int(v)
 
 
 def _short(value: Any) -> str:

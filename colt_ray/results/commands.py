@@ -1,0 +1,57 @@
+"""A run's settings as the ``colt-ray ticket`` command line that reproduces them (the report's "best settings").
+
+Every setting that differs from its default becomes its flag (``flag_name``); booleans are ``--x``/``--no-x``,
+lists are comma-joined. Left out: the seed (a configuration is every seed of it; the line runs one), the
+progress bars, and a cluster address (where it runs is the reader's choice).
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+from colt_ray.core.config import RunConfig, default_of, flag_name, flat_field_owners
+
+LEFT_OUT = ("seed", "progress", "address")
+
+
+def ticket_command(run: Mapping[str, Any], out: str = "results/best") -> str:
+    """``colt-ray ticket --flag value ... --out OUT`` for the flat settings of ``run`` (a ``runs`` row)."""
+    flat = {k: _plain(v) for k, v in run.items() if k in flat_field_owners() and k not in LEFT_OUT}
+    cfg = RunConfig.from_flat({k: v for k, v in flat.items() if v is not None or default_of(k) is None})
+    args = ["colt-ray", "ticket"]
+    for name, value in cfg.to_flat().items():
+        if name in LEFT_OUT or _same(value, default_of(name)):
+            continue
+        args += _flag(name, value)
+    return shlex.join([*args, "--out", out])
+
+
+def _flag(name: str, value: Any) -> list[str]:
+    flag = f"--{flag_name(name)}"
+    if isinstance(value, bool):
+        return [flag if value else f"--no-{flag_name(name)}"]
+    if value is None:
+        return []  # a setting left at "none" where its default is a value: no flag says that
+    if isinstance(value, (list, tuple)):
+        return [flag, ",".join(map(str, value))]
+    return [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+
+
+def _same(value: Any, default: Any) -> bool:
+    if isinstance(default, tuple):
+        default = list(default)
+    return value == default
+
+
+def _plain(v: Any) -> Any:
+    """A Parquet/pandas cell as plain Python (arrays as lists, NA as None, numpy scalars unwrapped)."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_plain(x) for x in v]
+    if v is None or v is pd.NA or (isinstance(v, float) and v != v):
+        return None
+    return v.item() if isinstance(v, np.generic) else v
