@@ -84,8 +84,12 @@ def add_sweep_parser(subparsers: Any, formatter_class: Any = argparse.HelpFormat
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run ``colt-ray sweep``; ConfigError propagates (the caller prints it and exits 2)."""
+    import datetime as dt
+    import time
+
     from colt_ray.parallel.sweep.driver import plan_sweep, run_sweep
 
+    since = (dt.datetime.now(dt.timezone.utc), time.perf_counter())
     plan = plan_sweep(
         args.space,
         args.storage,
@@ -96,7 +100,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         smoke_test=args.smoke_test,
         settings=args.settings,
     )
-    rows = run_sweep(plan, address=args.address, verbose=0 if args.quiet else 1)
+    rows = run_sweep(plan, address=args.address, verbose=0 if args.quiet else 1, since=since)
     if rows and all(r["status"] == "failed" for r in rows):
         print(
             f"colt-ray: every trial failed; see the error column of runs/ and the Tune logs under {plan.out}/tune/",

@@ -105,9 +105,16 @@ def init_ray(address: Optional[str]) -> bool:
     return start(address, detect=True)
 
 
-def run_sweep(plan: SweepPlan, address: Optional[str] = None, echo: Echo = print, verbose: int = 1) -> list[dict]:
+def run_sweep(
+    plan: SweepPlan,
+    address: Optional[str] = None,
+    echo: Echo = print,
+    verbose: int = 1,
+    since: Optional[tuple[dt.datetime, float]] = None,
+) -> list[dict]:
     """Run (or resume) the sweep of ``plan``; write trials.parquet and settle the runs rows; return the
-    TRIALS rows (with ``_values``, the objective values)."""
+    TRIALS rows (with ``_values``, the objective values). ``since``: when the command started (wall clock,
+    ``time.perf_counter()``), so the sweep's efficiency counts its checks and Ray's start-up too."""
     import ray
 
     from colt_ray.parallel.sweep.efficiency import efficiency_lines, open_session, session, summarise
@@ -117,7 +124,7 @@ def run_sweep(plan: SweepPlan, address: Optional[str] = None, echo: Echo = print
     os.environ.setdefault(
         "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0"
     )  # we checkpoint every cycle on purpose
-    began, t0 = dt.datetime.now(dt.timezone.utc), time.perf_counter()
+    began, t0 = since or (dt.datetime.now(dt.timezone.utc), time.perf_counter())
     started = init_ray(address)
     spec, out = plan.spec, plan.out
     cores, rows = float(ray.cluster_resources().get("CPU", 0)), None

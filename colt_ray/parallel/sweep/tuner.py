@@ -120,6 +120,9 @@ def build_tuner(spec: SweepSpec, out: str, cluster_gpus: float = 0.0, verbose: i
         num_samples=spec.trial_count,  # every recipe once per (seed, compared method)
         trial_name_creator=trial_dirname,
         trial_dirname_creator=trial_dirname,
+        # a finished trial's worker process runs the next trial with the same resources: no new process and
+        # no second torch import per trial (about 3.5 s of idle core per trial on a small machine)
+        reuse_actors=True,
     )
     run_config = tune.RunConfig(
         name=TUNE_DIR,
