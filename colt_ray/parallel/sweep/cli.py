@@ -101,6 +101,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         settings=args.settings,
     )
     rows = run_sweep(plan, address=args.address, verbose=0 if args.quiet else 1, since=since)
+    from colt_ray.parallel.sweep.trials import interrupted
+
+    if interrupted(plan.spec, rows):
+        return 130  # as an interrupted command; the summary said how to continue
     if rows and all(r["status"] == "failed" for r in rows):
         print(
             f"colt-ray: every trial failed; see the error column of runs/ and the Tune logs under {plan.out}/tune/",

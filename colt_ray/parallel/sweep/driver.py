@@ -118,12 +118,22 @@ def run_sweep(
     import ray
 
     from colt_ray.parallel.sweep.efficiency import efficiency_lines, open_session, session, summarise
-    from colt_ray.parallel.sweep.trials import rows_from_results, settle_runs, summary_lines, write_trials
+    from colt_ray.parallel.sweep.trials import (
+        interrupted,
+        mark_interrupted,
+        rows_from_results,
+        settle_runs,
+        summary_lines,
+        write_trials,
+    )
     from colt_ray.parallel.sweep.tuner import build_tuner, restore_tuner
 
     os.environ.setdefault(
         "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0"
     )  # we checkpoint every cycle on purpose
+    # no CSV/JSON/TensorBoard files per trial: the sweep's results are its Parquet tables, and TensorBoard
+    # prints a warning for every infinite *_at_target cost (a ticket not yet at the target)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     began, t0 = since or (dt.datetime.now(dt.timezone.utc), time.perf_counter())
     started = init_ray(address)
     spec, out = plan.spec, plan.out
@@ -138,6 +148,8 @@ def run_sweep(
         tuner = restore_tuner(spec, out, gpus) if plan.resume else build_tuner(spec, out, gpus, verbose=verbose)
         grid = tuner.fit()
         rows = rows_from_results(spec, grid)
+        if interrupted(spec, rows):
+            mark_interrupted(spec, rows)
         settle_runs(out, rows)
         write_trials(out, rows)
         for line in summary_lines(spec, rows, out):

@@ -136,13 +136,39 @@ def read_run_row(out: str, run_id: str) -> Optional[dict[str, Any]]:
     return rows[0] if rows else None
 
 
+def interrupted(spec: SweepSpec, rows: list[dict[str, Any]]) -> bool:
+    """Whether the sweep ended before every trial did (Ctrl-C): fewer trials than planned, or, without a
+    scheduler that could stop them, a trial whose search had not finished."""
+    unfinished = spec.scheduler is None and any(r["status"] == "stopped_early" for r in rows)
+    return len(rows) < spec.trial_count or unfinished
+
+
+def mark_interrupted(spec: SweepSpec, rows: list[dict[str, Any]]) -> None:
+    """After an interruption, a trial whose search had not finished is ``running`` (a ``--resume`` continues
+    it), not stopped early, unless a scheduler may have stopped it."""
+    if spec.scheduler is not None:
+        return
+    for r in rows:
+        if r["status"] == "stopped_early":
+            r.update(status="running", stopped_early=False, pareto=False)
+
+
 def summary_lines(spec: SweepSpec, rows: list[dict[str, Any]], out: str) -> list[str]:
     """What the command prints at the end: counts, the best trial or the Pareto front, where results are."""
-    count = {s: sum(r["status"] == s for r in rows) for s in ("completed", "stopped_early", "failed")}
+    statuses = ("completed", "stopped_early", "failed", "running")
+    count = {s: sum(r["status"] == s for r in rows) for s in statuses}
     lines = [
         f"sweep {spec.name}: {len(rows)} trials ({count['completed']} completed, "
-        f"{count['stopped_early']} stopped early, {count['failed']} failed)"
+        f"{count['stopped_early']} stopped early, {count['failed']} failed"
+        + (f", {count['running']} interrupted" if count["running"] else "")
+        + ")"
     ]
+    if interrupted(spec, rows):
+        lines.append(
+            f"sweep {spec.name}: interrupted with {spec.trial_count - count['completed'] - count['failed']} of "
+            f"{spec.trial_count} trials to go; continue with: colt-ray sweep {spec.source} --resume"
+            f" --storage <the same> (and the same --set)"
+        )
     front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["final_sparsity"] or 0.0)
     title = "Pareto front" if spec.multi else "best"
     names = ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives)
