@@ -185,10 +185,11 @@ def _search(cfg: RunConfig, out: str, run: Any, prepared: Any = None) -> int:
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
-    from colt_ray.core.tickets.io import load_ticket
+    from colt_ray.core.tickets.io import ticket_from_bytes
     from colt_ray.core.tickets.transfer import transfer
+    from colt_ray.results.writer import read_file_bytes
 
-    ticket = load_ticket(args.ticket_file)
+    ticket = ticket_from_bytes(read_file_bytes(args.ticket_file), args.ticket_file)  # a local path or a URI
     if args.arch is not None and args.arch != ticket.arch:
         raise ConfigError("arch", f"ticket {args.ticket_file} belongs to arch {ticket.arch!r}, not {args.arch!r}")
     cfg = config_from_args(args)

@@ -13,12 +13,12 @@ import time
 from collections.abc import Callable
 from typing import Any, Optional
 
-from colt_ray.core.tickets.io import save_ticket
+from colt_ray.core.tickets.io import ticket_bytes
 from colt_ray.core.tickets.methods import exceeds_drop, selection_acc
 from colt_ray.core.tickets.records import CycleRecord
 from colt_ray.core.tickets.search import Prepared
 from colt_ray.results import layout
-from colt_ray.results.writer import ResultsWriter
+from colt_ray.results.writer import ResultsWriter, write_bytes_atomic
 
 
 def _versions() -> dict[str, Any]:
@@ -103,7 +103,9 @@ class ResultsSink:
             "sparsity": record.mask.sparsity(),
             "prune_groups": list(p.cfg.prune.prune_groups),
         }
-        save_ticket(layout.ticket_path(self.out, p.run_id, record.cycle), record.theta, record.mask, meta)
+        # through the results' filesystem layer: a local directory or an object store (s3://, gs://), atomically
+        ticket = ticket_bytes(record.theta, record.mask, meta)
+        write_bytes_atomic(self.out, layout.ticket_rel(p.run_id, record.cycle), ticket)
         self.writer.write_cycle(p.run_id, record.cycle, record.cycle_rows, record.layer_rows)
         self.sample_epochs += sum(int(r["sample_epochs"] or 0) for r in record.cycle_rows)
         if record.cycle == 0:

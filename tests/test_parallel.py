@@ -28,7 +28,7 @@ from colt_ray.parallel.coordinator import Coordinator
 from colt_ray.parallel.resources import ActorResources, fit_to_cluster, placement_bundles, shard_resources
 from colt_ray.runner import ResultsSink
 
-TIMING = ("wall_seconds", "finished_at")
+TIMING = ("wall_seconds", "cpu_seconds", "finished_at")
 
 
 def small_cfg(
@@ -115,6 +115,19 @@ def test_resource_requests_follow_the_config_and_drop_a_gpu_the_cluster_lacks():
     assert fit_to_cluster(cfg, 1, said.append).resources.gpus_per_shard == 0.25 and len(said) == 1
     with pytest.raises(ConfigError, match="gpus-per-shard"):  # refused up front, before Ray or any file
         validate(small_cfg(device="cuda", backend="ray"))
+
+
+def test_a_trainer_without_a_gpu_share_never_uses_cuda_even_where_the_node_has_gpus(monkeypatch):
+    import torch
+
+    from colt_ray.core.train import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU node, as Ray shows it to every worker
+    assert resolve_device(small_cfg().resources.device).type == "cuda"  # what "auto" alone would pick
+    no_share = fit_to_cluster(small_cfg(), 1, lambda line: None)
+    assert no_share.resources.device == "cpu" and resolve_device(no_share.resources.device).type == "cpu"
+    shared = fit_to_cluster(small_cfg(gpus_per_shard=0.25), 1, lambda line: None)
+    assert shared.resources.device == "auto"  # the share's GPU: the one Ray made visible to the actor
 
 
 def test_a_placement_group_without_room_for_the_trainers_is_an_error_not_a_hang():

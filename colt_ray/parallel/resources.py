@@ -95,7 +95,8 @@ def local_num_cpus(cfg: RunConfig, machine_cpus: int) -> int:
 
 
 def fit_to_cluster(cfg: RunConfig, cluster_gpus: float, echo: Optional[Callable[[str], None]] = None) -> RunConfig:
-    """Drop a GPU request the cluster cannot serve (train on the CPU instead of waiting forever), say so.
+    """Drop a GPU request the cluster cannot serve (train on the CPU instead of waiting forever), say so; a
+    trainer with no GPU share trains on the CPU even where the node has GPUs.
 
     Actors never see the progress bars (``progress=False``): k interleaved bars would be unreadable; the
     driver prints one line per cycle instead.
@@ -108,4 +109,8 @@ def fit_to_cluster(cfg: RunConfig, cluster_gpus: float, echo: Optional[Callable[
             "training on the CPU"
         )
         res = dataclasses.replace(res, gpus_per_shard=0.0, device="cpu")
+    if res.gpus_per_shard <= 0 and res.device == "auto":
+        # Ray leaves CUDA_VISIBLE_DEVICES alone for a worker that reserved no GPU: "auto" would put every such
+        # actor on cuda:0 of its node, unaccounted for. A trainer without a GPU share never touches CUDA.
+        res = dataclasses.replace(res, device="cpu")
     return cfg.replace(resources=dataclasses.replace(res, progress=False))

@@ -119,11 +119,16 @@ def layers_part(out: PathLike, run_id: str, cycle: int) -> str:
     return _at(out, *layers_rel(run_id, cycle))
 
 
-def ticket_path(out: PathLike, run_id: str, cycle: int) -> str:
-    """``OUT/tickets/<run_id>/cycle-<cycle:04d>.safetensors`` (the ticket's masks and weights)."""
+def ticket_rel(run_id: str, cycle: int) -> tuple[str, str, str]:
+    """``tickets/<run_id>/cycle-<cycle:04d>.safetensors``, relative to OUT."""
     if int(cycle) < 0:
         raise ValueError(f"cycle must be >= 0, got {cycle}")
-    return _at(out, TICKETS_DIR, check_run_id(run_id), f"cycle-{int(cycle):04d}.safetensors")
+    return TICKETS_DIR, check_run_id(run_id), f"cycle-{int(cycle):04d}.safetensors"
+
+
+def ticket_path(out: PathLike, run_id: str, cycle: int) -> str:
+    """``OUT/tickets/<run_id>/cycle-<cycle:04d>.safetensors`` (the ticket's masks and weights)."""
+    return _at(out, *ticket_rel(run_id, cycle))
 
 
 def trials_path(out: PathLike) -> str:

@@ -139,6 +139,22 @@ def write_bytes_atomic(out: PathLike, rel: tuple[str, ...], data: bytes) -> str:
     return path
 
 
+def read_file_bytes(path: PathLike) -> bytes:
+    """The bytes of the file ``path``: a local path or a ``pyarrow.fs`` URI (``s3://bucket/key``).
+    ConfigError("ticket", ...) when it cannot be read."""
+    fs, root = layout.resolve(path)
+    try:
+        if fs is None:
+            with open(root, "rb") as fh:
+                return fh.read()
+        with fs.open_input_stream(root) as stream:
+            return stream.read()
+    except FileNotFoundError:
+        raise ConfigError("ticket", f"no such file {os.fspath(path)}") from None
+    except OSError as e:
+        raise ConfigError("ticket", f"cannot read {os.fspath(path)}: {str(e).splitlines()[0]}") from None
+
+
 def read_bytes(out: PathLike, rel: tuple[str, ...]) -> Optional[bytes]:
     """The bytes of ``out``/``rel``, or None when there is no such file."""
     fs, root = layout.resolve(out)

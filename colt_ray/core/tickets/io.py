@@ -42,9 +42,10 @@ class Ticket:
         return tuple(self.meta["in_shape"])  # type: ignore[return-value]
 
 
-def save_ticket(path: str | os.PathLike, theta: Mapping[str, np.ndarray], mask: Mask, meta: Mapping[str, Any]) -> None:
-    """Write atomically: a temporary file in the same directory, then rename."""
-    from safetensors.torch import save_file
+def ticket_bytes(theta: Mapping[str, np.ndarray], mask: Mask, meta: Mapping[str, Any]) -> bytes:
+    """A ticket file's bytes (safetensors): written by the caller wherever its results live (a local file,
+    or an object store through ``colt_ray.results.writer.write_bytes_atomic``)."""
+    from safetensors.torch import save
 
     tensors = {f"theta/{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in theta.items()}
     tensors.update({f"mask/{k}": v.contiguous() for k, v in mask.items()})
@@ -55,12 +56,18 @@ def save_ticket(path: str | os.PathLike, theta: Mapping[str, np.ndarray], mask: 
         "meta": json.dumps(dict(meta), sort_keys=True, default=str),
         "order": json.dumps(order),
     }
+    return save(tensors, metadata=metadata)
+
+
+def save_ticket(path: str | os.PathLike, theta: Mapping[str, np.ndarray], mask: Mask, meta: Mapping[str, Any]) -> None:
+    """Write a ticket to a local ``path`` atomically: a temporary file in the same directory, then rename."""
+    data = ticket_bytes(theta, mask, meta)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
-    os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=metadata)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -68,29 +75,43 @@ def save_ticket(path: str | os.PathLike, theta: Mapping[str, np.ndarray], mask: 
 
 
 def load_ticket(path: str | os.PathLike) -> Ticket:
-    """Read a ticket; a missing, corrupt or foreign file is a ConfigError naming it."""
-    from safetensors import safe_open
-
+    """Read a local ticket file; a missing, corrupt or foreign file is a ConfigError naming it."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("ticket", f"no such file {path}")
+    return ticket_from_bytes(path.read_bytes(), str(path))
+
+
+def ticket_from_bytes(data: bytes, name: str) -> Ticket:
+    """Parse a ticket file's bytes (``name`` says where they came from, for errors)."""
+    from safetensors.torch import load
+
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            if metadata.get("format") != FORMAT:
-                raise ConfigError("ticket", f"{path} is not a colt_ray ticket (format {metadata.get('format')!r})")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - a safetensors handle, not a dict
+        metadata = _safetensors_metadata(data)
+        if metadata.get("format") != FORMAT:
+            raise ConfigError("ticket", f"{name} is not a colt_ray ticket (format {metadata.get('format')!r})")
+        tensors = load(data)
         meta, order = json.loads(metadata["meta"]), json.loads(metadata["order"])
     except ConfigError:
         raise
     except Exception as exc:  # safetensors raises several types for a damaged header or body
-        raise ConfigError("ticket", f"{path} is corrupt or unreadable: {str(exc).splitlines()[0][:200]}") from None
+        raise ConfigError("ticket", f"{name} is corrupt or unreadable: {str(exc).splitlines()[0][:200]}") from None
     try:
         theta = {k: tensors[f"theta/{k}"].numpy() for k in order["theta"]}
         mask = Mask({k: tensors[f"mask/{k}"] for k in order["mask"]})
     except KeyError as exc:
-        raise ConfigError("ticket", f"{path} is corrupt: tensor {exc.args[0]!r} is missing") from None
+        raise ConfigError("ticket", f"{name} is corrupt: tensor {exc.args[0]!r} is missing") from None
     return Ticket(theta, mask, meta)
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's header (8-byte little-endian length, then JSON)."""
+    if len(data) < 8:
+        raise ValueError("file too short for a safetensors header")
+    n = int.from_bytes(data[:8], "little")
+    if n <= 0 or 8 + n > len(data):
+        raise ValueError(f"header length {n} does not fit a {len(data)}-byte file")
+    return dict(json.loads(data[8 : 8 + n]).get("__metadata__") or {})
 
 
 def check_ticket_fits(ticket: Ticket, model: torch.nn.Module, skip: tuple[str, ...] = ()) -> None:

@@ -2,7 +2,7 @@
 
 * ``spec`` + ``parse``: the YAML format, parsed into a frozen ``SweepSpec``; ``checks``: every corner of the space
   validated up front (class split vs shard count, types, ranges);
-* ``bundles``: a trial's 1 + k placement-group bundles from the k it sampled;
+* ``bundles``: a trial's placement-group bundles (2 + k on the Ray backend) from the k it sampled;
 * ``trainable`` + ``state``: the trial function, reporting and checkpointing the ``Resume`` state per cycle;
 * ``compare``: ``compare:``/``seeds:`` sweeps: each sampled recipe once per (seed, method), method-only settings
   reset where unread; ``searchers``: the Tune searchers that apply it (``Replicates``) and tell trials ASHA

@@ -1,8 +1,9 @@
 """The resource request of one sweep trial, computed from the shard count k it sampled.
 
-On the Ray backend a trial reserves 1 + k bundles (``colt_ray.parallel.resources.placement_bundles``):
-bundle 0 holds the trial function and its in-process coordinator, bundles 1..k the shard trainer actors. So
-a trial starts only when all of its actors fit, and never waits for its own actors. On the local backend the
+On the Ray backend a trial reserves 2 + k bundles (``colt_ray.parallel.resources.placement_bundles``):
+bundle 0 holds the trial function and its in-process coordinator, bundles 1..k the shard trainer actors, the
+last one the ticket evaluator (none with ``eval_tickets: none``). So a trial starts only when all of its
+actors fit, and never waits for its own actors. On the local backend the
 trial trains every shard itself and reserves one bundle.
 """
 

@@ -17,9 +17,10 @@ from colt_ray.core.errors import ConfigError
 
 EXIT_BAD_INPUT = 2
 DESCRIPTION = """Run many ticket searches with Ray Tune + Optuna over a search space (a YAML file in search_spaces/).
-Each trial reserves 1 + k resource bundles (its coordinator + one per shard), reports and checkpoints after
-every cycle, and writes its runs/cycles/layers Parquet under STORAGE/NAME/; trials.parquet holds one row per
-trial (config, final metrics, status, objective, Pareto flag). --resume continues an interrupted sweep."""
+A Ray-backend trial reserves 2 + k resource bundles (its coordinator, one per shard, the evaluator), reports
+and checkpoints after every cycle, and writes its runs/cycles/layers Parquet under STORAGE/NAME/;
+trials.parquet holds one row per trial (config, final metrics, status, objective, Pareto flag). --resume
+continues an interrupted sweep. The last line says how much of the machine's CPU time went into training."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

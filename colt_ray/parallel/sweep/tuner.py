@@ -96,7 +96,7 @@ def make_scheduler(spec: SweepSpec) -> Any:
 
 
 def make_trainable(spec: SweepSpec, out: str, cluster_gpus: float) -> Any:
-    """``train_trial`` bound to the sweep, reserving 1 + k bundles per trial (see ``bundles``)."""
+    """``train_trial`` bound to the sweep, reserving its placement-group bundles per trial (see ``bundles``)."""
     from ray import tune
 
     fn = tune.with_parameters(

@@ -1,0 +1,111 @@
+"""Results in object storage, against a real S3 API: moto's server on 127.0.0.1, reached through the standard
+AWS environment variables (AWS_ENDPOINT_URL and keys), as a user's s3:// storage would be.
+
+A ``colt-ray ticket`` run writes its Parquet and every ticket into the bucket (nothing under a local
+directory named ``s3:``), ``colt-ray report`` reads them back from the URI, and ``colt-ray transfer`` trains a
+ticket read from the bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("moto", reason="moto[server] is a dev dependency (pip install -e '.[dev]')")
+boto3 = pytest.importorskip("boto3")
+
+BUCKET = "colt-ray-test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_env():
+    """A moto S3 server on 127.0.0.1 (stopped by its process id afterwards) and the environment that points
+    boto3 and pyarrow at it."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    pytest.fail("moto's S3 server did not start")
+                time.sleep(0.2)
+        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                              aws_access_key_id="test", aws_secret_access_key="test")  # fmt: skip
+        client.create_bucket(Bucket=BUCKET)
+        yield {**os.environ, **env}, client
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def keys(client, prefix: str) -> list[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def colt_ray(args: list[str], env: dict, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "colt_ray", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+
+
+def test_ticket_report_and_transfer_through_s3(s3_env, tmp_path):
+    env, client = s3_env
+    out = f"s3://{BUCKET}/runs/imp"
+    run = colt_ray(
+        ["ticket", "--method", "imp", "--dataset", "digits", "--arch", "lenet300", "--epochs", "1", "--cycles", "2",
+         "--backend", "local", "--no-progress", "--out", out],
+        env, tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    stored = keys(client, "runs/imp/")
+    tickets = [k for k in stored if k.startswith("runs/imp/tickets/") and k.endswith(".safetensors")]
+    assert len(tickets) == 3  # cycles 0, 1, 2: every ticket is in the bucket
+    assert any(k.startswith("runs/imp/cycles/") for k in stored) and any(k.startswith("runs/imp/runs/") for k in stored)
+    assert not any(".tmp-" in k for k in stored)  # written whole, then moved into place
+    assert not any(p.name.startswith("s3:") for p in tmp_path.rglob("*")), "a file landed on local disk"
+
+    report = colt_ray(["report", out, "--out", str(tmp_path / "report")], env, tmp_path)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "Best ticket per (method, dataset, arch)" in report.stdout and (tmp_path / "report" / "report.md").exists()
+
+    ticket = f"s3://{BUCKET}/{tickets[-1]}"
+    moved = colt_ray(["transfer", ticket, "--dataset", "synthetic", "--epochs", "1", "--no-progress"], env, tmp_path)
+    assert moved.returncode == 0, moved.stderr[-2000:]
+    result = json.loads(moved.stdout.strip().splitlines()[-1])
+    assert result["ticket"] == ticket and result["sparsity"] == pytest.approx(0.36, abs=1e-3)
+
+
+def test_a_missing_ticket_in_the_bucket_is_one_line_exit_2(s3_env, tmp_path):
+    env, _ = s3_env
+    done = colt_ray(["transfer", f"s3://{BUCKET}/no/such.safetensors", "--dataset", "synthetic"], env, tmp_path)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0
+    assert f"ticket: no such file s3://{BUCKET}/no/such.safetensors" in done.stderr
