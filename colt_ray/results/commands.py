@@ -1,8 +1,9 @@
 """A run's settings as the ``colt-ray ticket`` command line that reproduces them (the report's "best settings").
 
 Every setting that differs from its default becomes its flag (``flag_name``); booleans are ``--x``/``--no-x``,
-lists are comma-joined. Left out: the seed (a configuration is every seed of it; the line runs one), the
-progress bars, and a cluster address (where it runs is the reader's choice).
+lists are comma-joined. Left out: the seed (a configuration is every seed of it; the line runs one) and the
+execution settings (backend, device, CPUs, address...: they never change the ticket, and a sweep picks them
+for its own throughput; where and how the line runs is the reader's choice).
 """
 
 from __future__ import annotations
@@ -13,16 +14,19 @@ from typing import Any
 
 from colt_ray.core.config import RunConfig, default_of, flag_name, flat_field_owners
 
-LEFT_OUT = ("seed", "progress", "address")
+LEFT_OUT = ("seed",)
+EXECUTION = "resources"  # the config section of the execution settings
 
 
 def ticket_command(run: Mapping[str, Any], out: str = "results/best") -> str:
     """``colt-ray ticket --flag value ... --out OUT`` for the flat settings of ``run`` (a ``runs`` row)."""
-    flat = {k: _plain(v) for k, v in run.items() if k in flat_field_owners() and k not in LEFT_OUT}
+    owners = flat_field_owners()
+    kept = [k for k in run if k in owners and k not in LEFT_OUT and owners[k] != EXECUTION]
+    flat = {k: _plain(run[k]) for k in kept}
     cfg = RunConfig.from_flat({k: v for k, v in flat.items() if v is not None or default_of(k) is None})
     args = ["colt-ray", "ticket"]
     for name, value in cfg.to_flat().items():
-        if name in LEFT_OUT or _same(value, default_of(name)):
+        if name not in flat or _same(value, default_of(name)):
             continue
         args += _flag(name, value)
     return shlex.join([*args, "--out", out])

@@ -230,6 +230,8 @@ def matched_sparsity(
         colt = g[(g["config_id"] == best["colt"]) & (g["sparsity"] > 0)]["sparsity"]
         for x, is_colt in _common_grid(curves["colt"], curves["imp"], grid, colt):
             c, i = _cell(x, curves["colt"]), _cell(x, curves["imp"])
+            if not c["n"] or not i["n"]:  # no run of a method covers x (runs end at different sparsities)
+                continue
             rows.append({
                 "dataset": dataset, "arch": arch, "sparsity": x, "colt_ticket": is_colt,
                 **{f"colt_{k}": v for k, v in c.items()}, **{f"imp_{k}": v for k, v in i.items()},
