@@ -4,8 +4,9 @@
 
 Both run exactly as the report prints them, so on the default ``--backend auto``: COLT with k >= 2 shards on
 Ray (shards and the ticket evaluation concurrently), IMP on the local backend (one model at a time). The
-seeds default to 0 1 2, which the sweep (seeds 42 43 44) never ran: an out-of-sample check of its choice. Per run: wall time of the whole process, rounds to the first ticket at or past the target, its
-validation and test accuracy (test at the best-validation epoch).
+seeds default to 0 1 2, which the sweep (seeds 42 43 44) never ran: an out-of-sample check of its choice.
+Per run: wall time of the whole process, rounds to the first ticket at or past the target, its validation
+and test accuracy (test at the best-validation epoch).
 
     python scripts/bench_gap.py sweeps/colt_gap_mnist                 # seeds 0 1 2
     python scripts/bench_gap.py sweeps/colt_gap_mnist --seeds 0 1 2 3 4
