@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     _ticket_parser(sub)
     _transfer_parser(sub)
     _report_parser(sub)
+    _export_parser(sub)
     add_sweep_parser(sub, HelpFormatter)
     return parser
 
@@ -81,6 +82,30 @@ def _report_parser(sub: Any) -> None:
     rp.add_argument("results_dir", metavar="RESULTS_DIR", help="output of `colt-ray ticket` or `colt-ray sweep`")
     rp.add_argument("--out", default=None, help="where to save tables and plots (default RESULTS_DIR/report)")
     rp.add_argument("--format", dest="fmt", default="md", help="md or csv")
+
+
+def _export_parser(sub: Any) -> None:
+    ex = sub.add_parser(
+        "export",
+        formatter_class=HelpFormatter,
+        help="a ticket as one standalone file (its weights inside)",
+        description="A run's ticket files refer to the run's tickets/<run>/theta0.safetensors for their "
+        "weights (theta_0 is stored once per run). Export writes a ticket as one file that carries them. "
+        "Both paths may be local or object-store URIs (s3://...).",
+    )
+    ex.add_argument("ticket_file", metavar="TICKET", help="a tickets/<run>/cycle-NNNN.safetensors file")
+    ex.add_argument("out", metavar="OUT", help="the file to write")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from colt_ray.results.tickets import export_ticket
+
+    try:
+        written = export_ticket(args.ticket_file, args.out)
+    except ValueError as e:
+        raise ConfigError("out", str(e)) from None
+    print(written)
+    return 0
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -185,11 +210,10 @@ def _search(cfg: RunConfig, out: str, run: Any, prepared: Any = None) -> int:
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
-    from colt_ray.core.tickets.io import ticket_from_bytes
     from colt_ray.core.tickets.transfer import transfer
-    from colt_ray.results.writer import read_file_bytes
+    from colt_ray.results.tickets import read_ticket
 
-    ticket = ticket_from_bytes(read_file_bytes(args.ticket_file), args.ticket_file)  # a local path or a URI
+    ticket = read_ticket(args.ticket_file)  # a local path or a URI
     if args.arch is not None and args.arch != ticket.arch:
         raise ConfigError("arch", f"ticket {args.ticket_file} belongs to arch {ticket.arch!r}, not {args.arch!r}")
     cfg = config_from_args(args)
@@ -223,7 +247,13 @@ def _list_names() -> int:
     return 0
 
 
-COMMANDS = {"ticket": cmd_ticket, "transfer": cmd_transfer, "report": cmd_report, "sweep": cmd_sweep}
+COMMANDS = {
+    "ticket": cmd_ticket,
+    "transfer": cmd_transfer,
+    "report": cmd_report,
+    "export": cmd_export,
+    "sweep": cmd_sweep,
+}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Optional
 
-from colt_ray.core.tickets.io import ticket_bytes
+from colt_ray.core.tickets.io import THETA0_FILE, theta_file_bytes, ticket_bytes
 from colt_ray.core.tickets.methods import exceeds_drop, selection_acc
 from colt_ray.core.tickets.records import CycleRecord
 from colt_ray.core.tickets.search import Prepared
@@ -50,6 +50,7 @@ class ResultsSink:
         self.reported: Optional[CycleRecord] = None  # the run's ticket: the last, or the sparsest within max_acc_drop
         self.sample_epochs = 0
         self.dense_selection: Optional[float] = None
+        self._theta0_written = False
 
     # ---- run row --------------------------------------------------------------------------------
     def run_row(self, status: str, error: Optional[str] = None) -> dict[str, Any]:
@@ -103,8 +104,15 @@ class ResultsSink:
             "sparsity": record.mask.sparsity(),
             "prune_groups": list(p.cfg.prune.prune_groups),
         }
-        # through the results' filesystem layer: a local directory or an object store (s3://, gs://), atomically
-        ticket = ticket_bytes(record.theta, record.mask, meta)
+        # through the results' filesystem layer: a local directory or an object store (s3://, gs://), atomically;
+        # a ticket that rewinds to theta_0 refers to the run's theta0.safetensors instead of repeating it
+        ref = None
+        if record.theta is p.ctx.theta0:
+            ref = THETA0_FILE
+            if not self._theta0_written:
+                write_bytes_atomic(self.out, layout.theta0_rel(p.run_id), theta_file_bytes(record.theta))
+                self._theta0_written = True
+        ticket = ticket_bytes(record.theta, record.mask, meta, theta_ref=ref)
         write_bytes_atomic(self.out, layout.ticket_rel(p.run_id, record.cycle), ticket)
         self.writer.write_cycle(p.run_id, record.cycle, record.cycle_rows, record.layer_rows)
         self.sample_epochs += sum(int(r["sample_epochs"] or 0) for r in record.cycle_rows)

@@ -99,3 +99,17 @@ def test_bad_masks_are_rejected():
         a.check_subset_of(Mask({"x": torch.tensor([1, 0, 1], dtype=torch.bool)}))
     with pytest.raises(ValueError, match="vote threshold"):
         vote([a, a], 3)
+
+
+def test_a_mask_packs_to_one_bit_per_weight_and_back_by_hand():
+    m = Mask(
+        {
+            "a": torch.tensor([[True, False, True], [False, False, True]]),  # 6 weights: 101001 00 -> 0b10100100
+            "b": torch.ones(9, dtype=torch.bool),  # 9 weights: two bytes, the last 7 bits padding
+        }
+    )
+    bits, shapes = m.packed()
+    assert bits["a"].tolist() == [0b10100100] and bits["b"].tolist() == [255, 0b10000000]
+    assert shapes == {"a": [2, 3], "b": [9]}
+    back = Mask.from_packed(bits, shapes)
+    assert back == m and back.names() == ["a", "b"]

@@ -87,8 +87,9 @@ def test_ticket_report_and_transfer_through_s3(s3_env, tmp_path):
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     stored = keys(client, "runs/imp/")
-    tickets = [k for k in stored if k.startswith("runs/imp/tickets/") and k.endswith(".safetensors")]
+    tickets = [k for k in stored if k.startswith("runs/imp/tickets/") and "/cycle-" in k]
     assert len(tickets) == 3  # cycles 0, 1, 2: every ticket is in the bucket
+    assert sum(k.endswith("/theta0.safetensors") for k in stored) == 1  # theta_0 once per run
     assert any(k.startswith("runs/imp/cycles/") for k in stored) and any(k.startswith("runs/imp/runs/") for k in stored)
     assert not any(".tmp-" in k for k in stored)  # written whole, then moved into place
     assert not any(p.name.startswith("s3:") for p in tmp_path.rglob("*")), "a file landed on local disk"
@@ -102,6 +103,14 @@ def test_ticket_report_and_transfer_through_s3(s3_env, tmp_path):
     assert moved.returncode == 0, moved.stderr[-2000:]
     result = json.loads(moved.stdout.strip().splitlines()[-1])
     assert result["ticket"] == ticket and result["sparsity"] == pytest.approx(0.36, abs=1e-3)
+
+    alone = f"s3://{BUCKET}/exported/ticket.safetensors"  # theta_0 inside, read from the run's theta0 file
+    exported = colt_ray(["export", ticket, alone], env, tmp_path)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert keys(client, "exported/") == ["exported/ticket.safetensors"]
+    size = client.head_object(Bucket=BUCKET, Key="exported/ticket.safetensors")["ContentLength"]
+    small = client.head_object(Bucket=BUCKET, Key=tickets[-1])["ContentLength"]
+    assert size > 4 * small
 
 
 def test_a_missing_ticket_in_the_bucket_is_one_line_exit_2(s3_env, tmp_path):

@@ -126,6 +126,11 @@ def ticket_rel(run_id: str, cycle: int) -> tuple[str, str, str]:
     return TICKETS_DIR, check_run_id(run_id), f"cycle-{int(cycle):04d}.safetensors"
 
 
+def theta0_rel(run_id: str) -> tuple[str, str, str]:
+    """``tickets/<run_id>/theta0.safetensors``: the run's theta_0, which its ticket files refer to."""
+    return TICKETS_DIR, check_run_id(run_id), "theta0.safetensors"
+
+
 def ticket_path(out: PathLike, run_id: str, cycle: int) -> str:
     """``OUT/tickets/<run_id>/cycle-<cycle:04d>.safetensors`` (the ticket's masks and weights)."""
     return _at(out, *ticket_rel(run_id, cycle))

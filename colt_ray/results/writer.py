@@ -95,14 +95,27 @@ def write_local_atomic(table: pa.Table, path: str) -> None:
 
 
 def write_fs_atomic(fs: Any, table: pa.Table, path: str) -> None:
-    """Write ``table`` through a ``pyarrow.fs`` filesystem: temporary object, then ``fs.move``."""
+    """Write ``table`` through a ``pyarrow.fs`` filesystem, atomically (see :func:`put_bytes`)."""
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    put_bytes(fs, path, buf.getvalue().to_pybytes())
+
+
+def put_bytes(fs: Any, path: str, data: bytes) -> None:
+    """``data`` as the file ``path`` of a ``pyarrow.fs`` filesystem, all or nothing: on an object store one
+    put of the whole object (it appears complete or not at all; a temporary object moved into place would be
+    a copy, and would leave a directory marker behind); elsewhere a temporary file, then ``fs.move``."""
+    if fs.type_name in OBJECT_STORES:
+        with fs.open_output_stream(path) as stream:
+            stream.write(data)
+        return
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
     if parent:
         fs.create_dir(parent, recursive=True)
     tmp = layout.tmp_name(path)
     try:
         with fs.open_output_stream(tmp) as stream:
-            pq.write_table(table, stream)
+            stream.write(data)
         fs.move(tmp, path)
     except BaseException:
         try:
@@ -113,8 +126,8 @@ def write_fs_atomic(fs: Any, table: pa.Table, path: str) -> None:
 
 
 def write_bytes_atomic(out: PathLike, rel: tuple[str, ...], data: bytes) -> str:
-    """Write ``data`` to ``out``/``rel`` (a local directory or a ``pyarrow.fs`` URI) atomically: a temporary
-    file (object) first, then renamed (moved) into place. Returns the path written."""
+    """Write ``data`` to ``out``/``rel`` (a local directory or a ``pyarrow.fs`` URI) atomically: locally a
+    temporary file, then renamed; through a filesystem, :func:`put_bytes`. Returns the path written."""
     fs, root = layout.resolve(out)
     if fs is None:
         path = os.path.join(root, *rel)
@@ -131,12 +144,11 @@ def write_bytes_atomic(out: PathLike, rel: tuple[str, ...], data: bytes) -> str:
             raise
         return path
     path = layout.join(root, *rel, remote=True)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    tmp = layout.tmp_name(path)
-    with fs.open_output_stream(tmp) as stream:
-        stream.write(data)
-    fs.move(tmp, path)
+    put_bytes(fs, path, data)
     return path
+
+
+OBJECT_STORES = ("s3", "gcs")  # whole-object puts are atomic there; there are no directories to create
 
 
 def read_file_bytes(path: PathLike) -> bytes:

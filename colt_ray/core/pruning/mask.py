@@ -2,7 +2,8 @@
 
 ``Mask`` is an ordered, checked value: every entry is a CPU ``torch.bool`` tensor, keys keep the model's
 parameter order, and the functions here (density, intersection, vote, overlap) never mutate their inputs.
-Masks travel between processes as ``{name: numpy bool array}`` (``to_numpy``/``from_numpy``).
+Masks travel between processes as ``{name: numpy bool array}`` (``to_numpy``/``from_numpy``) and are stored
+in files at one bit per weight (``packed``/``from_packed``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,22 @@ class Mask:
 
     def to_numpy(self) -> dict[str, np.ndarray]:
         return {n: v.numpy().copy() for n, v in self._t.items()}
+
+    def packed(self) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
+        """The mask at one bit per weight, for files: ``({name: uint8 array}, {name: shape})``."""
+        return {n: np.packbits(v.numpy().ravel()) for n, v in self._t.items()}, {
+            n: list(v.shape) for n, v in self._t.items()
+        }
+
+    @classmethod
+    def from_packed(cls, bits: Mapping[str, np.ndarray], shapes: Mapping[str, Sequence[int]]) -> Mask:
+        """The inverse of :meth:`packed` (names in the order of ``shapes``)."""
+        out = {}
+        for n, shape in shapes.items():
+            count = int(np.prod(shape)) if len(shape) else 1
+            flat = np.unpackbits(np.asarray(bits[n], dtype=np.uint8), count=count)
+            out[n] = torch.from_numpy(flat.astype(bool).reshape(tuple(shape)))
+        return cls(out)
 
     # ---- mapping protocol -------------------------------------------------------------------------
     def __getitem__(self, name: str) -> torch.Tensor:

@@ -20,7 +20,7 @@ from colt_ray.core.tickets.methods import Resume
 from colt_ray.core.tickets.records import CycleRecord
 
 STATE_FILE = "state.json"
-VERSION = 1
+VERSION = 2  # 2: masks at one bit per weight, theta_0 not stored
 
 
 @dataclass
@@ -54,20 +54,33 @@ class TrialState:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def save_state(path: str, record: CycleRecord, totals: Totals, metrics: dict[str, Any]) -> None:
-    """Write the checkpoint of ``record``'s completed cycle into the directory ``path``."""
+def save_state(
+    path: str, record: CycleRecord, totals: Totals, metrics: dict[str, Any], theta0: Optional[dict] = None
+) -> None:
+    """Write the checkpoint of ``record``'s completed cycle into the directory ``path``.
+
+    Masks are stored at one bit per weight (``masks.npz``: the ticket's mask and every shard proposal). The
+    next cycle's rewind point is stored only when it is not ``theta0`` (a resumed trial rebuilds theta_0 from
+    its config): COLT's checkpoints hold no weights, IMP's hold theta_k after late rewinding.
+    """
     os.makedirs(path, exist_ok=True)
-    np.savez(os.path.join(path, "mask.npz"), **record.mask.to_numpy())
-    # the rewind point of the next cycle (IMP's late-rewind theta_k after level 0), which a resumed run starts from
-    np.savez(os.path.join(path, "theta.npz"), **{k: np.asarray(v) for k, v in record.next_theta.items()})
+    bits, shapes = record.mask.packed()
+    arrays = {f"mask/{k}": v for k, v in bits.items()}
     for i, proposal in enumerate(record.proposals):
-        np.savez(os.path.join(path, f"proposal-{i:04d}.npz"), **proposal.to_numpy())
+        arrays.update({f"proposal-{i:04d}/{k}": v for k, v in proposal.packed()[0].items()})
+    np.savez(os.path.join(path, "masks.npz"), **arrays)
+    rewind = record.next_theta
+    own_theta = theta0 is None or rewind is not theta0
+    if own_theta:
+        np.savez(os.path.join(path, "theta.npz"), **{k: np.asarray(v) for k, v in rewind.items()})
     state = {
         "version": VERSION,
         "run_id": record.run_id,
         "cycle": record.cycle,
         "done": bool(record.done),
         "proposals": len(record.proposals),
+        "mask_shapes": shapes,
+        "theta": "theta.npz" if own_theta else "theta0",
         "totals": vars(totals),
         "metrics": metrics,
     }
@@ -76,18 +89,24 @@ def save_state(path: str, record: CycleRecord, totals: Totals, metrics: dict[str
 
 
 def load_state(path: str) -> TrialState:
-    """Read a checkpoint directory written by :func:`save_state`."""
+    """Read a checkpoint directory written by :func:`save_state` (or by version 1: bool masks, theta always).
+    ``resume.theta`` is None where the checkpoint says the rewind point is theta_0."""
     with open(os.path.join(path, STATE_FILE), encoding="utf-8") as fh:
         state = json.load(fh)
-    if state.get("version") != VERSION:
-        raise ValueError(f"checkpoint {path} has version {state.get('version')}, expected {VERSION}")
-    proposals = [Mask.from_numpy(_arrays(path, f"proposal-{i:04d}.npz")) for i in range(state["proposals"])]
-    resume = Resume(
-        cycle=int(state["cycle"]),
-        mask=Mask.from_numpy(_arrays(path, "mask.npz")),
-        proposals=proposals,
-        theta=_arrays(path, "theta.npz"),
-    )
+    version = state.get("version")
+    if version not in (1, VERSION):
+        raise ValueError(f"checkpoint {path} has version {version}, expected {VERSION}")
+    n = state["proposals"]
+    if version == 1:
+        mask = Mask.from_numpy(_arrays(path, "mask.npz"))
+        proposals = [Mask.from_numpy(_arrays(path, f"proposal-{i:04d}.npz")) for i in range(n)]
+        theta: Optional[dict] = _arrays(path, "theta.npz")
+    else:
+        arrays, shapes = _arrays(path, "masks.npz"), state["mask_shapes"]
+        mask = Mask.from_packed({k: arrays[f"mask/{k}"] for k in shapes}, shapes)
+        proposals = [Mask.from_packed({k: arrays[f"proposal-{i:04d}/{k}"] for k in shapes}, shapes) for i in range(n)]
+        theta = _arrays(path, "theta.npz") if state["theta"] == "theta.npz" else None
+    resume = Resume(cycle=int(state["cycle"]), mask=mask, proposals=proposals, theta=theta)
     return TrialState(state["run_id"], resume, bool(state["done"]), Totals(**state["totals"]), state["metrics"])
 
 

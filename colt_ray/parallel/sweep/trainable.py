@@ -99,7 +99,7 @@ class TrialSink:
         self.totals.wall_seconds = self._wall0 + time.perf_counter() - self._t0
         metrics = cycle_metrics(record, self.totals, self.target, record.run_id)
         with tempfile.TemporaryDirectory(prefix="colt-ray-ckpt-") as path:
-            save_state(path, record, self.totals, metrics)
+            save_state(path, record, self.totals, metrics, theta0=self.results.prepared.ctx.theta0)
             self.report(metrics, checkpoint=tune.Checkpoint.from_directory(path))
         # the results files, the checkpoint and the report of this cycle (counted from the next one on)
         self.totals.checkpoint_seconds += time.perf_counter() - start
@@ -136,6 +136,8 @@ def train_trial(
             resume = state.resume if state else None
             if resume is not None:
                 resume.dense_acc = results.dense_selection = state.totals.dense_selection
+                if resume.theta is None:  # the checkpoint's rewind point is theta_0, rebuilt from the config
+                    resume.theta = prepared.ctx.theta0
             run_search(prepared, TrialSink(results, totals, target, tune.report), resume, coordinator)
         except Exception as exc:
             results.finish("failed", one_line(f"{type(exc).__name__}: {exc}"))
