@@ -2,9 +2,10 @@
 (the ticket mask and k shard proposals, plus the rewind point) and the cycle's ticket file, for ResNet-18 on
 CIFAR-shaped inputs with k = 8 shards at 50% density.
 
-Before: masks as bool arrays (one byte per weight) and theta_0 in every checkpoint (checkpoint version 1,
-ticket format /1, written here exactly as that code wrote them). After: masks at one bit per weight, theta_0
-rebuilt from the config instead of checkpointed (version 2, format /2, the project's own writers).
+Before: masks as bool arrays (one byte per weight), theta_0 in every checkpoint and every ticket file
+(checkpoint version 1, ticket format /1, written here exactly as that code wrote them). After: masks at one
+bit per weight, theta_0 rebuilt from the config instead of checkpointed, and stored once per run in
+``theta0.safetensors`` that ticket files refer to (version 2, format /2, the project's own writers).
 
     python scripts/bench_objects.py                 # resnet18, k = 8
     python scripts/bench_objects.py --arch resnet20 --shards 4
@@ -32,7 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from colt_ray.core.models import build_model, prunable_names
     from colt_ray.core.pruning import Mask
-    from colt_ray.core.tickets.io import ticket_bytes
+    from colt_ray.core.tickets.io import THETA0_FILE, theta_file_bytes, ticket_bytes
     from colt_ray.core.tickets.records import CycleRecord
     from colt_ray.core.tickets.trainer import state_to_numpy
     from colt_ray.parallel.sweep.state import Totals, save_state
@@ -63,13 +64,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tensors = {f"theta/{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in theta0.items()}
     tensors.update({f"mask/{k}": v for k, v in record.mask.items()})
     ticket_before = len(save_safetensors(tensors, metadata={"format": "colt_ray.ticket/1"}))
-    ticket_after = len(ticket_bytes(theta0, record.mask, {"arch": args.arch}))
+    ticket_after = len(ticket_bytes(theta0, record.mask, {"arch": args.arch}, theta_ref=THETA0_FILE))
+    theta_once = len(theta_file_bytes(theta0))
     print(f"{args.arch}: {weights:,} prunable weights, {sum(v.nbytes for v in theta0.values()):,} bytes of theta_0, "
           f"k = {args.shards}")  # fmt: skip
     rows = [("checkpoint per cycle", ckpt_before, ckpt_after), ("ticket file per cycle", ticket_before, ticket_after)]
     rows.append(("total per cycle", ckpt_before + ticket_before, ckpt_after + ticket_after))
     for what, b, a in rows:
         print(f"  {what:22s} before {b / 1e6:8.2f} MB   after {a / 1e6:8.2f} MB   ({b / a:.1f}x smaller)")
+    print(f"  once per run (after): theta0.safetensors {theta_once / 1e6:.2f} MB")
     return 0
 
 

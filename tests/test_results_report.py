@@ -183,10 +183,11 @@ def test_report_main_prints_csv_and_saves_one_csv_per_table(sweep, tmp_path, cap
     assert report_main(sweep, tmp_path / "rep", "csv") == 0
     out = capsys.readouterr()
     assert out.out.startswith("# best_tickets\nmethod,dataset,arch,run_id,cycle,sparsity,acc_best")
-    assert "colt,digits,conv2,colt1,2,0.7,0.9,0.89,0.905," in out.out and "wrote 8 files" in out.err
+    assert "colt,digits,conv2,colt1,2,0.7,0.9,0.89,0.905," in out.out and "wrote 10 files" in out.err
     assert sorted(os.listdir(tmp_path / "rep")) == sorted(
-        ["best_tickets.csv", "matched_sparsity.csv", "pareto_front.csv", "layer_density.csv",
-         "accuracy_vs_sparsity.png", "pareto_front.png", "layer_density.png", "mask_overlap.png"]
+        ["best_tickets.csv", "matched_sparsity.csv", "pareto_front.csv", "layer_density.csv", "at_target.csv",
+         "best_settings.csv", "accuracy_vs_sparsity.png", "pareto_front.png", "layer_density.png",
+         "mask_overlap.png"]
     )  # fmt: skip
 
 
