@@ -52,7 +52,7 @@ def summary(out: str) -> dict:
     cycles = pd.read_parquet(Path(out) / "cycles")
     tickets = cycles[cycles.shard.isna()].sort_values("cycle")
     last = tickets.iloc[-1]
-    files = sorted((Path(out) / "tickets").rglob("*.safetensors"))
+    files = sorted((Path(out) / "tickets").rglob("cycle-*.safetensors"))
     return {
         "cycles": int(last.cycle),
         "sparsity": float(last.sparsity),

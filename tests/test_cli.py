@@ -41,7 +41,13 @@ def test_colt_and_imp_write_runs_cycles_layers_and_tickets(colt_imp_out):
     assert set(layers.group) == {"conv", "linear"}
     assert len(layers[(layers.run_id == colt_id) & (layers.cycle == 1)]) == 4  # conv2: 2 conv + 2 hidden linear
     tickets = sorted(p.name for p in (colt_imp_out / "tickets" / colt_id).iterdir())
-    assert tickets == ["cycle-0000.safetensors", "cycle-0001.safetensors", "cycle-0002.safetensors"]
+    # COLT's tickets all rewind to theta_0: it is stored once, beside them
+    assert tickets == [
+        "cycle-0000.safetensors",
+        "cycle-0001.safetensors",
+        "cycle-0002.safetensors",
+        "theta0.safetensors",
+    ]
     row = runs.loc[runs.method == "colt"].iloc[0]
     assert row.final_sparsity == pytest.approx(colt[colt.shard.isna() & (colt.cycle == 2)].sparsity.item())
 

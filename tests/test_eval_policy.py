@@ -118,7 +118,7 @@ def test_the_sink_reports_the_sparsest_ticket_within_the_drop(tmp_path):
     records, _, _ = run(c, accs=(0.90, 0.88, 0.84, 0.95, 0.95))
 
     class Prepared:  # what the sink reads of a prepared run
-        cfg, run_id, num_classes = c.cfg, "run", 10
+        cfg, run_id, num_classes, ctx = c.cfg, "run", 10, c
         bundle = dataclasses.make_dataclass("B", ["in_shape"])((1, 10, 10))
 
     sink = ResultsSink(Prepared(), str(tmp_path))

@@ -314,6 +314,35 @@ def test_gpu_share_without_a_gpu_runs_on_cpu(ray_cluster, colt_local, tmp_path, 
     assert_cli_results_match(tmp_path, *colt_local)
 
 
+def test_a_run_the_cluster_cannot_place_is_a_one_line_error_after_the_start_timeout(ray_cluster, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = CLI_ARGS + ["--cpus-per-shard", "1.5", "--start-timeout", "3", "--out", str(out)]  # 3 CPUs on 2
+    started = time.perf_counter()
+    assert cli.main(args) == 2
+    assert time.perf_counter() - started < 60
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after lines saying what it waits for
+    assert last.startswith("colt-ray: error: cpus-per-shard: the Ray cluster could not place this run within 3 s")
+    assert "needs 3 CPU in 2 bundles" in last and "the cluster has 2 CPU" in last
+    assert not any(out.rglob("*.parquet"))
+    assert not ray.util.placement_group_table() or all(
+        g["state"] == "REMOVED" for g in ray.util.placement_group_table().values()
+    )
+
+
+def test_trainer_actors_carry_the_run_id_in_their_names(ray_cluster, colt_local):
+    from colt_ray.parallel.backend import open_coordinator
+
+    p, _ = colt_local
+    with open_coordinator(p.cfg, name="run-abc") as coordinator:
+        names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
+        assert {"run-abc/shard-0", "run-abc/shard-1", "run-abc/full"} <= names
+        assert coordinator.owned_group is not None  # gang-scheduled: one placement group for the run
+    deadline = time.time() + 30
+    while time.time() < deadline and {"run-abc/shard-0"} & {a["name"] for a in ray.util.list_named_actors(True)}:
+        time.sleep(0.2)
+    assert "run-abc/shard-0" not in {a["name"] for a in ray.util.list_named_actors(True)}
+
+
 def test_driver_modules_do_not_import_ray():
     code = (
         "import sys, colt_ray.cli, colt_ray.runner, colt_ray.core.tickets.search; "

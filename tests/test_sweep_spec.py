@@ -353,3 +353,28 @@ def test_validation_objectives_parse_with_a_validation_split_and_test_ones_when_
     spec = parse_spec(space(fixed=fixed, allow_test_selection=None, objectives=[{"metric": "val_acc"}]))
     assert [o.metric for o in spec.objectives] == ["val_acc"] and not spec.allow_test_selection
     assert parse_spec(space(objectives=[{"metric": "acc"}])).allow_test_selection
+
+
+def test_a_trial_the_cluster_can_never_place_is_refused_before_the_sweep_starts():
+    from colt_ray.parallel.sweep.checks import check_fits_cluster
+
+    spec = parse_spec(
+        {
+            "name": "big",
+            "fixed": {"backend": "ray", "cpus_per_shard": 1.0, "method": "colt"},
+            "search": {"shards": {"int": [2, 4]}},
+            "objectives": [{"metric": "sparsity", "mode": "max"}],
+        }
+    )
+    two_nodes = [{"CPU": 4.0}, {"CPU": 4.0}]
+    check_fits_cluster(spec, {"CPU": 8.0}, two_nodes)  # 4 shards + evaluator + token: 5.01 CPU, bundles of 1
+    with pytest.raises(ConfigError, match=r"cluster: the largest trial \(shards=4\) needs 5.01 CPU, 0 GPU in 6"):
+        check_fits_cluster(spec, {"CPU": 4.0}, [{"CPU": 4.0}])
+    wide = parse_spec({**spec_dict(spec), "fixed": {"backend": "ray", "cpus_per_shard": 3.0, "method": "colt"}})
+    with pytest.raises(ConfigError, match="has a bundle of .*'CPU': 3.0.* and the largest node has 2 CPU"):
+        check_fits_cluster(wide, {"CPU": 20.0}, [{"CPU": 2.0}] * 10)
+
+
+def spec_dict(spec):
+    return {"name": spec.name, "search": {"shards": {"int": [2, 4]}},
+            "objectives": [{"metric": "sparsity", "mode": "max"}]}  # fmt: skip

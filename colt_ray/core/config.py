@@ -169,6 +169,14 @@ class ResourcesConfig:
         metavar="M",
     )
     threads: int = setting(1, "torch threads per training (the same on every backend: bitwise-equal results)", lo=1)
+    start_timeout: float = setting(
+        120.0,
+        "ray: seconds to wait for the cluster to place the run's trainer actors (all at once, one placement "
+        "group) before giving up with an error naming what does not fit",
+        lo=0.0,
+        lo_open=True,
+        metavar="S",
+    )
     device: str = setting("auto", "training device", choices=DEVICES)
     progress: bool = setting(True, "progress bars")
 

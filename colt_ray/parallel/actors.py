@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
@@ -140,12 +141,29 @@ def _remote_class(cls: type) -> Any:
     return ray.remote(cls)
 
 
-def create_actor(cls: type, resources: ActorResources, *args: Any, strategy: Any = None, **kwargs: Any) -> Any:
-    """The one factory: wrap the plain class ``cls`` with ``ray.remote`` and start it with ``resources``."""
+def create_actor(
+    cls: type, resources: ActorResources, *args: Any, strategy: Any = None, name: Optional[str] = None, **kwargs: Any
+) -> Any:
+    """The one factory: wrap the plain class ``cls`` with ``ray.remote`` and start it with ``resources``.
+    ``name`` (``<run_id>/shard-<i>``) shows in the Ray dashboard; a name still held by an actor of an earlier
+    run of the same config in this job gets a short suffix."""
     opts = resources.options()
     if strategy is not None:
         opts["scheduling_strategy"] = strategy
-    return _remote_class(cls).options(**opts).remote(*args, **kwargs)
+    if name is None:
+        return _remote_class(cls).options(**opts).remote(*args, **kwargs)
+    try:
+        return _remote_class(cls).options(name=name, **opts).remote(*args, **kwargs)
+    except ValueError:  # the name is taken (an actor of the same run id, not yet gone)
+        run, _, who = name.rpartition("/")
+        return _remote_class(cls).options(name=f"{run}~{uuid.uuid4().hex[:4]}/{who}", **opts).remote(*args, **kwargs)
+
+
+def actor_name(run: str, index: Any) -> str:
+    """``<run>/shard-<i>``, ``<run>/shards-<i>-<j>`` (stacked shards) or ``<run>/full`` (the full-data trainer)."""
+    if isinstance(index, tuple):
+        return f"{run}/shards-{'-'.join(map(str, index))}"
+    return f"{run}/full" if index == FULL else f"{run}/shard-{index}"
 
 
 def trainer_label(index: Any) -> str:
@@ -201,6 +219,7 @@ class RayPool:
         resources: ActorResources,
         placement_group: Optional[PlacementGroup] = None,
         first_bundle: int = 0,
+        name: Optional[str] = None,
     ):
         self.indices = list(indices)
         self.restarts = resources.max_restarts
@@ -208,7 +227,8 @@ class RayPool:
         self.submitted: list[int] = []  # the cycles whose evaluation was submitted, for observers (tests)
         strategies = bundle_strategies(placement_group, first_bundle, len(self.indices), resources)
         self.actors = [
-            create_actor(trainer_cls, resources, cfg, i, strategy=s) for i, s in zip(self.indices, strategies)
+            create_actor(trainer_cls, resources, cfg, i, strategy=s, name=actor_name(name, i) if name else None)
+            for i, s in zip(self.indices, strategies)
         ]
 
     def ready(self) -> list[int]:

@@ -15,16 +15,17 @@ from collections.abc import Callable
 from typing import Optional
 
 import ray
-from ray.util.placement_group import PlacementGroup
+from ray.util.placement_group import PlacementGroup, get_current_placement_group, remove_placement_group
+from ray.util.placement_group import placement_group as new_placement_group
 
 from colt_ray.core.config import RunConfig
-from colt_ray.core.errors import stderr_line
+from colt_ray.core.errors import ConfigError, stderr_line
 from colt_ray.core.tickets.methods import Resume, Sink
 from colt_ray.core.tickets.records import CycleRecord
 from colt_ray.core.tickets.search import Prepared
 from colt_ray.parallel.cluster import init_for
 from colt_ray.parallel.coordinator import Coordinator
-from colt_ray.parallel.resources import DEFAULT_RESTARTS, fit_to_cluster
+from colt_ray.parallel.resources import DEFAULT_RESTARTS, fit_to_cluster, has_evaluator, placement_bundles
 
 Echo = Callable[[str], None]
 
@@ -57,22 +58,70 @@ def open_coordinator(
     placement_group: Optional[PlacementGroup] = None,
     restarts: int = DEFAULT_RESTARTS,
     echo: Echo = stderr_line,
+    name: Optional[str] = None,
 ) -> Coordinator:
     """A run's coordinator with its trainer actors starting (before its data: ``attach`` them later), Ray
     started first if it is not; use it as a context manager so the actors stop at the end. Outside a
     placement group, a cluster too small for the shards is said on ``echo``."""
     init_for(cfg)
     fitted = fit(cfg, echo)
-    if placement_group is None:
-        _warn_if_small(fitted, echo)
-    return Coordinator(fitted, restarts=restarts, placement_group=placement_group, echo=echo)
-
-
-def _warn_if_small(cfg: RunConfig, echo: Echo) -> None:
-    have = float(ray.cluster_resources().get("CPU", 0))
-    need = cfg.num_shards * cfg.resources.cpus_per_shard  # the evaluator can share the shards' CPUs
-    if have < need:
-        echo(
-            f"colt-ray: the Ray cluster has {have:g} CPUs and this run reserves {need:g}; "
-            "its trainers wait until the cluster grows (lower --cpus-per-shard to share CPUs)"
+    owned, first = None, 1  # a sweep trial's group: bundle 0 is the trial's own
+    if placement_group is None and get_current_placement_group() is None:
+        placement_group = owned = gang(fitted, echo)  # all trainers at once, or a clear error: never a hang
+        first = 0
+    try:
+        coordinator = Coordinator(
+            fitted, restarts=restarts, placement_group=placement_group, echo=echo, name=name, first_bundle=first
         )
+    except BaseException:
+        if owned is not None:
+            remove_placement_group(owned)
+        raise
+    coordinator.owned_group = owned
+    return coordinator
+
+
+def gang(cfg: RunConfig, echo: Echo = stderr_line) -> PlacementGroup:
+    """A placement group for the run's trainer actors (one bundle each; the driver is outside it), ready within
+    ``start_timeout`` seconds, else a ConfigError naming what the cluster lacks. An evaluator that would not
+    fit beside the k shards is left out of it and shares their CPUs (it runs beside them only)."""
+    bundles = placement_bundles(cfg)[1:]
+    if has_evaluator(cfg) and cfg.num_shards and not fits(bundles):
+        bundles = bundles[:-1]
+        echo(
+            f"colt-ray: the Ray cluster has no CPU left for the ticket evaluator beside {cfg.num_shards} shards; "
+            "it shares their CPUs"
+        )
+    pg = new_placement_group(bundles, strategy="PACK")
+    timeout = cfg.resources.start_timeout
+    if not pg.wait(timeout_seconds=min(2.0, timeout)):
+        echo(f"colt-ray: waiting up to {timeout:g} s for the Ray cluster to place {len(bundles)} trainer actors")
+        if not pg.wait(timeout_seconds=max(0.0, timeout - 2.0)):
+            remove_placement_group(pg)
+            raise ConfigError("cpus-per-shard", f"the Ray cluster could not place this run within {timeout:g} s: "
+                              f"{what_does_not_fit(bundles)}")  # fmt: skip
+    return pg
+
+
+def fits(bundles: list[dict[str, float]]) -> bool:
+    """Whether the cluster's totals could hold ``bundles`` at all (ignoring how they split over nodes)."""
+    have = ray.cluster_resources()
+    return all(sum(b.get(r, 0.0) for b in bundles) <= have.get(r, 0.0) + 1e-9 for r in ("CPU", "GPU"))
+
+
+def what_does_not_fit(bundles: list[dict[str, float]]) -> str:
+    """``needs 5 CPU in 4 bundles (largest 2 CPU); the cluster has 2 CPU, largest node 2 CPU``"""
+    need = {r: sum(b.get(r, 0.0) for b in bundles) for r in ("CPU", "GPU")}
+    have = ray.cluster_resources()
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    parts = []
+    for r in ("CPU", "GPU"):
+        if need[r] <= 0:
+            continue
+        largest = max((b.get(r, 0.0) for b in bundles), default=0.0)
+        node = max((n.get(r, 0.0) for n in nodes), default=0.0)
+        parts.append(
+            f"needs {need[r]:g} {r} in {len(bundles)} bundles (largest {largest:g}); the cluster has "
+            f"{have.get(r, 0.0):g} {r}, largest node {node:g}"
+        )
+    return "; ".join(parts) + " (lower --cpus-per-shard / --gpus-per-shard or --shards, or add nodes)"

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import ray
 import torch
-from ray.util.placement_group import PlacementGroup, get_current_placement_group
+from ray.util.placement_group import PlacementGroup, get_current_placement_group, remove_placement_group
 
 from colt_ray.core.config import RunConfig
 from colt_ray.core.data import bundle_arrays
@@ -62,36 +62,53 @@ class Coordinator:
         restarts: int = DEFAULT_RESTARTS,
         placement_group: Optional[PlacementGroup] = None,
         echo: Callable[[str], None] = stderr_line,
+        name: Optional[str] = None,
+        first_bundle: int = 1,
     ):
         torch.set_num_threads(cfg.resources.threads)
         self.cfg = cfg
         pg = placement_group if placement_group is not None else (get_current_placement_group() if use_ray else None)
         opts: dict[str, Any] = {"resources": shard_resources(cfg, restarts), "placement_group": pg}
+        if use_ray:
+            opts["name"] = name or cfg.run_id()  # actors <run_id>/shard-<i> in the Ray dashboard
         pool = RayPool if use_ray else LocalPool
         k = cfg.num_shards if cfg.method.uses_shards else 0
         self.groups = shard_groups(cfg) if k else []
         self.shards: Any = None
         if k and cfg.resources.shards_per_actor > 1:  # each actor trains M shards stacked (docs/batched.md)
             group_opts = {**opts, "resources": shard_resources(cfg, restarts, cfg.resources.shards_per_actor)}
-            self.shards = pool(cfg, self.groups, BatchedShardTrainer, first_bundle=1, **group_opts)
+            self.shards = pool(cfg, self.groups, BatchedShardTrainer, first_bundle=first_bundle, **group_opts)
         elif k:
-            self.shards = pool(cfg, range(k), trainer_cls, first_bundle=1, **opts)
+            self.shards = pool(cfg, range(k), trainer_cls, first_bundle=first_bundle, **opts)
         self.full: Any = None
-        if k and has_evaluator(cfg) and use_ray and pg is None and not evaluator_fits(cfg):
+        evaluator_bundle = first_bundle + len(self.groups)
+        if k and has_evaluator(cfg) and use_ray and not self._evaluator_has_cpus(cfg, pg, evaluator_bundle):
             # a cluster that holds the k shards but not one more trainer: the evaluator shares their CPUs
             # (it only runs beside them), rather than waiting forever for a CPU of its own
             opts["resources"] = dataclasses.replace(opts["resources"], num_cpus=0.0)
-            echo(
-                f"colt-ray: the Ray cluster has no CPU left for the ticket evaluator beside {k} shards; "
-                "it shares their CPUs"
-            )
+            if pg is not None and len(pg.bundle_specs) <= evaluator_bundle:  # a group without its bundle
+                opts["placement_group"] = None
+            elif pg is None:
+                echo(
+                    f"colt-ray: the Ray cluster has no CPU left for the ticket evaluator beside {k} shards; "
+                    "it shares their CPUs"
+                )
         if not k or has_evaluator(cfg):
-            self.full = pool(cfg, [FULL], trainer_cls, first_bundle=1 + len(self.groups), **opts)
+            self.full = pool(cfg, [FULL], trainer_cls, first_bundle=evaluator_bundle, **opts)
+        self.owned_group: Optional[PlacementGroup] = None  # a group made for this run, removed at close
         self.prepared: Optional[Prepared] = None
         self.scheduler: Optional[EvalScheduler] = None
         self._puts: dict[int, tuple[dict, Any]] = {}
         if prepared is not None:
             self.attach(prepared)
+
+    def _evaluator_has_cpus(self, cfg: RunConfig, pg: Optional[PlacementGroup], bundle: int) -> bool:
+        """Whether the evaluator gets CPUs of its own: its placement-group bundle exists and holds them, or,
+        outside a group, the cluster has them beside the shards."""
+        if pg is None:
+            return evaluator_fits(cfg)
+        specs = pg.bundle_specs
+        return len(specs) > bundle and specs[bundle].get("CPU", 0.0) >= cfg.resources.cpus_per_shard
 
     @property
     def pools(self) -> list[Any]:
@@ -156,9 +173,12 @@ class Coordinator:
         return run_method(self.prepared, self.backend(), sink, resume)
 
     def close(self) -> None:
-        """Stop the trainer actors."""
+        """Stop the trainer actors (and remove the placement group made for them, if any)."""
         for pool in self.pools:
             pool.close()
+        if self.owned_group is not None:
+            remove_placement_group(self.owned_group)
+            self.owned_group = None
 
     def __enter__(self) -> Coordinator:
         return self

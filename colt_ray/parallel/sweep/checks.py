@@ -112,3 +112,37 @@ def check_spec(spec: SweepSpec) -> None:
             raise ConfigError(e.field, f"{message} (search-space corner: {label})") from None
         except (TypeError, ValueError) as e:  # a value of the wrong type reaching a comparison
             raise ConfigError("space", f"{' '.join(str(e).split())} (search-space corner: {label})") from None
+
+
+def check_fits_cluster(spec: SweepSpec, resources: dict[str, float], nodes: list[dict[str, float]]) -> None:
+    """ConfigError naming what does not fit when the largest trial of ``spec`` (over its corners) could never
+    be placed on the connected cluster (``resources``: its totals; ``nodes``: each live node's), instead of
+    Tune waiting for it forever: every bundle must fit on some node, and all of a trial's bundles together
+    in the cluster. A cluster that autoscales may grow later; this checks the cluster as it is."""
+    gpus = float(resources.get("GPU", 0.0))
+    worst, worst_label = None, ""
+    for label, flat in corner_configs(spec):
+        bundles = trial_bundles(flat, cluster_gpus=gpus)
+        need = (sum(b.get("CPU", 0.0) for b in bundles), sum(b.get("GPU", 0.0) for b in bundles))
+        if worst is None or need > worst[0]:
+            worst, worst_label = (need, bundles), label
+    if worst is None:
+        return
+    (cpu, gpu), bundles = worst
+    have_cpu = float(resources.get("CPU", 0.0))
+    node_cpu = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    node_gpu = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
+    big = max(bundles, key=lambda b: (b.get("CPU", 0.0), b.get("GPU", 0.0)))
+    if cpu > have_cpu + 1e-9 or gpu > gpus + 1e-9:
+        why = (
+            f"needs {cpu:g} CPU, {gpu:g} GPU in {len(bundles)} bundles; the cluster has {have_cpu:g} CPU, {gpus:g} GPU"
+        )
+    elif big.get("CPU", 0.0) > node_cpu + 1e-9 or big.get("GPU", 0.0) > node_gpu + 1e-9:
+        why = f"has a bundle of {big} and the largest node has {node_cpu:g} CPU, {node_gpu:g} GPU"
+    else:
+        return
+    raise ConfigError(
+        "cluster",
+        f"the largest trial ({worst_label}) {why}: it would wait forever; lower cpus_per_shard / gpus_per_shard "
+        "or the shard count, or add nodes",
+    )

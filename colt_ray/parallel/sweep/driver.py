@@ -97,6 +97,21 @@ def sweep_cycles(out: str) -> Any:
         return []
 
 
+def check_cluster(spec: SweepSpec, echo: Echo = stderr_line) -> None:
+    """The connected cluster can place the sweep's largest trial (ConfigError otherwise); a GPU share the
+    cluster cannot serve is said, once (the trials then train on the CPU)."""
+    import ray
+
+    from colt_ray.parallel.sweep.checks import check_fits_cluster, corner_configs
+
+    resources = ray.cluster_resources()
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    check_fits_cluster(spec, resources, nodes)
+    asks = any(float(flat.get("gpus_per_shard", 0) or 0) > 0 for _, flat in corner_configs(spec))
+    if asks and float(resources.get("GPU", 0)) <= 0:
+        echo(f"sweep {spec.name}: no GPU in the Ray cluster; trials that ask for a GPU share train on the CPU")
+
+
 def init_ray(address: Optional[str]) -> bool:
     """Join ``address`` (or ``$RAY_ADDRESS``, or a cluster started with ``ray start`` here), else start a
     local Ray. Does nothing if Ray is up already. True when this call connected or started it."""
@@ -138,6 +153,12 @@ def run_sweep(
     started = init_ray(address)
     spec, out = plan.spec, plan.out
     cores, rows = float(ray.cluster_resources().get("CPU", 0)), None
+    try:  # before anything is written: a trial the cluster can never place is an error, not a wait
+        check_cluster(spec)
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
     earlier = open_session(out, began, cores)
     try:
         gpus = float(ray.cluster_resources().get("GPU", 0))

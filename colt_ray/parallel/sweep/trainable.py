@@ -125,7 +125,7 @@ def train_trial(
         tune.report(state.metrics)
         return
     started = time.perf_counter()
-    with trainers(cfg) as coordinator:  # on Ray the trainer actors start while the data load
+    with trainers(cfg, trial_run_id(cfg, trial_id)) as coordinator:  # on Ray the actors start while the data load
         prepared = prepare(cfg, run_id=trial_run_id(cfg, trial_id))
         results = ResultsSink(prepared, out, extra={"sweep": sweep, "trial_id": trial_id})
         totals = state.totals if state is not None else Totals()
@@ -146,15 +146,15 @@ def train_trial(
 
 
 @contextlib.contextmanager
-def trainers(cfg: RunConfig) -> Iterator[Any]:
-    """The trial's trainer actors (a ``Coordinator`` in the trial's placement group) on the Ray backend, else
-    None; stopped on exit."""
+def trainers(cfg: RunConfig, run_id: str) -> Iterator[Any]:
+    """The trial's trainer actors (a ``Coordinator`` in the trial's placement group, named after ``run_id``) on
+    the Ray backend, else None; stopped on exit."""
     if cfg.backend != "ray":
         yield None
         return
     from colt_ray.parallel.backend import open_coordinator
 
-    with open_coordinator(cfg) as coordinator:
+    with open_coordinator(cfg, name=run_id) as coordinator:
         yield coordinator
 
 
