@@ -20,6 +20,10 @@ import pytest
 pytest.importorskip("moto", reason="moto[server] is a dev dependency (pip install -e '.[dev]')")
 boto3 = pytest.importorskip("boto3")
 
+import test_sweep  # noqa: E402
+
+ray_tag = test_sweep.ray_tag  # the fixture: a private RAY_TMPDIR whose processes are killed afterwards
+
 BUCKET = "colt-ray-test"
 
 
@@ -118,3 +122,43 @@ def test_a_missing_ticket_in_the_bucket_is_one_line_exit_2(s3_env, tmp_path):
     done = colt_ray(["transfer", f"s3://{BUCKET}/no/such.safetensors", "--dataset", "synthetic"], env, tmp_path)
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0
     assert f"ticket: no such file s3://{BUCKET}/no/such.safetensors" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_sweep_on_s3_survives_an_interruption_and_resumes_with_every_cycle_once(
+    s3_env, tmp_path, ray_tag, monkeypatch
+):
+    import signal
+
+    from test_sweep import check_one_ticket_row_per_trial_cycle, kill_tagged, tiny_space, wait_for, write_space
+
+    from colt_ray.results.reader import load_results
+
+    env, client = s3_env
+    env = {**env, "RAY_TMPDIR": ray_tag}
+    space = write_space(tmp_path, tiny_space("s3resume", budget={"num_samples": 3, "max_concurrent": 1}))
+    cmd = [sys.executable, "-m", "colt_ray", "sweep", space, "--storage", f"s3://{BUCKET}/sweeps", "--quiet"]
+    cmd += ["--address", "local"]  # its own Ray: workers that inherit this environment (the bucket's endpoint)
+    with open(tmp_path / "driver.log", "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                cwd=tmp_path)  # fmt: skip
+        try:
+            wait_for(lambda: any("/checkpoint_" in k for k in keys(client, "sweeps/s3resume/tune/")), 300,
+                     "a checkpoint in the bucket", proc)  # fmt: skip
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    kill_tagged(ray_tag)
+    assert "sweeps/s3resume/trials.parquet" not in keys(client, "sweeps/s3resume/")
+    resumed = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for k, v in env.items():
+        if k.startswith("AWS_"):
+            monkeypatch.setenv(k, v)  # pyarrow in this process reads the bucket too
+    res = load_results(f"s3://{BUCKET}/sweeps/s3resume")
+    assert len(res.trials) == 3 and set(res.trials["status"]) == {"completed"}
+    check_one_ticket_row_per_trial_cycle(res)
+    stored = keys(client, "sweeps/s3resume/tickets/")
+    for run_id in res.trials["run_id"]:
+        assert {f"sweeps/s3resume/tickets/{run_id}/cycle-{c:04d}.safetensors" for c in range(3)} <= set(stored)
+    assert not any(p.name.startswith("s3:") for p in tmp_path.rglob("*")), "a file landed on local disk"
