@@ -3,9 +3,9 @@
 
     python scripts/submit_sweep.py search_spaces/quick.yaml --address http://HEAD:8265 --storage s3://bucket/sweeps
 
-The job ships this project as its working directory (``--working-dir .``; .gitignore'd files, ``sweeps/``
-and ``results/`` stay home) with a runtime env that pip-installs the project's light dependencies (torch and
-Ray come with the cluster's image; ``--install none`` skips pip where the image has everything). Its
+The job ships this project as its working directory (``--working-dir .``; .gitignore'd files and the
+top-level ``sweeps/``, ``results/`` and ``.venv/`` stay home) with a runtime env that pip-installs the
+project's light dependencies at the versions installed here (torch and Ray come with the cluster's image; ``--install none`` skips pip where the image has everything). Its
 entrypoint is ``python -m colt_ray sweep SPACE --storage ... --name ...``. A local ``--storage`` path is made
 absolute here: it must be a filesystem every node sees (or use a URI such as ``s3://``). Extra arguments
 after ``--`` go to ``colt-ray sweep`` (e.g. ``-- --num-samples 32``). ``--smoke-test`` prints the command
@@ -33,7 +33,23 @@ IMAGE_PACKAGES = ("torch", "torchvision", "ray", "matplotlib")
 EXCLUDES = [".git", "/.venv", "/sweeps", "/results", "**/__pycache__", "*.parquet", "*.safetensors"]
 
 
-def job_pip_packages(root: str = ROOT) -> list[str]:
+def job_pip_packages(root: str = ROOT, pin: bool = True) -> list[str]:
+    """The project's dependencies (pyproject.toml) minus those the cluster image provides; with ``pin``, each
+    at the version installed here (the one the submitter ran and tested), else its declared range."""
+    return [_pinned(d) if pin else d for d in _declared(root)]
+
+
+def _pinned(requirement: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    base = re.split(r"[<>=!~ ;]", requirement, maxsplit=1)[0]  # the name, with any [extras]
+    try:
+        return f"{base}=={version(base.split('[')[0])}"
+    except PackageNotFoundError:
+        return requirement  # not installed here: the declared range
+
+
+def _declared(root: str) -> list[str]:
     """The project's dependencies (pyproject.toml) minus those the cluster image provides."""
     try:
         import tomllib

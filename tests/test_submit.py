@@ -44,3 +44,14 @@ def test_the_upload_holds_every_module_of_the_package_and_none_of_the_results(tm
     assert {"pyproject.toml", "search_spaces/quick.yaml"} <= files
     leaked = [f for f in files if f.split("/")[0] in ("results", "sweeps", ".venv", ".git")]
     assert not leaked, leaked
+
+
+def test_the_jobs_pip_list_pins_the_versions_installed_here():
+    from importlib.metadata import version
+
+    from submit_sweep import job_pip_packages
+
+    pinned = job_pip_packages()
+    assert f"optuna=={version('optuna')}" in pinned and f"pyarrow=={version('pyarrow')}" in pinned
+    assert not any(p.split("=")[0] in ("torch", "ray", "torchvision") for p in pinned)  # the cluster image's
+    assert all("==" in p for p in pinned)
