@@ -5,11 +5,11 @@
 
 The job ships this project as its working directory (``--working-dir .``; .gitignore'd files and the
 top-level ``sweeps/``, ``results/`` and ``.venv/`` stay home) with a runtime env that pip-installs the
-project's light dependencies at the versions installed here (torch and Ray come with the cluster's image; ``--install none`` skips pip where the image has everything). Its
-entrypoint is ``python -m colt_ray sweep SPACE --storage ... --name ...``. A local ``--storage`` path is made
-absolute here: it must be a filesystem every node sees (or use a URI such as ``s3://``). Extra arguments
-after ``--`` go to ``colt-ray sweep`` (e.g. ``-- --num-samples 32``). ``--smoke-test`` prints the command
-without submitting.
+project's light dependencies at the versions installed here (torch and Ray come with the cluster's image;
+``--install none`` skips pip where the image has everything). Its entrypoint is ``python -m colt_ray sweep
+SPACE --storage ... --name ...``. A local ``--storage`` path is made absolute here: it must be a filesystem
+every node sees (or use a URI such as ``s3://``). Extra arguments after ``--`` go to ``colt-ray sweep``
+(e.g. ``-- --num-samples 32``). ``--smoke-test`` prints the command without submitting.
 """
 
 from __future__ import annotations
