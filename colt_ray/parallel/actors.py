@@ -111,6 +111,10 @@ class ShardTrainer:
         """The process id (tests kill actors; a restarted actor has a new one)."""
         return os.getpid()
 
+    def node_id(self) -> str:
+        """The Ray node this actor runs on (where its placement-group bundle put it)."""
+        return ray.get_runtime_context().get_node_id()
+
 
 class BatchedShardTrainer(ShardTrainer):
     """Several shards of a run in one actor (``--shards-per-actor M``), trained together as one stacked model

@@ -1,0 +1,86 @@
+"""Several nodes on one machine (``ray.cluster_utils.Cluster``): a head without CPUs and two 2-CPU worker
+nodes. A run's trainer actors go where its placement group's bundles are; a sweep that loses a worker node
+mid-way finishes on the other with every (trial, cycle) row exactly once."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+from test_sweep import check_one_ticket_row_per_trial_cycle, tiny_space, write_space
+
+from colt_ray.core.config import RunConfig, TicketConfig
+from colt_ray.core.tickets.search import prepare
+from colt_ray.parallel.coordinator import Coordinator
+from colt_ray.parallel.sweep.cli import main as sweep_main
+from colt_ray.results.reader import load_results
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if ray.is_initialized():
+        ray.shutdown()
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    workers = [c.add_node(num_cpus=2) for _ in range(2)]
+    ray.init(address=c.address, logging_level="ERROR")
+    c.wait_for_nodes()
+    yield c, workers
+    ray.shutdown()
+    c.shutdown()
+
+
+def small_cfg(**ticket) -> RunConfig:
+    d = RunConfig()
+    return d.replace(
+        recipe=dataclasses.replace(d.recipe, epochs=1),
+        ticket=TicketConfig(**{"method": "colt", "shards": 2, "cycles": 1, "eval_tickets": "none", **ticket}),
+        resources=dataclasses.replace(d.resources, progress=False, backend="ray"),
+    )
+
+
+def test_shard_actors_go_to_the_nodes_of_their_placement_group_bundles(cluster):
+    cfg = small_cfg()
+    pg = placement_group([{"CPU": 1.0}, {"CPU": 1.0}], strategy="STRICT_SPREAD")  # one per worker node
+    assert pg.wait(timeout_seconds=60)
+    try:
+        with Coordinator(cfg, placement_group=pg, first_bundle=0, name="spread") as coordinator:
+            nodes = ray.get([a.node_id.remote() for a in coordinator.shards.actors])
+            where = placement_group_table(pg)["bundles_to_node_id"]
+            assert nodes == [where[0], where[1]] and nodes[0] != nodes[1]  # one shard per worker node
+            records = []
+            coordinator.attach(prepare(cfg)).run(records.append)
+            assert [r.cycle for r in records] == [0, 1]
+    finally:
+        remove_placement_group(pg)
+
+
+@pytest.mark.slow
+def test_a_sweep_that_loses_a_worker_node_finishes_with_every_cycle_once(cluster, tmp_path):
+    c, workers = cluster
+    storage = tmp_path / "st"
+    space = tiny_space("nodeloss", budget={"num_samples": 3, "max_concurrent": 2, "max_failures": 3})
+    space["fixed"].update(epochs=2, cycles=3)
+    args = [write_space(tmp_path, space), "--storage", str(storage), "--quiet"]
+    result: dict = {}
+    driver = threading.Thread(target=lambda: result.update(rc=sweep_main(args)))
+    driver.start()
+    out = storage / "nodeloss"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((out / "tune").glob("trial_*/checkpoint_*")):
+        time.sleep(0.5)
+    assert list((out / "tune").glob("trial_*/checkpoint_*")), "no trial checkpointed"
+    spare = c.add_node(num_cpus=2)
+    for node in workers:  # both worker nodes lost mid-sweep, every running trial with them
+        c.remove_node(node)
+    workers[:] = [spare]
+    driver.join(timeout=600)
+    assert not driver.is_alive() and result.get("rc") == 0
+    res = load_results(str(out))
+    assert len(res.trials) == 3 and set(res.trials["status"]) == {"completed"}
+    check_one_ticket_row_per_trial_cycle(res, cycles=(0, 1, 2, 3))
+    assert list((out / "tune").glob("trial_*/error.txt")), "no trial was running on the lost nodes"
