@@ -307,7 +307,10 @@ def test_submit_script_smoke_test_prints_the_job_command(tmp_path, capsys):
     assert cmd[:3] == ["ray", "job", "submit"] and cmd[cmd.index("--working-dir") + 1] == "."
     assert cmd[cmd.index("--address") + 1] == "http://10.0.0.1:8265" and "--no-wait" in cmd
     env = json.loads(cmd[cmd.index("--runtime-env-json") + 1])
-    assert "optuna>=3.4" in env["pip"]["packages"] and not any(p.startswith("torch") for p in env["pip"]["packages"])
+    from importlib.metadata import version
+
+    pins = env["pip"]["packages"]  # pinned at the versions installed here
+    assert f"optuna=={version('optuna')}" in pins and not any(p.startswith("torch") for p in pins)
     entry = cmd[cmd.index("--") + 1 :]
     assert entry[:4] == ["python", "-m", "colt_ray", "sweep"] and entry[4] == "search_spaces/quick.yaml"
     assert entry[entry.index("--storage") + 1] == os.path.abspath("rel/st") and entry[-2:] == ["--num-samples", "3"]
