@@ -62,7 +62,9 @@ def open_coordinator(
 ) -> Coordinator:
     """A run's coordinator with its trainer actors starting (before its data: ``attach`` them later), Ray
     started first if it is not; use it as a context manager so the actors stop at the end. Outside a
-    placement group, a cluster too small for the shards is said on ``echo``."""
+    placement group (a Tune trial's), the actors get one of their own (``gang``): they start together within
+    ``start_timeout`` seconds, or the run ends with a ConfigError naming what the cluster lacks.
+    ``name``: the run id the actors are named after (default: the config's)."""
     init_for(cfg)
     fitted = fit(cfg, echo)
     owned, first = None, 1  # a sweep trial's group: bundle 0 is the trial's own
@@ -110,7 +112,7 @@ def fits(bundles: list[dict[str, float]]) -> bool:
 
 
 def what_does_not_fit(bundles: list[dict[str, float]]) -> str:
-    """``needs 5 CPU in 4 bundles (largest 2 CPU); the cluster has 2 CPU, largest node 2 CPU``"""
+    """``needs 3 CPU in 2 bundles (largest 1.5); the cluster has 2 CPU, largest node 2 (lower ...)``"""
     need = {r: sum(b.get(r, 0.0) for b in bundles) for r in ("CPU", "GPU")}
     have = ray.cluster_resources()
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
