@@ -163,7 +163,8 @@ def settings_markdown(df: pd.DataFrame) -> list[str]:
     for r in df.itertuples(index=False):
         std = f" ± {r.report_acc_std:.4f}" if not _missing(r.report_acc_std) else ""
         parts += [
-            f"- **{r.method}** on {r.dataset} / {r.arch} (configuration {r.config_id}, {r.n} runs): cycle "
+            f"- **{r.method}** on {r.dataset} / {r.arch} (configuration {r.config_id}, {r.n} "
+            f"run{'' if r.n == 1 else 's'}): cycle "
             f"{r.cycle:g}, sparsity {r.sparsity:.4f}, select_acc {r.select_acc:.4f}, report_acc "
             f"{r.report_acc:.4f}{std}, {r.sample_epochs:,.0f} sample-epochs ({r.rule})",
             "",
