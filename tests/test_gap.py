@@ -13,7 +13,6 @@ val_acc_best, test_acc_at_best_val).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import shlex
@@ -24,6 +23,7 @@ import sys
 import pandas as pd
 import pytest
 import test_sweep
+from test_compare_report import T0, _row  # the same hand-made ticket rows
 from test_sweep import kill_tagged, wait_for
 
 from colt_ray.cli import build_parser
@@ -40,7 +40,6 @@ from colt_ray.results.writer import ResultsWriter
 
 ray_tag = test_sweep.ray_tag  # the fixture: a private RAY_TMPDIR whose processes are killed afterwards
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-T0 = dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc)
 RUNS = {
     "a1": ("colt", 0.1, 1, [(0.4, 0.89, 0.88), (0.64, 0.88, 0.86), (0.8, 0.70, 0.69)]),
     "a2": ("colt", 0.1, 2, [(0.4, 0.89, 0.88), (0.66, 0.86, 0.85)]),
@@ -48,12 +47,6 @@ RUNS = {
     "c1": ("imp", 0.1, 1, [(0.5, 0.89, 0.88), (0.7, 0.89, 0.87)]),
     "c2": ("imp", 0.1, 2, [(0.5, 0.88, 0.87)]),
 }
-
-
-def _row(cycle, sparsity, val, test):
-    return dict(cycle=cycle, shard=None, sparsity=sparsity, kept_weights=round(1000 * (1 - sparsity)),
-                prunable_weights=1000, acc_best=test, acc_final=test, val_acc_best=val, test_acc_at_best_val=test,
-                sample_epochs=100, wall_seconds=1.0, finished_at=T0)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -154,13 +154,16 @@ def create_actor(
     opts = resources.options()
     if strategy is not None:
         opts["scheduling_strategy"] = strategy
-    if name is None:
-        return _remote_class(cls).options(**opts).remote(*args, **kwargs)
+    if name is not None:
+        opts["name"] = name
     try:
-        return _remote_class(cls).options(name=name, **opts).remote(*args, **kwargs)
+        return _remote_class(cls).options(**opts).remote(*args, **kwargs)
     except ValueError:  # the name is taken (an actor of the same run id, not yet gone)
+        if name is None:
+            raise
         run, _, who = name.rpartition("/")
-        return _remote_class(cls).options(name=f"{run}~{uuid.uuid4().hex[:4]}/{who}", **opts).remote(*args, **kwargs)
+        opts["name"] = f"{run}~{uuid.uuid4().hex[:4]}/{who}"
+        return _remote_class(cls).options(**opts).remote(*args, **kwargs)
 
 
 def actor_name(run: str, index: Any) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from colt_ray.core.config import RunConfig, default_of, flag_name, flat_field_owners
+from colt_ray.results.tables import plain
 
 LEFT_OUT = ("seed",)
 EXECUTION = "resources"  # the config section of the execution settings
@@ -22,7 +23,7 @@ def ticket_command(run: Mapping[str, Any], out: str = "results/best") -> str:
     """``colt-ray ticket --flag value ... --out OUT`` for the flat settings of ``run`` (a ``runs`` row)."""
     owners = flat_field_owners()
     kept = [k for k in run if k in owners and k not in LEFT_OUT and owners[k] != EXECUTION]
-    flat = {k: _plain(run[k]) for k in kept}
+    flat = {k: plain(run[k]) for k in kept}
     cfg = RunConfig.from_flat({k: v for k, v in flat.items() if v is not None or default_of(k) is None})
     args = ["colt-ray", "ticket"]
     for name, value in cfg.to_flat().items():
@@ -47,15 +48,3 @@ def _same(value: Any, default: Any) -> bool:
     if isinstance(default, tuple):
         default = list(default)
     return value == default
-
-
-def _plain(v: Any) -> Any:
-    """A Parquet/pandas cell as plain Python (arrays as lists, NA as None, numpy scalars unwrapped)."""
-    import numpy as np
-    import pandas as pd
-
-    if isinstance(v, (list, tuple, np.ndarray)):
-        return [_plain(x) for x in v]
-    if v is None or v is pd.NA or (isinstance(v, float) and v != v):
-        return None
-    return v.item() if isinstance(v, np.generic) else v

@@ -106,17 +106,17 @@ def layers_rel(run_id: str, cycle: int) -> tuple[str, str]:
 
 def runs_part(out: PathLike, run_id: str) -> str:
     """``OUT/runs/<run_id>.parquet``."""
-    return _at(out, *runs_rel(run_id))
+    return path_at(out, *runs_rel(run_id))
 
 
 def cycles_part(out: PathLike, run_id: str, cycle: int) -> str:
     """``OUT/cycles/<run_id>-c<cycle:04d>.parquet``."""
-    return _at(out, *cycles_rel(run_id, cycle))
+    return path_at(out, *cycles_rel(run_id, cycle))
 
 
 def layers_part(out: PathLike, run_id: str, cycle: int) -> str:
     """``OUT/layers/<run_id>-c<cycle:04d>.parquet``."""
-    return _at(out, *layers_rel(run_id, cycle))
+    return path_at(out, *layers_rel(run_id, cycle))
 
 
 def ticket_rel(run_id: str, cycle: int) -> tuple[str, str, str]:
@@ -133,22 +133,22 @@ def theta0_rel(run_id: str) -> tuple[str, str, str]:
 
 def ticket_path(out: PathLike, run_id: str, cycle: int) -> str:
     """``OUT/tickets/<run_id>/cycle-<cycle:04d>.safetensors`` (the ticket's masks and weights)."""
-    return _at(out, *ticket_rel(run_id, cycle))
+    return path_at(out, *ticket_rel(run_id, cycle))
 
 
 def trials_path(out: PathLike) -> str:
     """``OUT/trials.parquet`` (sweep level)."""
-    return _at(out, TRIALS_FILE)
+    return path_at(out, TRIALS_FILE)
 
 
 def report_dir(out: PathLike) -> str:
     """``OUT/report`` (the default destination of ``colt-ray report``)."""
-    return _at(out, REPORT_DIR)
+    return path_at(out, REPORT_DIR)
 
 
 def sweep_dir(storage: PathLike, sweep: str) -> str:
     """``<storage>/<sweep>``: a sweep's output directory (same layout as one run's)."""
-    return _at(storage, check_run_id(sweep))
+    return path_at(storage, check_run_id(sweep))
 
 
 def tmp_name(path: str) -> str:
@@ -174,7 +174,8 @@ def classify(path: str) -> Optional[str]:
     return None
 
 
-def _at(out: PathLike, *parts: str) -> str:
+def path_at(out: PathLike, *parts: str) -> str:
+    """``OUT/<parts>``: a URI for a remote ``out``, else a local path."""
     if is_uri(out):
         return join(os.fspath(out), *parts, remote=True)
     return os.path.join(local_path(out), *parts)

@@ -109,14 +109,14 @@ def config_ids(runs: pd.DataFrame) -> pd.Series:
     the execution settings (resources): runs that differ only by seed share it."""
     owners = flat_field_owners()
     cols = [c for c in runs.columns if owners.get(c) not in (None, "resources") and c != "seed"]
-    keys = (json.dumps([_plain(v) for v in row], default=str) for row in runs[cols].itertuples(index=False))
+    keys = (json.dumps([plain(v) for v in row], default=str) for row in runs[cols].itertuples(index=False))
     return pd.Series([hashlib.sha256(k.encode()).hexdigest()[:12] for k in keys], index=runs.index, dtype=object)
 
 
-def _plain(v: Any) -> Any:
+def plain(v: Any) -> Any:
     """A Parquet cell as plain JSON-able Python (arrays as lists, every kind of null as None)."""
     if isinstance(v, (list, tuple, np.ndarray)):
-        return [_plain(x) for x in v]
+        return [plain(x) for x in v]
     if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
         return None
     return v.item() if isinstance(v, np.generic) else v

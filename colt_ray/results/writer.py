@@ -78,13 +78,18 @@ class ResultsWriter:
 
 
 def write_local_atomic(table: pa.Table, path: str) -> None:
-    """Write ``table`` to local ``path`` atomically: temp file, fsync, ``os.replace``, fsync the directory."""
+    """Write ``table`` to local ``path`` atomically (:func:`_local_atomic`)."""
+    _local_atomic(path, lambda fh: pq.write_table(table, fh))
+
+
+def _local_atomic(path: str, write: Any) -> None:
+    """``write(file)`` into local ``path`` atomically: temp file, fsync, ``os.replace``, fsync the directory."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     tmp = layout.tmp_name(path)
     try:
         with open(tmp, "wb") as fh:
-            pq.write_table(table, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -131,17 +136,7 @@ def write_bytes_atomic(out: PathLike, rel: tuple[str, ...], data: bytes) -> str:
     fs, root = layout.resolve(out)
     if fs is None:
         path = os.path.join(root, *rel)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = layout.tmp_name(path)
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            _remove_quietly(tmp)
-            raise
+        _local_atomic(path, lambda fh: fh.write(data))
         return path
     path = layout.join(root, *rel, remote=True)
     put_bytes(fs, path, data)
@@ -168,15 +163,10 @@ def read_file_bytes(path: PathLike) -> bytes:
 
 
 def read_bytes(out: PathLike, rel: tuple[str, ...]) -> Optional[bytes]:
-    """The bytes of ``out``/``rel``, or None when there is no such file."""
-    fs, root = layout.resolve(out)
+    """The bytes of ``out``/``rel``, or None when there is no such file (or it cannot be read)."""
     try:
-        if fs is None:
-            with open(os.path.join(root, *rel), "rb") as fh:
-                return fh.read()
-        with fs.open_input_stream(layout.join(root, *rel, remote=True)) as stream:
-            return stream.read()
-    except (FileNotFoundError, OSError):
+        return read_file_bytes(layout.path_at(out, *rel))
+    except ConfigError:
         return None
 
 

@@ -201,15 +201,16 @@ def load_weights(path: str | os.PathLike, model: torch.nn.Module, arch: str) -> 
     try:
         with safe_open(str(path), framework="pt") as f:
             is_ticket = (f.metadata() or {}).get("format") in FORMATS
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - a safetensors handle, not a dict
+            # a ticket is read below, with the run's theta_0 file when it refers to one
+            tensors = {} if is_ticket else {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
     except Exception as exc:  # safetensors raises several types for a damaged header or body
         why = str(exc).splitlines()[0][:200]
         raise ConfigError("pretrained", f"{path} is not a readable safetensors file: {why}") from None
-    if is_ticket:  # its theta, from the run's theta_0 file when the ticket refers to one
+    if is_ticket:
         try:
             theta = load_ticket(path).theta
         except ConfigError as e:
-            raise ConfigError("pretrained", str(e)[len("ticket: ") :]) from None
+            raise ConfigError("pretrained", e.message) from None
         tensors = {k: torch.from_numpy(v) for k, v in theta.items()}
     state = model.state_dict()
     check_matches(tensors, state, f"{path} does not match arch {arch}")

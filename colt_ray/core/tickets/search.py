@@ -50,7 +50,8 @@ def prepare(cfg: RunConfig, run_id: Optional[str] = None, *, checked: bool = Fal
     shards = make_shards(bundle, cfg.num_shards, cfg.ticket.split, cfg.ticket.seed) if cfg.method.uses_shards else []
     # the retraining model first: an unknown activation or skip paths without residual blocks fail before any work
     retrained = build_run_model(cfg, bundle.in_shape, bundle.num_classes)
-    model = build_run_model(cfg.search_config(), bundle.in_shape, bundle.num_classes)
+    search = cfg.search_config()
+    model = retrained if search is cfg else build_run_model(search, bundle.in_shape, bundle.num_classes)
     theta0 = build_theta0(cfg, bundle.in_shape, bundle.num_classes)
     if cfg.jackpot.pretrained:
         theta0 = load_weights(cfg.jackpot.pretrained, model, cfg.model.arch)  # the jackpot's cycle 0 starts here

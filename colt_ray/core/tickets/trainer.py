@@ -78,7 +78,8 @@ class TicketTrainer:
         self.device = resolve_device(cfg.resources.device)
         self.model = self.build()
         # the skip paths' initial state: a rewind point (the plain model's) leaves them out
-        self._own_init = {k: v.clone() for k, v in self.model.state_dict().items() if k in skip_state_keys(self.model)}
+        skip = skip_state_keys(self.model)
+        self._own_init = {k: v.clone() for k, v in self.model.state_dict().items() if k in skip}
         self.recipe = retrain_recipe(cfg)
         self.head_seed = head_seed
         self._fresh_head: Optional[dict[str, torch.Tensor]] = None
