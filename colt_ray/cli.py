@@ -80,7 +80,9 @@ def _report_parser(sub: Any) -> None:
         "per-layer density, printed and saved with PNG plots.",
     )
     rp.add_argument("results_dir", metavar="RESULTS_DIR", help="output of `colt-ray ticket` or `colt-ray sweep`")
-    rp.add_argument("--out", default=None, help="where to save tables and plots (default RESULTS_DIR/report)")
+    rp.add_argument(
+        "--out", default=None, help="where to save tables and plots: a directory or a URI (default RESULTS_DIR/report)"
+    )
     rp.add_argument("--format", dest="fmt", default="md", help="md or csv")
 
 

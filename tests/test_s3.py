@@ -98,9 +98,20 @@ def test_ticket_report_and_transfer_through_s3(s3_env, tmp_path):
     assert not any(".tmp-" in k for k in stored)  # written whole, then moved into place
     assert not any(p.name.startswith("s3:") for p in tmp_path.rglob("*")), "a file landed on local disk"
 
-    report = colt_ray(["report", out, "--out", str(tmp_path / "report")], env, tmp_path)
+    report = colt_ray(["report", out], env, tmp_path)  # written next to the results: into the bucket
     assert report.returncode == 0, report.stderr[-2000:]
-    assert "Best ticket per (method, dataset, arch)" in report.stdout and (tmp_path / "report" / "report.md").exists()
+    assert "Best ticket per (method, dataset, arch)" in report.stdout
+    written = keys(client, "runs/imp/report/")
+    assert "runs/imp/report/report.md" in written and "runs/imp/report/accuracy_vs_sparsity.png" in written
+    body = client.get_object(Bucket=BUCKET, Key="runs/imp/report/report.md")["Body"].read().decode()
+    assert (
+        "Best ticket per (method, dataset, arch)" in body
+        and "![accuracy_vs_sparsity](accuracy_vs_sparsity.png)" in body
+    )
+    png = client.get_object(Bucket=BUCKET, Key="runs/imp/report/accuracy_vs_sparsity.png")["Body"].read()
+    assert png.startswith(b"\x89PNG")
+    local = colt_ray(["report", out, "--out", str(tmp_path / "report"), "--format", "csv"], env, tmp_path)
+    assert local.returncode == 0 and (tmp_path / "report" / "best_tickets.csv").exists(), local.stderr[-2000:]
 
     ticket = f"s3://{BUCKET}/{tickets[-1]}"
     moved = colt_ray(["transfer", ticket, "--dataset", "synthetic", "--epochs", "1", "--no-progress"], env, tmp_path)

@@ -1,11 +1,13 @@
 """PNG plots of the report (matplotlib, Agg; imported lazily, no pyplot global state).
 
-Each function draws one figure with a panel per (dataset, arch), saves it to ``path`` and returns the path,
-or returns None (writing nothing) when there is nothing to draw.
+Each function draws one figure with a panel per (dataset, arch) and returns it as PNG bytes (the report
+writes them where its tables go, a local directory or an object store), or None when there is nothing to
+draw.
 """
 
 from __future__ import annotations
 
+import io
 import math
 from typing import Any, Optional
 
@@ -28,16 +30,17 @@ def _figure(n: int, title: str) -> tuple[Any, list[Any]]:
     return fig, axes[:n]
 
 
-def _save(fig: Any, path: str) -> str:
-    fig.savefig(path, dpi=DPI, format="png")
-    return path
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=DPI, format="png")
+    return buf.getvalue()
 
 
 def _color(method: str) -> str:
     return COLORS.get(method, "tab:green")
 
 
-def accuracy_vs_sparsity(points: pd.DataFrame, best: pd.DataFrame, path: str) -> Optional[str]:
+def accuracy_vs_sparsity(points: pd.DataFrame, best: pd.DataFrame) -> Optional[bytes]:
     """Ticket accuracy vs sparsity: every ticket faded, each method's best run as a line, and each method's
     mean dense accuracy as a dashed line."""
     pts = points.dropna(subset=["acc_best"])
@@ -57,10 +60,10 @@ def accuracy_vs_sparsity(points: pd.DataFrame, best: pd.DataFrame, path: str) ->
                 d = dense.mean()
                 ax.axhline(d, color=_color(method), ls="--", lw=1.2, label=f"dense, {method} runs ({d:.4f})")
         _accuracy_axes(ax, dataset, arch)
-    return _save(fig, path)
+    return _png(fig)
 
 
-def pareto(pareto_pts: pd.DataFrame, path: str) -> Optional[str]:
+def pareto(pareto_pts: pd.DataFrame) -> Optional[bytes]:
     """All tickets in (sparsity, selection accuracy), the front highlighted; stopped-early trials as crosses."""
     if pareto_pts.empty:
         return None
@@ -77,10 +80,10 @@ def pareto(pareto_pts: pd.DataFrame, path: str) -> Optional[str]:
         for method, f in front.groupby("method", sort=True):
             ax.scatter(f["sparsity"], f["select_acc"], color=_color(method), s=40, zorder=3, label=f"front: {method}")
         _accuracy_axes(ax, dataset, arch, "accuracy that selects (validation where the run has a split)")
-    return _save(fig, path)
+    return _png(fig)
 
 
-def layer_density(layers: pd.DataFrame, path: str) -> Optional[str]:
+def layer_density(layers: pd.DataFrame) -> Optional[bytes]:
     """Grouped bars: per layer, the density (fraction kept) of each method's best ticket."""
     if layers.empty:
         return None
@@ -98,10 +101,10 @@ def layer_density(layers: pd.DataFrame, path: str) -> Optional[str]:
         ax.set(title=f"{dataset} / {arch}", xlabel="layer", ylabel="density (fraction of weights kept)", ylim=(0, 1.05))
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize="small")
-    return _save(fig, path)
+    return _png(fig)
 
 
-def mask_overlap(points: pd.DataFrame, layers: pd.DataFrame, runs: list[str], path: str) -> Optional[str]:
+def mask_overlap(points: pd.DataFrame, layers: pd.DataFrame, runs: list[str]) -> Optional[bytes]:
     """COLT shard-mask overlap (Jaccard) per cycle: the whole ticket (thick) and each layer (thin)."""
     pts = points[points["run_id"].isin(runs)].dropna(subset=["overlap"])
     if pts.empty:
@@ -121,7 +124,7 @@ def mask_overlap(points: pd.DataFrame, layers: pd.DataFrame, runs: list[str], pa
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small", ncol=2)
-    return _save(fig, path)
+    return _png(fig)
 
 
 def _accuracy_axes(ax, dataset: str, arch: str, ylabel: str = "test accuracy (best epoch)") -> None:

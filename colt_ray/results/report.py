@@ -1,8 +1,9 @@
 """``colt-ray report``: tables and plots from a run's or a sweep's results directory.
 
 :func:`report` loads the results, computes the four tables (see :mod:`colt_ray.results.tables`), saves them
-(``report.md``, or one CSV per table) and the PNG plots into the output directory, and returns them with
-the text that :func:`report_main` prints to stdout.
+(``report.md``, or one CSV per table) and the PNG plots into the output directory (a local path or a URI
+such as ``s3://bucket/sweeps/x/report``; each file written atomically), and returns them with the text that
+:func:`report_main` prints to stdout.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from colt_ray.core.errors import ConfigError
 from colt_ray.results import layout, plots, tables
 from colt_ray.results.layout import PathLike
 from colt_ray.results.reader import Results, load_results
-from colt_ray.results.writer import check_writable
+from colt_ray.results.writer import check_writable, remove_file, write_bytes_atomic
 
 FORMATS = ("md", "csv")
 TITLES = {
@@ -78,7 +79,8 @@ def build_tables(results: Results, tol: float = tables.TOL) -> dict[str, pd.Data
 
 def report(results_dir: PathLike, out_dir: Optional[PathLike] = None, fmt: str = "md") -> ReportOutput:
     """Compute the report of ``results_dir`` and save it (tables + PNG plots) into ``out_dir``
-    (default ``<results_dir>/report``). ``fmt``: ``"md"`` (one ``report.md``) or ``"csv"`` (one CSV per table).
+    (default ``<results_dir>/report``; either may be a local path or a URI). ``fmt``: ``"md"`` (one
+    ``report.md``) or ``"csv"`` (one CSV per table).
 
     Raises ConfigError for an unknown format, unreadable/missing results (field ``results``) or an output
     directory that cannot be written (field ``out``).
@@ -88,16 +90,15 @@ def report(results_dir: PathLike, out_dir: Optional[PathLike] = None, fmt: str =
     results = load_results(results_dir)
     out = _out_dir(results_dir, out_dir)
     check_writable(out)
-    os.makedirs(out, exist_ok=True)
     all_tables = build_tables(results)
     shown = {k: all_tables[k] for k in TITLES}
     pngs = _save_plots(all_tables, results, out)
     if fmt == "md":
         text = render_markdown(shown, pngs, results)
-        files = [_write_text(os.path.join(out, "report.md"), text)]
+        files = [_write_text(out, "report.md", text)]
     else:
         text = render_csv(shown)
-        files = [_write_text(os.path.join(out, f"{k}.csv"), t.to_csv(index=False)) for k, t in shown.items()]
+        files = [_write_text(out, f"{k}.csv", t.to_csv(index=False)) for k, t in shown.items()]
     return ReportOutput(tables=shown, text=text, files=files + list(pngs.values()), out_dir=out)
 
 
@@ -114,30 +115,28 @@ def report_main(results_dir: PathLike, out: Optional[PathLike] = None, fmt: str 
 
 def _out_dir(results_dir: PathLike, out_dir: Optional[PathLike]) -> str:
     if out_dir is not None and os.fspath(out_dir) != "":
-        target = out_dir
-    elif layout.is_uri(results_dir):
-        raise ConfigError("out", f"give a local --out directory for remote results {os.fspath(results_dir)}")
-    else:
-        target = layout.report_dir(results_dir)
-    if layout.is_uri(target):
-        raise ConfigError("out", f"{os.fspath(target)}: the report is written to a local directory")
-    return layout.local_path(target)
+        return layout.path_at(out_dir)
+    return layout.report_dir(results_dir)
 
 
 def _save_plots(t: dict[str, pd.DataFrame], results: Results, out: str) -> dict[str, str]:
-    path = {k: os.path.join(out, v) for k, v in PLOT_FILES.items()}
+    """Write each plot that has something to draw into ``out``; remove the file of one that has not (it must
+    not leave a stale plot from an older report). Returns {plot: path written}."""
     best = t["best_tickets"]
     colt_runs = best.loc[best["method"] == "colt", "run_id"].tolist()
     made = {
-        "accuracy_vs_sparsity": plots.accuracy_vs_sparsity(t["points"], best, path["accuracy_vs_sparsity"]),
-        "pareto_front": plots.pareto(t["pareto_points"], path["pareto_front"]),
-        "layer_density": plots.layer_density(t["layer_density"], path["layer_density"]),
-        "mask_overlap": plots.mask_overlap(t["points"], results.layers, colt_runs, path["mask_overlap"]),
+        "accuracy_vs_sparsity": plots.accuracy_vs_sparsity(t["points"], best),
+        "pareto_front": plots.pareto(t["pareto_points"]),
+        "layer_density": plots.layer_density(t["layer_density"]),
+        "mask_overlap": plots.mask_overlap(t["points"], results.layers, colt_runs),
     }
-    for key, p in path.items():  # a plot with nothing to draw must not leave a stale file from an older report
-        if made[key] is None and os.path.exists(p):
-            os.remove(p)
-    return {k: v for k, v in made.items() if v is not None}
+    written = {}
+    for key, png in made.items():
+        if png is None:
+            remove_file(out, (PLOT_FILES[key],))
+        else:
+            written[key] = write_bytes_atomic(out, (PLOT_FILES[key],), png)
+    return written
 
 
 def render_markdown(shown: dict[str, pd.DataFrame], pngs: dict[str, str], results: Results) -> str:
@@ -214,7 +213,5 @@ def _cell(v: Any) -> str:
     return str(v).replace("|", "\\|")
 
 
-def _write_text(path: str, text: str) -> str:
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    return path
+def _write_text(out: str, name: str, text: str) -> str:
+    return write_bytes_atomic(out, (name,), text.encode("utf-8"))

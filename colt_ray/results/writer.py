@@ -146,6 +146,18 @@ def write_bytes_atomic(out: PathLike, rel: tuple[str, ...], data: bytes) -> str:
 OBJECT_STORES = ("s3", "gcs")  # whole-object puts are atomic there; there are no directories to create
 
 
+def remove_file(out: PathLike, rel: tuple[str, ...]) -> None:
+    """Delete ``out``/``rel`` (a local directory or a ``pyarrow.fs`` URI) if it exists."""
+    fs, root = layout.resolve(out)
+    if fs is None:
+        _remove_quietly(os.path.join(root, *rel))
+        return
+    try:
+        fs.delete_file(layout.join(root, *rel, remote=True))
+    except FileNotFoundError:
+        pass
+
+
 def read_file_bytes(path: PathLike) -> bytes:
     """The bytes of the file ``path``: a local path or a ``pyarrow.fs`` URI (``s3://bucket/key``).
     ConfigError("ticket", ...) when it cannot be read."""
