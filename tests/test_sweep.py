@@ -248,18 +248,39 @@ def free_ports(n: int) -> list[int]:
 
 
 @pytest.mark.slow
+def upload_only_python(tmp_path) -> str:
+    """A ``bin/`` whose ``python`` sees this environment's packages but not this checkout: a venv whose one
+    ``.pth`` line names our site-packages. Python reads ``.pth`` files only in its own site directories, so
+    the editable install's finder (a ``.pth`` in our site-packages) is not run: a module missing from the
+    job's upload fails to import, as on a cluster, instead of being filled in from this checkout."""
+    import site
+    import sysconfig
+
+    venv = tmp_path / "jobpy"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    target = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    ours = [sysconfig.get_paths()["purelib"], *site.getsitepackages()]
+    with open(os.path.join(target, "colt_ray_test_deps.pth"), "w") as fh:
+        fh.write("\n".join(dict.fromkeys(ours)) + "\n")
+    return str(venv / "bin")
+
+
 def test_ray_job_submit_runs_the_quick_space_on_a_real_head(tmp_path, ray_tag, monkeypatch):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     from colt_ray import cli
 
     gcs, dash, client_port, agent, agent_grpc, metrics, env_agent = free_ports(7)
-    # RAY_AUTH_MODE fixed for head and clients alike: whether a token sits in ~/.ray must not matter here
+    # RAY_AUTH_MODE fixed for head and clients alike: whether a token sits in ~/.ray must not matter here;
+    # the job's `python` can import colt_ray only from the upload, as on a cluster (upload_only_python)
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
         "RAY_TMPDIR": ray_tag,
         "RAY_AUTH_MODE": "disabled",
-        "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
+        "PATH": os.pathsep.join([upload_only_python(tmp_path), VENV_BIN, os.environ.get("PATH", "")]),
     }
     ray_exe = os.path.join(VENV_BIN, "ray")
     subprocess.run(
