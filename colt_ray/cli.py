@@ -143,7 +143,7 @@ def _search_on_ray(cfg: RunConfig, out: str) -> int:
     with one line and nothing written (Ray is stopped first)."""
     import threading
 
-    from colt_ray.parallel.cluster import init_for
+    from colt_ray.parallel.cluster import init_for, stop_ray
 
     ahead: dict[str, Any] = {}
     worker = threading.Thread(target=_prepare_ahead, args=(cfg, ahead), daemon=True)
@@ -159,9 +159,7 @@ def _search_on_ray(cfg: RunConfig, out: str) -> int:
             return _search(cfg, out, lambda prepared, sink: coord.attach(prepared).run(sink), ahead["prepared"])
     finally:
         if started:
-            import ray
-
-            ray.shutdown()
+            stop_ray()
 
 
 def _prepare_ahead(cfg: RunConfig, box: dict[str, Any]) -> None:

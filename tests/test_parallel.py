@@ -24,6 +24,7 @@ from colt_ray.core.tickets.io import load_ticket
 from colt_ray.core.tickets.search import make_shard_trainer, prepare, run_local
 from colt_ray.parallel.actors import ShardFailedError, ShardTrainer, bundle_strategies
 from colt_ray.parallel.backend import run_on_ray
+from colt_ray.parallel.cluster import stop_ray
 from colt_ray.parallel.coordinator import Coordinator
 from colt_ray.parallel.resources import ActorResources, fit_to_cluster, placement_bundles, shard_resources
 from colt_ray.runner import ResultsSink
@@ -69,9 +70,9 @@ def colt_local():
 def ray_cluster():
     if ray.is_initialized():  # left running by another module
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield
-    ray.shutdown()
+    stop_ray()
 
 
 # ---- the plain classes, no Ray ---------------------------------------------------------------------------

@@ -85,9 +85,11 @@ def check_one_ticket_row_per_trial_cycle(res, cycles=(0, 1, 2)):
 def ray_cluster():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    from colt_ray.parallel.cluster import stop_ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     yield
-    ray.shutdown()
+    stop_ray()
 
 
 # ---- in-process sweeps ----------------------------------------------------------------------------------
@@ -356,3 +358,15 @@ def test_ray_job_submit_runs_the_quick_space_on_a_real_head(tmp_path, ray_tag, m
     res = load_results(str(storage / "job"))
     assert len(res.trials) == 2 and set(res.trials["status"]) == {"completed"}
     check_one_ticket_row_per_trial_cycle(res, cycles=(0, 1))
+
+    # with that head still up and no RAY_ADDRESS, a ticket run starts a local Ray of its own (Ray alone would
+    # join the head and then refuse the run's num_cpus with a traceback)
+    env.pop("RAY_ADDRESS", None)
+    alone = subprocess.run(
+        [sys.executable, "-m", "colt_ray", "ticket", "--dataset", "digits", "--arch", "lenet300", "--cycles", "1",
+         "--epochs", "1", "--eval-tickets", "none", "--backend", "ray", "--no-progress", "--out", str(tmp_path / "t")],
+        env={**env, "PATH": os.pathsep.join([VENV_BIN, os.environ.get("PATH", "")])}, cwd=REPO, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert client.get_job_status(job_id) == JobStatus.SUCCEEDED  # the head is untouched

@@ -13,6 +13,7 @@ import optuna
 import pytest
 import yaml
 
+from colt_ray.parallel.cluster import stop_ray
 from colt_ray.parallel.sweep import driver
 from colt_ray.parallel.sweep.checks import check_spec
 from colt_ray.parallel.sweep.cli import main
@@ -306,11 +307,11 @@ def test_a_small_compare_sweep_trains_each_recipe_with_both_methods_and_both_see
     )
     path = tmp_path / "cmp.yaml"
     path.write_text(yaml.safe_dump(data))
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         assert main([str(path), "--storage", str(tmp_path / "st"), "--quiet"]) == 0
     finally:
-        ray.shutdown()
+        stop_ray()
     res = load_results(os.path.join(tmp_path, "st", "cmp"))
     trials = res.trials_config()
     assert len(trials) == 4 and set(trials["status"]) == {"completed"}

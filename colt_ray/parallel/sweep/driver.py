@@ -132,6 +132,7 @@ def run_sweep(
     ``time.perf_counter()``), so the sweep's efficiency counts its checks and Ray's start-up too."""
     import ray
 
+    from colt_ray.parallel.cluster import stop_ray
     from colt_ray.parallel.sweep.efficiency import efficiency_lines, open_session, session, summarise
     from colt_ray.parallel.sweep.trials import (
         interrupted,
@@ -157,7 +158,7 @@ def run_sweep(
         check_cluster(spec)
     except BaseException:
         if started:
-            ray.shutdown()
+            stop_ray()
         raise
     earlier = open_session(out, began, cores)
     try:
@@ -185,4 +186,4 @@ def run_sweep(
             for line in efficiency_lines(summary):
                 echo(line)
         if started:
-            ray.shutdown()
+            stop_ray()
