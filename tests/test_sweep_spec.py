@@ -381,3 +381,31 @@ def test_a_trial_the_cluster_can_never_place_is_refused_before_the_sweep_starts(
 def spec_dict(spec):
     return {"name": spec.name, "search": {"shards": {"int": [2, 4]}},
             "objectives": [{"metric": "sparsity", "mode": "max"}]}  # fmt: skip
+
+
+def test_an_autoscaler_node_type_that_holds_the_largest_trial_makes_it_fit():
+    from colt_ray.parallel.resources import NodeType
+    from colt_ray.parallel.sweep.checks import check_fits_cluster
+
+    spec = parse_spec(
+        {
+            "name": "gpu",
+            "fixed": {"backend": "ray", "cpus_per_shard": 1.0, "gpus_per_shard": 0.5, "method": "colt"},
+            "search": {"shards": {"int": [2, 4]}},
+            "objectives": [{"metric": "sparsity", "mode": "max"}],
+        }
+    )  # 4 shards + evaluator: 5.01 CPU, 2.5 GPU in bundles of 1 CPU, 0.5 GPU
+    head = ({"CPU": 2.0}, [{"CPU": 2.0}])
+    with pytest.raises(ConfigError, match=r"needs 5.01 CPU, 2.5 GPU in 6 bundles; the cluster has 2 CPU, 0 GPU: it"):
+        check_fits_cluster(spec, *head)  # no autoscaler: the cluster as it is
+    check_fits_cluster(spec, *head, [NodeType("gpu", {"CPU": 4.0, "GPU": 1.0}, max_count=3)])
+    check_fits_cluster(spec, *head, [NodeType("gpu", {"CPU": 4.0, "GPU": 1.0})])  # no max count: no limit
+    with pytest.raises(ConfigError, match="needs 5.01 CPU, 0 GPU"):  # the CPU fallback: no GPU bundles, CPUs short
+        check_fits_cluster(spec, *head, keep_gpus=False)
+    with pytest.raises(ConfigError, match="types add at most 8 CPU, 2 GPU"):
+        check_fits_cluster(spec, *head, [NodeType("gpu", {"CPU": 4.0, "GPU": 1.0}, max_count=2)])
+    apart = ({"CPU": 2.0, "GPU": 4.0}, [{"CPU": 2.0}, {"GPU": 4.0}])  # enough of each, on no one node
+    with pytest.raises(ConfigError, match=r"has a bundle of .*'GPU': 0.5.* 4 GPU, no node type \(cpu\) either"):
+        check_fits_cluster(spec, *apart, [NodeType("cpu", {"CPU": 64.0})])
+    with pytest.raises(ConfigError, match="needs 5.01 CPU"):  # a type at its max count adds nothing
+        check_fits_cluster(spec, *head, [NodeType("gpu", {"CPU": 4.0, "GPU": 1.0}, max_count=0)])

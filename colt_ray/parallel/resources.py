@@ -33,6 +33,28 @@ class ActorResources:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class NodeType:
+    """A node type the cluster's autoscaler may add (``cluster.declared_node_types``): its name, the resources
+    of one node, and how many such nodes there may be (None: no limit declared)."""
+
+    name: str
+    resources: dict[str, float]
+    max_count: Optional[int] = None
+
+    def can_add(self) -> bool:
+        return self.max_count is None or self.max_count > 0
+
+
+def holds(node: dict[str, float], bundle: dict[str, float]) -> bool:
+    """Whether one node with resources ``node`` can hold ``bundle`` (every resource it asks for)."""
+    return all(node.get(r, 0.0) + 1e-9 >= v for r, v in bundle.items())
+
+
+def gpu_total(bundles: list[dict[str, float]]) -> float:
+    return sum(b.get("GPU", 0.0) for b in bundles)
+
+
 def uses_shards(cfg: RunConfig) -> bool:
     """COLT trains k shard models; every other method (IMP, jackpot) trains only the full-data model."""
     return cfg.method.uses_shards

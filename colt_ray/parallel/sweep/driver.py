@@ -98,15 +98,18 @@ def sweep_cycles(out: str) -> Any:
 
 
 def check_cluster(spec: SweepSpec, echo: Echo = stderr_line) -> None:
-    """The connected cluster can place the sweep's largest trial (ConfigError otherwise); a GPU share the
-    cluster cannot serve is said, once (the trials then train on the CPU)."""
+    """The connected cluster, or the node types its autoscaler declares, can place the sweep's largest trial
+    (ConfigError otherwise); a GPU share the cluster cannot serve is said, once (the trials then train on the
+    CPU)."""
     import ray
 
+    from colt_ray.parallel.cluster import declared_node_types
     from colt_ray.parallel.sweep.checks import check_fits_cluster, corner_configs
 
     resources = ray.cluster_resources()
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    check_fits_cluster(spec, resources, nodes)
+    keep_gpus = float(resources.get("GPU", 0)) > 0
+    check_fits_cluster(spec, resources, nodes, declared_node_types(), keep_gpus=keep_gpus)
     asks = any(float(flat.get("gpus_per_shard", 0) or 0) > 0 for _, flat in corner_configs(spec))
     if asks and float(resources.get("GPU", 0)) <= 0:
         echo(f"sweep {spec.name}: no GPU in the Ray cluster; trials that ask for a GPU share train on the CPU")
