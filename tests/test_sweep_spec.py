@@ -223,8 +223,8 @@ def test_a_ray_trial_with_k_shards_reserves_2_plus_k_bundles():
 
 def test_trial_bundles_gpu_share_imp_and_local_backend():
     gpu = {"method": "colt", "shards": 2, "backend": "ray", "cpus_per_shard": 2, "gpus_per_shard": 0.25}
-    assert trial_bundles(gpu, cluster_gpus=4) == [{"CPU": 0.01}] + [{"CPU": 2, "GPU": 0.25}] * 3
-    assert trial_bundles(gpu, cluster_gpus=0) == [{"CPU": 0.01}] + [{"CPU": 2}] * 3  # no GPU in the cluster: CPU
+    assert trial_bundles(gpu) == [{"CPU": 0.01}] + [{"CPU": 2, "GPU": 0.25}] * 3
+    assert trial_bundles(gpu, keep_gpus=False) == [{"CPU": 0.01}] + [{"CPU": 2}] * 3  # the CPU fallback
     imp = trial_bundles({"method": "imp", "backend": "ray", "cpus_per_shard": 1})
     assert len(imp) == 2 and imp[1] == {"CPU": 1}  # the trial + its one full-data trainer
     assert trial_bundles({"shards": 4, "backend": "local", "cpus_per_shard": 1}) == [{"CPU": 1}]
@@ -409,3 +409,14 @@ def test_an_autoscaler_node_type_that_holds_the_largest_trial_makes_it_fit():
         check_fits_cluster(spec, *apart, [NodeType("cpu", {"CPU": 64.0})])
     with pytest.raises(ConfigError, match="needs 5.01 CPU"):  # a type at its max count adds nothing
         check_fits_cluster(spec, *head, [NodeType("gpu", {"CPU": 4.0, "GPU": 1.0}, max_count=0)])
+
+
+def test_the_cpu_fallback_is_one_choice_for_a_whole_sweep(tmp_path):
+    from colt_ray.parallel.sweep.cli import fallback_setting
+
+    with pytest.raises(ConfigError, match="allow_cpu_fallback: is one choice for the whole sweep"):
+        check_spec(parse_spec(space(search={"allow_cpu_fallback": {"choice": [True, False]}})))
+    assert fallback_setting(True) == ["allow_cpu_fallback=true"] and fallback_setting(None) == []
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(space()))
+    assert load_spec(str(path), fallback_setting(False)).fixed["allow_cpu_fallback"] is False

@@ -100,6 +100,10 @@ def _corners(spec: SweepSpec) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def check_spec(spec: SweepSpec) -> None:
     """Validate every corner configuration of ``spec``; raise ConfigError naming the corner that fails."""
+    if "allow_cpu_fallback" in spec.search:  # the driver decides once, for every trial
+        raise ConfigError(
+            "allow_cpu_fallback", "is one choice for the whole sweep: set it under fixed: or with --allow-cpu-fallback"
+        )
     classes: dict[tuple, int] = {}
     for label, flat in corner_configs(spec):
         try:
@@ -108,7 +112,7 @@ def check_spec(spec: SweepSpec) -> None:
             if key not in classes:
                 classes[key] = dataset_classes(*key)
             validate(cfg, num_classes=classes[key])
-            trial_bundles(flat, cluster_gpus=1.0)  # resource settings a trial could not be scheduled with
+            trial_bundles(flat, keep_gpus=True)  # resource settings a trial could not be scheduled with
         except ConfigError as e:
             message = str(e)[len(e.field) + 2 :]
             raise ConfigError(e.field, f"{message} (search-space corner: {label})") from None
