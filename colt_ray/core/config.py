@@ -168,6 +168,12 @@ class ResourcesConfig:
         "with an error when the cluster declares none",
         default_text="yes on a local Ray this command starts, no on a cluster it joins",
     )
+    gpu_memory_cap: bool = setting(
+        False,
+        "ray: an actor holding a fraction (< 1) of a GPU may use only that fraction of the GPU's memory "
+        "(torch.cuda.set_per_process_memory_fraction), so actors sharing a GPU cannot starve each other; one "
+        "that needs more fails with CUDA out of memory",
+    )
     shards_per_actor: int = setting(
         1,
         "ray: shard models trained together (stacked, docs/batched.md) by one actor, which reserves that many "
