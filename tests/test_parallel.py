@@ -104,17 +104,16 @@ def test_a_loop_error_is_raised_after_the_records_before_it(colt_local):
     assert got == [0]
 
 
-def test_resource_requests_follow_the_config_and_drop_a_gpu_the_cluster_lacks():
+def test_resource_requests_follow_the_config_and_drop_a_gpu_share_only_when_told():
     cfg = small_cfg(cpus_per_shard=0.5, gpus_per_shard=0.25)
     assert shard_resources(cfg, restarts=2) == ActorResources(0.5, 0.25, 2, 2)
     # the coordinator's token bundle, 2 shards, the evaluator
     assert placement_bundles(cfg) == [{"CPU": 0.01}] + [{"CPU": 0.5, "GPU": 0.25}] * 3
     assert placement_bundles(small_cfg("imp")) == [{"CPU": 0.01}, {"CPU": 1.0}]  # coordinator idle, 1 trainer
     assert len(placement_bundles(small_cfg(eval_tickets="none"))) == 3  # no evaluator
-    said = []
-    on_cpu = fit_to_cluster(cfg, 0, said.append)
-    assert (on_cpu.resources.gpus_per_shard, on_cpu.resources.device) == (0.0, "cpu") and "no GPU" in said[0]
-    assert fit_to_cluster(cfg, 1, said.append).resources.gpus_per_shard == 0.25 and len(said) == 1
+    on_cpu = fit_to_cluster(cfg, keep_gpus=False)  # the CPU fallback (chosen and said by gpus.plan_gpus)
+    assert (on_cpu.resources.gpus_per_shard, on_cpu.resources.device) == (0.0, "cpu")
+    assert fit_to_cluster(cfg, keep_gpus=True).resources.gpus_per_shard == 0.25
     with pytest.raises(ConfigError, match="gpus-per-shard"):  # refused up front, before Ray or any file
         validate(small_cfg(device="cuda", backend="ray"))
 
@@ -126,10 +125,10 @@ def test_a_trainer_without_a_gpu_share_never_uses_cuda_even_where_the_node_has_g
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU node, as Ray shows it to every worker
     assert resolve_device(small_cfg().resources.device).type == "cuda"  # what "auto" alone would pick
-    no_share = fit_to_cluster(small_cfg(), 1, lambda line: None)
+    no_share = fit_to_cluster(small_cfg(), keep_gpus=True)
     assert no_share.resources.device == "cpu" and resolve_device(no_share.resources.device).type == "cpu"
-    shared = fit_to_cluster(small_cfg(gpus_per_shard=0.25), 1, lambda line: None)
-    assert shared.resources.device == "auto"  # the share's GPU: the one Ray made visible to the actor
+    shared = fit_to_cluster(small_cfg(gpus_per_shard=0.25), keep_gpus=True)
+    assert shared.resources.device == "auto"  # the actor resolves it: the GPU Ray assigned it (actor_device)
 
 
 def test_a_placement_group_without_room_for_the_trainers_is_an_error_not_a_hang():
@@ -264,7 +263,7 @@ def test_actor_that_keeps_dying_fails_the_run_and_keeps_completed_cycles(ray_clu
 
 def test_trainers_go_to_their_bundles_of_a_placement_group(ray_cluster, colt_local):
     p, want = colt_local
-    cfg = fit_to_cluster(p.cfg.replace(resources=dataclasses.replace(p.cfg.resources, cpus_per_shard=0.5)), 0)
+    cfg = fit_to_cluster(p.cfg.replace(resources=dataclasses.replace(p.cfg.resources, cpus_per_shard=0.5)), False)
     pg = ray.util.placement_group(placement_bundles(cfg))
     ray.get(pg.ready(), timeout=60)
     try:
@@ -311,8 +310,21 @@ def test_cli_ray_backend_writes_parquet_and_tickets_equal_to_local(ray_cluster, 
 def test_gpu_share_without_a_gpu_runs_on_cpu(ray_cluster, colt_local, tmp_path, capsys):
     assert cli.main(CLI_ARGS + ["--gpus-per-shard", "0.5", "--out", str(tmp_path)]) == 0
     err = capsys.readouterr().err
-    assert "no GPU in the Ray cluster" in err and "training on the CPU" in err
+    said = [line for line in err.splitlines() if "GPU" in line]
+    assert said == ["colt-ray: no GPU in the Ray cluster: training on the CPU instead of 0.5-GPU shares "
+                    "(the default on a local Ray)"]  # fmt: skip
     assert_cli_results_match(tmp_path, *colt_local)
+
+
+def test_no_cpu_fallback_on_a_cluster_without_gpus_is_a_one_line_error_and_writes_nothing(
+    ray_cluster, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    assert cli.main(CLI_ARGS + ["--gpus-per-shard", "0.5", "--no-allow-cpu-fallback", "--out", str(out)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("colt-ray: error: gpus-per-shard: the Ray cluster has no GPU and declares no autoscaler")
+    assert "CPU fallback is off (--no-allow-cpu-fallback); pass --allow-cpu-fallback" in last
+    assert not out.exists() or not any(out.rglob("*"))
 
 
 def test_a_run_the_cluster_cannot_place_is_a_one_line_error_after_the_start_timeout(ray_cluster, tmp_path, capsys):

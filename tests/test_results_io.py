@@ -76,7 +76,16 @@ def test_layout_names_every_file(tmp_path):
 def test_every_runconfig_flat_field_has_a_typed_runs_column():
     flat = RunConfig().to_flat()
     scalar = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
-    optional = {"data_root", "address", "prune_rate", "vote", "cycles", "target_sparsity", "max_acc_drop"}
+    optional = {
+        "data_root",
+        "address",
+        "allow_cpu_fallback",
+        "prune_rate",
+        "vote",
+        "cycles",
+        "target_sparsity",
+        "max_acc_drop",
+    }
     for name, default in flat.items():
         assert name in schema.RUNS.names, f"config field {name} has no RUNS column"
         f = schema.RUNS.field(name)

@@ -223,8 +223,8 @@ def test_a_ray_trial_with_k_shards_reserves_2_plus_k_bundles():
 
 def test_trial_bundles_gpu_share_imp_and_local_backend():
     gpu = {"method": "colt", "shards": 2, "backend": "ray", "cpus_per_shard": 2, "gpus_per_shard": 0.25}
-    assert trial_bundles(gpu, cluster_gpus=4) == [{"CPU": 0.01}] + [{"CPU": 2, "GPU": 0.25}] * 3
-    assert trial_bundles(gpu, cluster_gpus=0) == [{"CPU": 0.01}] + [{"CPU": 2}] * 3  # no GPU in the cluster: CPU
+    assert trial_bundles(gpu) == [{"CPU": 0.01}] + [{"CPU": 2, "GPU": 0.25}] * 3
+    assert trial_bundles(gpu, keep_gpus=False) == [{"CPU": 0.01}] + [{"CPU": 2}] * 3  # the CPU fallback
     imp = trial_bundles({"method": "imp", "backend": "ray", "cpus_per_shard": 1})
     assert len(imp) == 2 and imp[1] == {"CPU": 1}  # the trial + its one full-data trainer
     assert trial_bundles({"shards": 4, "backend": "local", "cpus_per_shard": 1}) == [{"CPU": 1}]
@@ -381,3 +381,42 @@ def test_a_trial_the_cluster_can_never_place_is_refused_before_the_sweep_starts(
 def spec_dict(spec):
     return {"name": spec.name, "search": {"shards": {"int": [2, 4]}},
             "objectives": [{"metric": "sparsity", "mode": "max"}]}  # fmt: skip
+
+
+def test_an_autoscaler_node_type_that_holds_the_largest_trial_makes_it_fit():
+    from colt_ray.parallel.resources import NodeType
+    from colt_ray.parallel.sweep.checks import check_fits_cluster
+
+    spec = parse_spec(
+        {
+            "name": "gpu",
+            "fixed": {"backend": "ray", "cpus_per_shard": 1.0, "gpus_per_shard": 0.5, "method": "colt"},
+            "search": {"shards": {"int": [2, 4]}},
+            "objectives": [{"metric": "sparsity", "mode": "max"}],
+        }
+    )  # 4 shards + evaluator: 5.01 CPU, 2.5 GPU in bundles of 1 CPU, 0.5 GPU
+    head = ({"CPU": 2.0}, [{"CPU": 2.0}])
+    with pytest.raises(ConfigError, match=r"needs 5.01 CPU, 2.5 GPU in 6 bundles; the cluster has 2 CPU, 0 GPU: it"):
+        check_fits_cluster(spec, *head)  # no autoscaler: the cluster as it is
+    check_fits_cluster(spec, *head, [NodeType("gpu", {"CPU": 4.0, "GPU": 1.0}, max_count=3)])
+    check_fits_cluster(spec, *head, [NodeType("gpu", {"CPU": 4.0, "GPU": 1.0})])  # no max count: no limit
+    with pytest.raises(ConfigError, match="needs 5.01 CPU, 0 GPU"):  # the CPU fallback: no GPU bundles, CPUs short
+        check_fits_cluster(spec, *head, keep_gpus=False)
+    with pytest.raises(ConfigError, match="types add at most 8 CPU, 2 GPU"):
+        check_fits_cluster(spec, *head, [NodeType("gpu", {"CPU": 4.0, "GPU": 1.0}, max_count=2)])
+    apart = ({"CPU": 2.0, "GPU": 4.0}, [{"CPU": 2.0}, {"GPU": 4.0}])  # enough of each, on no one node
+    with pytest.raises(ConfigError, match=r"has a bundle of .*'GPU': 0.5.* 4 GPU, no node type \(cpu\) either"):
+        check_fits_cluster(spec, *apart, [NodeType("cpu", {"CPU": 64.0})])
+    with pytest.raises(ConfigError, match="needs 5.01 CPU"):  # a type at its max count adds nothing
+        check_fits_cluster(spec, *head, [NodeType("gpu", {"CPU": 4.0, "GPU": 1.0}, max_count=0)])
+
+
+def test_the_cpu_fallback_is_one_choice_for_a_whole_sweep(tmp_path):
+    from colt_ray.parallel.sweep.cli import fallback_setting
+
+    with pytest.raises(ConfigError, match="allow_cpu_fallback: is one choice for the whole sweep"):
+        check_spec(parse_spec(space(search={"allow_cpu_fallback": {"choice": [True, False]}})))
+    assert fallback_setting(True) == ["allow_cpu_fallback=true"] and fallback_setting(None) == []
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(space()))
+    assert load_spec(str(path), fallback_setting(False)).fixed["allow_cpu_fallback"] is False

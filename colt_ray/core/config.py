@@ -161,6 +161,19 @@ class ResourcesConfig:
     address: Optional[str] = setting(None, "Ray cluster to join", default_text="$RAY_ADDRESS, else a local Ray")
     cpus_per_shard: float = setting(1.0, "CPUs reserved per shard actor", lo=0.0, lo_open=True)
     gpus_per_shard: float = setting(0.0, "GPU share per shard actor (e.g. 0.25)", lo=0.0)
+    allow_cpu_fallback: Optional[bool] = setting(
+        None,
+        "ray: when --gpus-per-shard asks for GPUs and the Ray cluster has none, train on the CPU (one line says "
+        "so); without it the run waits up to --start-timeout for an autoscaler node type with GPUs, or stops "
+        "with an error when the cluster declares none",
+        default_text="yes on a local Ray this command starts, no on a cluster it joins",
+    )
+    gpu_memory_cap: bool = setting(
+        False,
+        "ray: an actor holding a fraction (< 1) of a GPU may use only that fraction of the GPU's memory "
+        "(torch.cuda.set_per_process_memory_fraction), so actors sharing a GPU cannot starve each other; one "
+        "that needs more fails with CUDA out of memory",
+    )
     shards_per_actor: int = setting(
         1,
         "ray: shard models trained together (stacked, docs/batched.md) by one actor, which reserves that many "
@@ -172,7 +185,8 @@ class ResourcesConfig:
     start_timeout: float = setting(
         120.0,
         "ray: seconds to wait for the cluster to place the run's trainer actors (all at once, one placement "
-        "group) before giving up with an error naming what does not fit",
+        "group), and for the autoscaler to add GPUs to a cluster without any, before giving up with an error "
+        "naming what does not fit",
         lo=0.0,
         lo_open=True,
         metavar="S",

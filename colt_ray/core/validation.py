@@ -126,7 +126,7 @@ def _validate_resources(res: ResourcesConfig, cfg: RunConfig) -> None:
             "backend", f"batched stacks a method's shard models; {cfg.ticket.method} trains none (use local or ray)"
         )
     if res.backend == "ray" and res.device == "cuda" and res.gpus_per_shard <= 0:
-        # Ray hides every GPU from an actor that reserved none, so cuda would fail inside the actors
+        # an actor that reserved no GPU trains on the CPU (a GPU it used would be unaccounted for by Ray)
         raise ConfigError(
             "gpus-per-shard", "--device cuda on the ray backend needs a GPU share per shard, e.g. --gpus-per-shard 0.25"
         )

@@ -13,6 +13,7 @@ store; every call carries ``[reference, shard]``, and a trainer builds its view 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import uuid
@@ -53,13 +54,53 @@ def unwrap_remote_error(exc: RayTaskError) -> BaseException:
     return exc.cause if isinstance(exc.cause, Exception) else exc
 
 
+def gpu_share(cfg: RunConfig, index: Any) -> float:
+    """The GPU share the trainer actor of ``index`` reserved (``resources.shard_resources``): one shard's, or
+    that of each of the stacked shards it trains."""
+    return cfg.resources.gpus_per_shard * (len(index) if isinstance(index, tuple) else 1)
+
+
+def actor_device(share: float, requested: str = "auto") -> torch.device:
+    """The device of a trainer actor that reserved ``share`` of a GPU (``requested``: the device setting).
+
+    No share (or ``--device cpu``): the CPU, without asking torch anything about CUDA, so CUDA is never
+    initialised. A share: ``cuda:0``. Ray sets CUDA_VISIBLE_DEVICES of an actor that reserved GPUs to the ids
+    it assigned (``ray._private.utils.set_visible_accelerator_ids``, checked here), so the first visible device
+    is the GPU Ray gave this actor, shared with the other actors it placed on the same GPU. A share without
+    an assigned GPU, or with a GPU torch cannot use, is an error, never a silent CPU run."""
+    if share <= 0 or requested == "cpu":
+        return torch.device("cpu")
+    ids = [str(i) for i in ray.get_gpu_ids()]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if not ids:
+        raise RunError(f"this trainer reserved {share:g} GPU but Ray assigned it no GPU id")
+    if visible != ",".join(ids):  # e.g. RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES set on the node
+        raise RunError(f"Ray assigned GPU {','.join(ids)} but CUDA_VISIBLE_DEVICES is {visible!r}")
+    if not torch.cuda.is_available():
+        raise RunError(f"Ray assigned GPU {','.join(ids)} to this trainer but torch cannot use CUDA here")
+    return torch.device("cuda", 0)
+
+
+def cap_gpu_memory(share: float, device: torch.device) -> None:
+    """``--gpu-memory-cap``: an actor holding a fraction (< 1) of a GPU may use that fraction of its memory."""
+    if device.type == "cuda" and 0 < share < 1:
+        torch.cuda.set_per_process_memory_fraction(share, device)
+
+
 class ShardTrainer:
     """One trainer of a run, alive for the whole run: COLT shard ``index`` (>= 0), or the full-data trainer
     (``FULL``: IMP's levels, a jackpot, COLT's ticket evaluations). Starts without data (so the process and
-    its imports start while the driver loads the data) and builds its trainer on the first call."""
+    its imports start while the driver loads the data) and builds its trainer on the first call, on the device
+    of its GPU share (``actor_device``), which the core gets as the ``device`` setting."""
 
     def __init__(self, cfg: RunConfig, index: int):
         torch.set_num_threads(cfg.resources.threads)  # same thread count as the local backend: bitwise equal
+        share = gpu_share(cfg, index)
+        self.device = actor_device(share, cfg.resources.device)
+        if cfg.resources.gpu_memory_cap:
+            cap_gpu_memory(share, self.device)
+        # "cuda" in this process is cuda:0, the GPU Ray assigned (see actor_device)
+        cfg = cfg.replace(resources=dataclasses.replace(cfg.resources, device=self.device.type))
         self.cfg, self.index = cfg, index
         self.trainer: Any = None
         self.evaluator: Any = None

@@ -25,14 +25,18 @@ from colt_ray.core.tickets.records import CycleRecord
 from colt_ray.core.tickets.search import Prepared
 from colt_ray.parallel.cluster import init_for
 from colt_ray.parallel.coordinator import Coordinator
+from colt_ray.parallel.gpus import settle_gpus
 from colt_ray.parallel.resources import DEFAULT_RESTARTS, fit_to_cluster, has_evaluator, placement_bundles
 
 Echo = Callable[[str], None]
 
 
 def fit(cfg: RunConfig, echo: Echo = stderr_line) -> RunConfig:
-    """``cfg`` adapted to the connected cluster: no GPU request without GPUs (said on stderr)."""
-    return fit_to_cluster(cfg, float(ray.cluster_resources().get("GPU", 0)), echo)
+    """``cfg`` as its trainers get it on the connected cluster: GPU shares kept, or, on a cluster without GPUs,
+    dropped for the CPU (said on stderr), waited for from the autoscaler, or refused (``gpus.settle_gpus``)."""
+    res = cfg.resources
+    keep = settle_gpus(placement_bundles(cfg)[1:], res.allow_cpu_fallback, res.start_timeout, echo)
+    return fit_to_cluster(cfg, keep)
 
 
 def run_on_ray(
@@ -66,9 +70,11 @@ def open_coordinator(
     ``start_timeout`` seconds, or the run ends with a ConfigError naming what the cluster lacks.
     ``name``: the run id the actors are named after (default: the config's)."""
     init_for(cfg)
-    fitted = fit(cfg, echo)
+    own_group = placement_group is None and get_current_placement_group() is None
+    # a sweep trial's config was fitted by the sweep's driver, which sized the trial's group from it
+    fitted = fit(cfg, echo) if own_group else fit_to_cluster(cfg, keep_gpus=True)
     owned, first = None, 1  # a sweep trial's group: bundle 0 is the trial's own
-    if placement_group is None and get_current_placement_group() is None:
+    if own_group:
         placement_group = owned = gang(fitted, echo)  # all trainers at once, or a clear error: never a hang
         first = 0
     try:

@@ -1,17 +1,18 @@
-"""Starting or joining Ray, kept light (Ray and the config only, no torch), so that the command line can start
-Ray while the heavy modules import."""
+"""Starting or joining Ray, and what the connected cluster is (joined or local, the node types its autoscaler
+may add), kept light (Ray and the config only, no torch), so that the command line can start Ray while the heavy
+modules import."""
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Optional
+from typing import Any, Optional
 
 import ray
 
 from colt_ray.core.config import RunConfig
 from colt_ray.core.errors import ConfigError, one_line
-from colt_ray.parallel.resources import local_num_cpus
+from colt_ray.parallel.resources import NodeType, local_num_cpus
 
 
 def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, *, detect: bool = False) -> bool:
@@ -67,3 +68,71 @@ def _running_cluster() -> Optional[str]:
 def init_for(cfg: RunConfig) -> bool:
     """``init_ray`` for one run: its address, or a local Ray with enough CPUs for all its trainers."""
     return init_ray(cfg.resources.address, local_num_cpus(cfg, os.cpu_count() or 1))
+
+
+def joined_cluster() -> bool:
+    """True when the connected Ray runs apart from this process (``--address``, ``$RAY_ADDRESS``, a ``ray start``
+    cluster, a Ray Client, a Tune trial's worker); False for a local Ray this process started (``ray.init()``
+    without an address, here or in a test). Read from the driver's node object, which Ray marks ``head`` only
+    when ``ray.init`` started the cluster; if that private attribute is gone, the cluster counts as joined (the
+    stricter GPU policy)."""
+    node = getattr(ray._private.worker, "_global_node", None)
+    return not bool(getattr(node, "head", False))
+
+
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"  # written on the head node by the cluster launcher (`ray up`)
+
+
+def declared_node_types() -> Optional[list[NodeType]]:
+    """The worker node types the connected cluster's autoscaler may add, or None when none is declared.
+
+    Two sources, in this order (Ray 2.60 has no public API for them):
+
+    1. the cluster config in the GCS (``ray._private.state.state.get_cluster_config()``: the ``ClusterConfig``
+       proto under ``__autoscaler_cluster_config`` in the ``__autoscaler`` KV namespace, with one
+       ``NodeGroupConfig`` per type: name, resources, max_count, -1 for no limit). Ray Data and Ray Train read
+       it the same way; it is written by platforms that report their autoscaling config (the
+       ``ReportClusterConfig`` RPC), while the open-source autoscaler of Ray 2.60 does not write it;
+    2. the cluster launcher's config on the head node (``~/ray_bootstrap_config.yaml``: every
+       ``available_node_types`` entry except the head's, with its ``resources`` and ``max_workers``): what
+       ``ray up`` clusters run their autoscaler from, readable by a driver on the head node (``ray job submit``,
+       ``ray attach``). Tune detects an autoscaling cluster from the same file.
+
+    None elsewhere: a ``ray start`` cluster without autoscaler, a local Ray, a KubeRay cluster (its autoscaler
+    reads the RayCluster resource, which a driver cannot see here) or a driver off the head node. Callers then
+    treat the cluster as one that cannot grow."""
+    return _gcs_node_types() or _bootstrap_node_types(os.path.expanduser(BOOTSTRAP_CONFIG))
+
+
+def _gcs_node_types() -> Optional[list[NodeType]]:
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception:  # a private API (or a Ray Client without it): no declared types from here
+        return None
+    if config is None or not config.node_group_configs:
+        return None
+    return [
+        NodeType(g.name, {k: float(v) for k, v in g.resources.items()}, None if g.max_count < 0 else g.max_count)
+        for g in config.node_group_configs
+    ]
+
+
+def _bootstrap_node_types(path: str) -> Optional[list[NodeType]]:
+    import yaml  # a Ray dependency
+
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            config: Any = yaml.safe_load(f)  # the launcher writes it as JSON, which YAML reads
+        types = config.get("available_node_types") or {}
+        head, cap = config.get("head_node_type"), config.get("max_workers")
+        return [
+            NodeType(str(name), {k: float(v) for k, v in (t.get("resources") or {}).items()}, t.get("max_workers", cap))
+            for name, t in types.items()
+            if name != head
+        ] or None
+    except (OSError, ValueError, AttributeError, TypeError, yaml.YAMLError):  # unreadable: none declared
+        return None

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from colt_ray.core.config import RunConfig
-from colt_ray.core.errors import stderr_line
 
 DEFAULT_RESTARTS = 3  # a trainer actor may die this many times in a run before the run fails
 
@@ -31,6 +29,28 @@ class ActorResources:
 
     def options(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """A node type the cluster's autoscaler may add (``cluster.declared_node_types``): its name, the resources
+    of one node, and how many such nodes there may be (None: no limit declared)."""
+
+    name: str
+    resources: dict[str, float]
+    max_count: Optional[int] = None
+
+    def can_add(self) -> bool:
+        return self.max_count is None or self.max_count > 0
+
+
+def holds(node: dict[str, float], bundle: dict[str, float]) -> bool:
+    """Whether one node with resources ``node`` can hold ``bundle`` (every resource it asks for)."""
+    return all(node.get(r, 0.0) + 1e-9 >= v for r, v in bundle.items())
+
+
+def gpu_total(bundles: list[dict[str, float]]) -> float:
+    return sum(b.get("GPU", 0.0) for b in bundles)
 
 
 def uses_shards(cfg: RunConfig) -> bool:
@@ -94,20 +114,16 @@ def local_num_cpus(cfg: RunConfig, machine_cpus: int) -> int:
     return max(machine_cpus, math.ceil(cpus_needed(cfg)))
 
 
-def fit_to_cluster(cfg: RunConfig, cluster_gpus: float, echo: Optional[Callable[[str], None]] = None) -> RunConfig:
-    """Drop a GPU request the cluster cannot serve (train on the CPU instead of waiting forever), say so; a
-    trainer with no GPU share trains on the CPU even where the node has GPUs.
+def fit_to_cluster(cfg: RunConfig, keep_gpus: bool) -> RunConfig:
+    """``cfg`` as its trainer actors get it: the GPU share dropped unless ``keep_gpus`` (decided, and said on
+    stderr, by the GPU policy: ``colt_ray.parallel.gpus.settle_gpus``), no progress bars, and a trainer without
+    a GPU share on the CPU even where its node has GPUs.
 
     Actors never see the progress bars (``progress=False``): k interleaved bars would be unreadable; the
     driver prints one line per cycle instead.
     """
     res = cfg.resources
-    echo = echo or stderr_line
-    if res.gpus_per_shard > 0 and cluster_gpus <= 0:
-        echo(
-            f"colt-ray: no GPU in the Ray cluster; ignoring --gpus-per-shard {res.gpus_per_shard:g}, "
-            "training on the CPU"
-        )
+    if res.gpus_per_shard > 0 and not keep_gpus:
         res = dataclasses.replace(res, gpus_per_shard=0.0, device="cpu")
     if res.gpus_per_shard <= 0 and res.device == "auto":
         # Ray leaves CUDA_VISIBLE_DEVICES alone for a worker that reserved no GPU: "auto" would put every such

@@ -15,9 +15,10 @@ from colt_ray.core.config import RunConfig
 from colt_ray.parallel.resources import fit_to_cluster, placement_bundles
 
 
-def trial_bundles(config: dict[str, Any], cluster_gpus: float = 0.0) -> list[dict[str, float]]:
-    """The placement-group bundles of a trial with flat ``config`` (GPU shares dropped without GPUs)."""
-    cfg = fit_to_cluster(RunConfig.from_flat(config), cluster_gpus, echo=lambda line: None)
+def trial_bundles(config: dict[str, Any], keep_gpus: bool = True) -> list[dict[str, float]]:
+    """The placement-group bundles of a trial with flat ``config`` (its GPU shares dropped unless ``keep_gpus``:
+    the sweep's GPU policy decided so, and said it, in ``driver.check_cluster``)."""
+    cfg = fit_to_cluster(RunConfig.from_flat(config), keep_gpus)
     if cfg.backend == "ray":
         return placement_bundles(cfg)
     res = cfg.resources
@@ -30,10 +31,10 @@ def trial_bundles(config: dict[str, Any], cluster_gpus: float = 0.0) -> list[dic
 class TrialResources:
     """``config -> PlacementGroupFactory`` for ``tune.with_resources`` (a picklable callable)."""
 
-    def __init__(self, cluster_gpus: float = 0.0):
-        self.cluster_gpus = float(cluster_gpus)
+    def __init__(self, keep_gpus: bool = True):
+        self.keep_gpus = bool(keep_gpus)
 
     def __call__(self, config: dict[str, Any]) -> Any:
         from ray.tune import PlacementGroupFactory
 
-        return PlacementGroupFactory(trial_bundles(config, self.cluster_gpus), strategy="PACK")
+        return PlacementGroupFactory(trial_bundles(config, self.keep_gpus), strategy="PACK")

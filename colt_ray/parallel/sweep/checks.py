@@ -10,6 +10,7 @@ The dataset's class count is found without loading images.
 
 from __future__ import annotations
 
+import math
 import zipfile
 from collections.abc import Iterator
 from typing import Any, Optional
@@ -18,6 +19,7 @@ import numpy as np
 
 from colt_ray.core.config import DataConfig, RunConfig, validate
 from colt_ray.core.errors import ConfigError
+from colt_ray.parallel.resources import NodeType, holds
 from colt_ray.parallel.sweep.bundles import trial_bundles
 from colt_ray.parallel.sweep.compare import method_settings
 from colt_ray.parallel.sweep.spec import SweepSpec
@@ -98,6 +100,10 @@ def _corners(spec: SweepSpec) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def check_spec(spec: SweepSpec) -> None:
     """Validate every corner configuration of ``spec``; raise ConfigError naming the corner that fails."""
+    if "allow_cpu_fallback" in spec.search:  # the driver decides once, for every trial
+        raise ConfigError(
+            "allow_cpu_fallback", "is one choice for the whole sweep: set it under fixed: or with --allow-cpu-fallback"
+        )
     classes: dict[tuple, int] = {}
     for label, flat in corner_configs(spec):
         try:
@@ -106,7 +112,7 @@ def check_spec(spec: SweepSpec) -> None:
             if key not in classes:
                 classes[key] = dataset_classes(*key)
             validate(cfg, num_classes=classes[key])
-            trial_bundles(flat, cluster_gpus=1.0)  # resource settings a trial could not be scheduled with
+            trial_bundles(flat, keep_gpus=True)  # resource settings a trial could not be scheduled with
         except ConfigError as e:
             message = str(e)[len(e.field) + 2 :]
             raise ConfigError(e.field, f"{message} (search-space corner: {label})") from None
@@ -114,35 +120,85 @@ def check_spec(spec: SweepSpec) -> None:
             raise ConfigError("space", f"{' '.join(str(e).split())} (search-space corner: {label})") from None
 
 
-def check_fits_cluster(spec: SweepSpec, resources: dict[str, float], nodes: list[dict[str, float]]) -> None:
-    """ConfigError naming what does not fit when the largest trial of ``spec`` (over its corners) could never
-    be placed on the connected cluster (``resources``: its totals; ``nodes``: each live node's), instead of
-    Tune waiting for it forever: every bundle must fit on some node, and all of a trial's bundles together
-    in the cluster. A cluster that autoscales may grow later; this checks the cluster as it is."""
-    gpus = float(resources.get("GPU", 0.0))
-    worst, worst_label = None, ""
+def largest_trial(spec: SweepSpec, keep_gpus: bool = True, by: str = "CPU") -> tuple[str, list[dict[str, float]]]:
+    """``(corner label, bundles)`` of the trial of ``spec`` that reserves the most of ``by`` (CPU or GPU; ties:
+    the other), with its GPU shares kept or not."""
+    other = "GPU" if by == "CPU" else "CPU"
+    worst: Optional[tuple[tuple[float, float], str, list[dict[str, float]]]] = None
     for label, flat in corner_configs(spec):
-        bundles = trial_bundles(flat, cluster_gpus=gpus)
-        need = (sum(b.get("CPU", 0.0) for b in bundles), sum(b.get("GPU", 0.0) for b in bundles))
+        bundles = trial_bundles(flat, keep_gpus)
+        need = (sum(b.get(by, 0.0) for b in bundles), sum(b.get(other, 0.0) for b in bundles))
         if worst is None or need > worst[0]:
-            worst, worst_label = (need, bundles), label
-    if worst is None:
-        return
-    (cpu, gpu), bundles = worst
-    have_cpu = float(resources.get("CPU", 0.0))
-    node_cpu = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
-    node_gpu = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
-    big = max(bundles, key=lambda b: (b.get("CPU", 0.0), b.get("GPU", 0.0)))
-    if cpu > have_cpu + 1e-9 or gpu > gpus + 1e-9:
+            worst = (need, label, bundles)
+    assert worst is not None  # a spec has at least its first corner
+    return worst[1], worst[2]
+
+
+def check_fits_cluster(
+    spec: SweepSpec,
+    resources: dict[str, float],
+    nodes: list[dict[str, float]],
+    types: Optional[list[NodeType]] = None,
+    keep_gpus: bool = True,
+) -> None:
+    """ConfigError naming what does not fit when the largest trial of ``spec`` (over its corners, GPU shares
+    kept or not) could never be placed on the connected cluster (``resources``: its totals; ``nodes``: each
+    live node's), instead of Tune waiting for it forever: every bundle must fit on some node, and all of a
+    trial's bundles together in the cluster. On an autoscaling cluster (``types``: the node types its
+    autoscaler declares, ``cluster.declared_node_types``), a node of a declared type counts too: a bundle may
+    fit one, and the totals count every node the types may still add (up to their max count, if declared).
+    The largest trial is the one with the most CPUs, then the one with the most GPUs."""
+    for by in ("CPU", "GPU"):
+        _check_fits(*largest_trial(spec, keep_gpus, by), resources, nodes, types)
+
+
+def _check_fits(
+    label: str,
+    bundles: list[dict[str, float]],
+    resources: dict[str, float],
+    nodes: list[dict[str, float]],
+    types: Optional[list[NodeType]],
+) -> None:
+    addable = [t for t in types or [] if t.can_add()]
+    shapes = [*nodes, *(t.resources for t in addable)]
+    need = {r: sum(b.get(r, 0.0) for b in bundles) for r in ("CPU", "GPU")}
+    have = {r: float(resources.get(r, 0.0)) for r in ("CPU", "GPU")}
+    more = {r: sum(_most_added(t, r) for t in addable) for r in ("CPU", "GPU")}
+    largest = {r: max((n.get(r, 0.0) for n in nodes), default=0.0) for r in ("CPU", "GPU")}
+    homeless = next((b for b in sorted(bundles, key=_size, reverse=True) if not any(holds(s, b) for s in shapes)), None)
+    if any(need[r] > have[r] + more[r] + 1e-9 for r in need):
         why = (
-            f"needs {cpu:g} CPU, {gpu:g} GPU in {len(bundles)} bundles; the cluster has {have_cpu:g} CPU, {gpus:g} GPU"
+            f"needs {need['CPU']:g} CPU, {need['GPU']:g} GPU in {len(bundles)} bundles; the cluster has "
+            f"{have['CPU']:g} CPU, {have['GPU']:g} GPU"
         )
-    elif big.get("CPU", 0.0) > node_cpu + 1e-9 or big.get("GPU", 0.0) > node_gpu + 1e-9:
-        why = f"has a bundle of {big} and the largest node has {node_cpu:g} CPU, {node_gpu:g} GPU"
+        if addable:
+            why += (
+                f" and its autoscaler's node types add at most {_amount(more['CPU'])} CPU, {_amount(more['GPU'])} GPU"
+            )
+    elif homeless is not None:
+        why = f"has a bundle of {homeless} and the largest node has {largest['CPU']:g} CPU, {largest['GPU']:g} GPU"
+        if addable:
+            why += f", no node type ({', '.join(t.name for t in addable)}) either"
     else:
         return
     raise ConfigError(
         "cluster",
-        f"the largest trial ({worst_label}) {why}: it would wait forever; lower cpus_per_shard / gpus_per_shard "
+        f"the largest trial ({label}) {why}: it would wait forever; lower cpus_per_shard / gpus_per_shard "
         "or the shard count, or add nodes",
     )
+
+
+def _amount(x: float) -> str:
+    return "any" if math.isinf(x) else f"{x:g}"
+
+
+def _size(bundle: dict[str, float]) -> tuple[float, float]:
+    return bundle.get("CPU", 0.0), bundle.get("GPU", 0.0)
+
+
+def _most_added(node_type: NodeType, resource: str) -> float:
+    """How much of ``resource`` the nodes of ``node_type`` may add (no max count declared: no limit)."""
+    per_node = node_type.resources.get(resource, 0.0)
+    if per_node <= 0:
+        return 0.0
+    return math.inf if node_type.max_count is None else node_type.max_count * per_node

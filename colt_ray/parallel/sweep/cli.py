@@ -62,6 +62,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="Ray cluster to join (host:port, auto, ray://...; 'local' forces a new local Ray). Default: "
         "$RAY_ADDRESS, else a cluster started with `ray start` on this machine, else a new local Ray",
     )
+    p.add_argument(
+        "--allow-cpu-fallback",
+        dest="allow_cpu_fallback",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="when trials ask for GPU shares and the Ray cluster has no GPU, train them on the CPU (one line says "
+        "so); without it the sweep waits up to start_timeout for an autoscaler node type with GPUs, or stops with "
+        "an error when the cluster declares none. The same as --set allow_cpu_fallback=true/false. Default: yes "
+        "on a local Ray this command starts, no on a cluster it joins",
+    )
     p.add_argument("--quiet", action="store_true", help="no Tune status tables, only the summary")
     p.add_argument(
         "--smoke-test",
@@ -99,7 +109,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         num_samples=args.num_samples,
         max_concurrent=args.max_concurrent,
         smoke_test=args.smoke_test,
-        settings=args.settings,
+        settings=[*args.settings, *fallback_setting(args.allow_cpu_fallback)],
     )
     rows = run_sweep(plan, address=args.address, verbose=0 if args.quiet else 1, since=since)
     from colt_ray.parallel.sweep.trials import interrupted
@@ -113,6 +123,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def fallback_setting(allow: Optional[bool]) -> list[str]:
+    """``--allow-cpu-fallback`` / ``--no-allow-cpu-fallback`` as the ``--set`` it stands for (none if absent)."""
+    return [] if allow is None else [f"allow_cpu_fallback={'true' if allow else 'false'}"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -97,19 +97,24 @@ def sweep_cycles(out: str) -> Any:
         return []
 
 
-def check_cluster(spec: SweepSpec, echo: Echo = stderr_line) -> None:
-    """The connected cluster can place the sweep's largest trial (ConfigError otherwise); a GPU share the
-    cluster cannot serve is said, once (the trials then train on the CPU)."""
+def check_cluster(spec: SweepSpec, echo: Echo = stderr_line) -> bool:
+    """Whether the sweep's trials keep their GPU shares on the connected cluster (``gpus.plan_gpus`` over the
+    largest trial: on a cluster without GPUs they are dropped for the CPU, said in one line, or waited for
+    from the autoscaler, else a ConfigError), once the cluster, or the node types its autoscaler declares, can
+    place that trial (ConfigError otherwise: checked before any wait)."""
     import ray
 
-    from colt_ray.parallel.sweep.checks import check_fits_cluster, corner_configs
+    from colt_ray.core.config import RunConfig
+    from colt_ray.parallel.cluster import declared_node_types
+    from colt_ray.parallel.gpus import carry_out, plan_gpus
+    from colt_ray.parallel.sweep.checks import check_fits_cluster, largest_trial
 
-    resources = ray.cluster_resources()
+    _, bundles = largest_trial(spec, keep_gpus=True, by="GPU")
+    res = RunConfig.from_flat(spec.base_config()).resources
+    plan = plan_gpus(bundles, res.allow_cpu_fallback)
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    check_fits_cluster(spec, resources, nodes)
-    asks = any(float(flat.get("gpus_per_shard", 0) or 0) > 0 for _, flat in corner_configs(spec))
-    if asks and float(resources.get("GPU", 0)) <= 0:
-        echo(f"sweep {spec.name}: no GPU in the Ray cluster; trials that ask for a GPU share train on the CPU")
+    check_fits_cluster(spec, ray.cluster_resources(), nodes, declared_node_types(), keep_gpus=plan.keep)
+    return carry_out(plan, bundles, res.start_timeout, echo)
 
 
 def init_ray(address: Optional[str]) -> bool:
@@ -155,19 +160,20 @@ def run_sweep(
     spec, out = plan.spec, plan.out
     cores, rows = float(ray.cluster_resources().get("CPU", 0)), None
     try:  # before anything is written: a trial the cluster can never place is an error, not a wait
-        check_cluster(spec)
+        keep_gpus = check_cluster(spec)
     except BaseException:
         if started:
             stop_ray()
         raise
     earlier = open_session(out, began, cores)
     try:
-        gpus = float(ray.cluster_resources().get("GPU", 0))
         stderr_line(
             f"sweep {spec.name}: {'resuming' if plan.resume else 'starting'}, {trial_count_text(spec)}, "
             f"at most {spec.budget.max_concurrent} at once -> {out}"
         )
-        tuner = restore_tuner(spec, out, gpus) if plan.resume else build_tuner(spec, out, gpus, verbose=verbose)
+        tuner = (
+            restore_tuner(spec, out, keep_gpus) if plan.resume else build_tuner(spec, out, keep_gpus, verbose=verbose)
+        )
         grid = tuner.fit()
         rows = rows_from_results(spec, grid)
         if interrupted(spec, rows):

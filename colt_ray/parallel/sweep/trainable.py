@@ -106,10 +106,10 @@ class TrialSink:
 
 
 def train_trial(
-    config: dict[str, Any], out: str = "", sweep: str = "", target: Optional[float] = None, cluster_gpus: float = 0.0
+    config: dict[str, Any], out: str = "", sweep: str = "", target: Optional[float] = None, keep_gpus: bool = True
 ) -> None:
     """Tune function trainable: run the ticket search of ``config``, writing results under ``out``.
-    ``cluster_gpus`` is what the driver saw when it sized the trial's bundles (GPU shares dropped at 0)."""
+    ``keep_gpus``: the driver's GPU policy kept the GPU shares when it sized the trial's bundles."""
     from ray import tune
 
     from colt_ray.core.tickets.search import prepare
@@ -119,7 +119,7 @@ def train_trial(
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "checkpoint created" line every cycle
     trial_id = tune.get_context().get_trial_id()
     # the same resources as the bundles reserved for this trial (see bundles.trial_bundles)
-    cfg = fit_to_cluster(RunConfig.from_flat(config), cluster_gpus, echo=lambda line: None)
+    cfg = fit_to_cluster(RunConfig.from_flat(config), keep_gpus)
     state = restored_state()
     if state is not None and state.done:  # the search had finished; only the final report was lost
         tune.report(state.metrics)

@@ -95,14 +95,13 @@ def make_scheduler(spec: SweepSpec) -> Any:
     )
 
 
-def make_trainable(spec: SweepSpec, out: str, cluster_gpus: float) -> Any:
-    """``train_trial`` bound to the sweep, reserving its placement-group bundles per trial (see ``bundles``)."""
+def make_trainable(spec: SweepSpec, out: str, keep_gpus: bool) -> Any:
+    """``train_trial`` bound to the sweep, reserving its placement-group bundles per trial (see ``bundles``);
+    ``keep_gpus``: the sweep's GPU policy (``driver.check_cluster``) kept the GPU shares."""
     from ray import tune
 
-    fn = tune.with_parameters(
-        train_trial, out=out, sweep=spec.name, target=objective_target(spec), cluster_gpus=cluster_gpus
-    )
-    return tune.with_resources(fn, TrialResources(cluster_gpus))
+    fn = tune.with_parameters(train_trial, out=out, sweep=spec.name, target=objective_target(spec), keep_gpus=keep_gpus)
+    return tune.with_resources(fn, TrialResources(keep_gpus))
 
 
 def trial_dirname(trial: Any) -> str:
@@ -110,7 +109,7 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def build_tuner(spec: SweepSpec, out: str, cluster_gpus: float = 0.0, verbose: int = 1) -> Any:
+def build_tuner(spec: SweepSpec, out: str, keep_gpus: bool = True, verbose: int = 1) -> Any:
     """A new ``Tuner`` for ``spec`` writing results under ``out`` (the sweep directory)."""
     from ray import tune
 
@@ -132,7 +131,7 @@ def build_tuner(spec: SweepSpec, out: str, cluster_gpus: float = 0.0, verbose: i
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
     )
     return tune.Tuner(
-        make_trainable(spec, out, cluster_gpus),
+        make_trainable(spec, out, keep_gpus),
         param_space=param_space(spec),
         tune_config=tune_config,
         run_config=run_config,
@@ -149,10 +148,10 @@ def can_restore(out: str) -> bool:
         return False
 
 
-def restore_tuner(spec: SweepSpec, out: str, cluster_gpus: float = 0.0) -> Any:
+def restore_tuner(spec: SweepSpec, out: str, keep_gpus: bool = True) -> Any:
     """The interrupted sweep in ``out``: unfinished and errored trials continue from their checkpoints."""
     from ray.tune import Tuner
 
     return Tuner.restore(
-        tune_path(out), trainable=make_trainable(spec, out, cluster_gpus), resume_unfinished=True, resume_errored=True
+        tune_path(out), trainable=make_trainable(spec, out, keep_gpus), resume_unfinished=True, resume_errored=True
     )
