@@ -156,7 +156,9 @@ def _search_on_ray(cfg: RunConfig, out: str) -> int:
             worker.join()
             if "error" in ahead:
                 raise ahead["error"]
-            return _search(cfg, out, lambda prepared, sink: coord.attach(prepared).run(sink), ahead["prepared"])
+            # the runs row says what ran: a GPU share the GPU policy dropped is 0 there, on the CPU
+            used = {"gpus_per_shard": coord.cfg.resources.gpus_per_shard, "device": coord.cfg.resources.device}
+            return _search(cfg, out, lambda prepared, sink: coord.attach(prepared).run(sink), ahead["prepared"], used)
     finally:
         if started:
             stop_ray()
@@ -173,13 +175,14 @@ def _prepare_ahead(cfg: RunConfig, box: dict[str, Any]) -> None:
         box["error"] = exc
 
 
-def _search(cfg: RunConfig, out: str, run: Any, prepared: Any = None) -> int:
-    """Prepare (data and architecture checks: still nothing written) unless done, then search with ``run``."""
+def _search(cfg: RunConfig, out: str, run: Any, prepared: Any = None, used: Optional[dict] = None) -> int:
+    """Prepare (data and architecture checks: still nothing written) unless done, then search with ``run``.
+    ``used``: settings the runs row records as they ran rather than as asked (resources fitted to the cluster)."""
     from colt_ray.core.tickets.search import prepare
     from colt_ray.runner import ResultsSink
 
     prepared = prepared or prepare(cfg, checked=True)
-    sink = ResultsSink(prepared, out, echo=stderr_line)
+    sink = ResultsSink(prepared, out, extra=used, echo=stderr_line)
     stderr_line(
         f"run {prepared.run_id}: {cfg.ticket.method} on {cfg.data.dataset} with {cfg.model.arch}, "
         f"{prepared.num_classes} classes, backend {cfg.backend} -> {out}"

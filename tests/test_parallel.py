@@ -314,6 +314,8 @@ def test_gpu_share_without_a_gpu_runs_on_cpu(ray_cluster, colt_local, tmp_path, 
     assert said == ["colt-ray: no GPU in the Ray cluster: training on the CPU instead of 0.5-GPU shares "
                     "(the default on a local Ray)"]  # fmt: skip
     assert_cli_results_match(tmp_path, *colt_local)
+    row = pd.read_parquet(tmp_path / "runs").iloc[0]
+    assert row["gpus_per_shard"] == 0 and row["device"] == "cpu"  # what ran, not what was asked
 
 
 def test_no_cpu_fallback_on_a_cluster_without_gpus_is_a_one_line_error_and_writes_nothing(
