@@ -258,12 +258,14 @@ class _Stack:
         self.params = {n: p.detach().to(device) for n, p in params.items()}
         self.buffers = {n: b.to(device) for n, b in self.buffers.items()}
         self.names = list(self.params)
+        self.dtype = self.params[self.names[0]].dtype  # the models' float: logits, offsets and masks follow it
         self.base = copy.deepcopy(models[0]).to("meta")
         cls = torch.arange(cmax, device=device)
         self.valid = cls[None, :] < torch.tensor(self.classes, device=device)[:, None]  # [k, C_max]
-        self.offset = torch.zeros(self.valid.shape, device=device).masked_fill(~self.valid, float("-inf"))
+        offset = torch.zeros(self.valid.shape, device=device, dtype=self.dtype)
+        self.offset = offset.masked_fill(~self.valid, float("-inf"))
         self.masked = [
-            (self.params[n], _pad_like(mask[n], self.params[n].shape[1:]).to(device, torch.float32))
+            (self.params[n], _pad_like(mask[n], self.params[n].shape[1:]).to(device, self.params[n].dtype))
             for n in mask.names()
         ]
         self.grads: list[torch.Tensor] = []
@@ -296,7 +298,7 @@ class _Stack:
             y = torch.stack([batches[j][1] for j in js])
             with torch.autocast(self.valid.device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = self._forward(params, buffers, x)
-            logits = logits.float() + self.offset[sel][:, None, :]
+            logits = logits.to(self.dtype) + self.offset[sel][:, None, :]  # autocast's bfloat16 back to the params
             losses = shard_losses(logits, y, self.valid[sel], alpha)
             if not whole:
                 with torch.no_grad():
@@ -324,7 +326,7 @@ def _padded_copy(model: torch.nn.Module, cmax: int) -> torch.nn.Module:
     head = head_module(out)
     if head.out_features == cmax:
         return out
-    big = torch.nn.Linear(head.in_features, cmax, bias=head.bias is not None)
+    big = torch.nn.Linear(head.in_features, cmax, bias=head.bias is not None, dtype=head.weight.dtype)
     with torch.no_grad():
         big.weight.zero_()
         big.weight[: head.out_features] = head.weight
