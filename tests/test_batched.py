@@ -126,6 +126,35 @@ def test_uneven_shards_and_unequal_heads_match_the_local_trainers(dtype):
         assert min(masks_jaccard(e.mask, o.mask).values()) >= 0.99
 
 
+def test_amp_trains_both_backends_with_a_bfloat16_forward():
+    # --amp is refused off CUDA (validation; slower on a CPU), but CPU autocast runs the same code path, so the
+    # wiring shows here: recipe.amp moves the local and the batched weights by ~1e-3 (bfloat16 rounding; the
+    # float32 kernels move them by ~1e-8), and pruned weights stay exactly 0
+    def trained(amp):
+        cfg = make_cfg(amp=amp)
+        full, bundles, idx = shard_data(cfg)
+        theta = build_theta0(cfg, full.in_shape, full.num_classes)
+        local = local_trainers(cfg, bundles, idx)
+        mask = half_pruned(local[0])
+        for t in local:
+            t.run(theta, mask, 0, True)
+        batched = BatchedShards(cfg, bundles, idx)
+        batched.train_shards(theta, mask, 0)
+        return mask, [[t.model.get_parameter(n).detach().clone() for n in mask] for t in (*local, *batched.trainers)]
+
+    def distance(a, b):
+        return max(float((p - q).norm() / q.norm()) for ps, qs in zip(a, b) for p, q in zip(ps, qs))
+
+    mask, plain = trained(False)
+    _, amp = trained(True)
+    local, batched = slice(0, 2), slice(2, 4)
+    assert 1e-4 < distance(amp[local], plain[local]) < 2e-2
+    assert 1e-4 < distance(amp[batched], plain[batched]) < 2e-2
+    for weights in amp:
+        for w, n in zip(weights, mask):
+            assert torch.all(w[~mask[n]] == 0), n
+
+
 def test_batchnorm_running_statistics_are_kept_per_shard():
     # one step each (batch = shard size): running_mean = 0.1 x that shard's batch mean, exactly as local
     cfg = make_cfg(arch="resnet20", shards=2, batch_size=32, lr=0.01)

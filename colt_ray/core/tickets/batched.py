@@ -27,6 +27,8 @@ How each part of ``train()`` is kept per shard:
 * **Optimizer**: SGD (momentum, weight decay) and Adam (L2 weight decay) written out on the stacked tensors
   with torch.optim's formulas, with a learning rate and an Adam step count per shard: k independent
   optimizers. No gradient clipping, as ``train()`` has none.
+* **Mixed precision** (``recipe.amp``, ``--amp``): the vmapped forward under bfloat16 autocast, as ``train_step``
+  runs it, the logits cast back to the parameters' dtype for the loss.
 * **Masks**: after every step the pruned weights are multiplied by the mask (broadcast over k), as
   ``MaskApplier`` does, so they are exactly zero.
 * **Evaluation and pruning** per shard: at the end of each of its epochs a shard's slice is copied into its
@@ -85,7 +87,6 @@ class BatchedShards:
         indices: Sequence[int],
         *,
         device: Optional[str] = None,
-        amp: bool = False,
         check_memory: bool = True,
         memory_limit: Optional[int] = None,
     ):
@@ -96,7 +97,6 @@ class BatchedShards:
         cfg = cfg.search_config()  # shard trainings are the mask search: no retraining tweaks
         self.cfg, self.indices = cfg, [int(i) for i in indices]
         self.device = resolve_device(device or cfg.resources.device)
-        self.amp = bool(amp)
         self.trainers = [TicketTrainer(cfg, b, i, shard_head_seed(cfg, i)) for b, i in zip(bundles, self.indices)]
         self.recipe: RecipeConfig = self.trainers[0].recipe
         self.classes = [t.bundle.num_classes for t in self.trainers]
@@ -152,7 +152,7 @@ class BatchedShards:
         for step in range(max(r.total_steps for r in runs)):
             active = [j for j, r in enumerate(runs) if step < r.total_steps]
             batches = {j: runs[j].next_batch(step) for j in active}
-            losses = stack.loss_and_grads(batches, self.recipe.label_smoothing, self.amp)
+            losses = stack.loss_and_grads(batches, self.recipe.label_smoothing, self.recipe.amp)
             lrs = torch.tensor([self.recipe.lr * lr_factor(step, r.steps_per_epoch, self.recipe) for r in runs])
             opt.step(stack.param_list(), stack.grads, lrs, active)
             stack.apply_mask()
