@@ -127,9 +127,9 @@ def test_uneven_shards_and_unequal_heads_match_the_local_trainers(dtype):
 
 
 def test_amp_trains_both_backends_with_a_bfloat16_forward():
-    # --amp is refused off CUDA (validation; slower on a CPU), but CPU autocast runs the same code path, so the
-    # wiring shows here: recipe.amp moves the local and the batched weights by ~1e-3 (bfloat16 rounding; the
-    # float32 kernels move them by ~1e-8), and pruned weights stay exactly 0
+    # --amp is refused off CUDA (validation: no consistent speed-up on a CPU), but CPU autocast runs the same
+    # code path, so the wiring shows here: recipe.amp moves the local and the batched weights by ~1e-3
+    # (bfloat16 rounding; the float32 kernels move them by ~1e-8), and pruned weights stay exactly 0
     def trained(amp):
         cfg = make_cfg(amp=amp)
         full, bundles, idx = shard_data(cfg)
