@@ -44,7 +44,7 @@ def parse_args(argv):
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--amp", action="store_true", help="bfloat16 autocast in the batched forward")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast of every forward (recipe.amp), both ways")
     p.add_argument("--smoke-test", action="store_true", help="lenet300, k=1,2, tiny sizes: seconds")
     a = p.parse_args(argv)
     if a.smoke_test:
@@ -56,7 +56,7 @@ def make_config(a, arch: str, k: int) -> RunConfig:
     return RunConfig(
         data=DataConfig(dataset=a.dataset, data_root=a.data_root, augment=False),
         model=ModelConfig(arch=arch),
-        recipe=RecipeConfig(epochs=a.epochs, batch_size=a.batch_size, lr=0.05),
+        recipe=RecipeConfig(epochs=a.epochs, batch_size=a.batch_size, lr=0.05, amp=a.amp),
         ticket=TicketConfig(shards=k, split="random"),
         resources=ResourcesConfig(device=a.device, threads=a.threads, progress=False),
     )
@@ -93,7 +93,7 @@ def bench_one(a, full, arch: str, k: int) -> dict:
     seq = [TicketTrainer(cfg, b, j, shard_head_seed(cfg, j)) for j, b in enumerate(bundles)]
     mask = None
     t_seq = timed(lambda: [t.run(theta, mask, 0, True) for t in seq], a.repeats)
-    batched = BatchedShards(cfg, bundles, list(range(k)), amp=a.amp)
+    batched = BatchedShards(cfg, bundles, list(range(k)))
     t_bat = timed(lambda: batched.train_shards(theta, mask, 0), a.repeats)
     work = k * a.samples * a.epochs
     mem = batched.memory_report()

@@ -1,6 +1,8 @@
 """Batched shard training (``colt_ray.core.tickets.batched``) against the local backend, on small data."""
 
 import dataclasses
+import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -11,9 +13,12 @@ from colt_ray.core.data import load_dataset, make_shards, shard_bundle
 from colt_ray.core.errors import ConfigError
 from colt_ray.core.pruning import Mask, magnitude_scores, prune
 from colt_ray.core.tickets.batched import BatchedShards, StackedOptimizer, check_fits_memory, masks_jaccard
-from colt_ray.core.tickets.methods import Backend
-from colt_ray.core.tickets.search import LocalBackend, prepare, run_method
 from colt_ray.core.tickets.trainer import TicketTrainer, build_theta0, shard_head_seed
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "scripts"))
+
+import batched_equivalence  # noqa: E402
+from batched_equivalence import compare, default_dtype  # noqa: E402
 
 
 def make_cfg(arch="lenet300", dataset="digits", shards=2, cycles=1, **recipe) -> RunConfig:
@@ -89,27 +94,65 @@ def test_one_stacked_step_equals_k_independent_torch_optimizers(optimizer):
     assert not torch.equal(stacked[1], stacked[0])
 
 
-def test_uneven_shards_and_unequal_heads_match_the_local_trainers():
+# float32: last-bit kernel differences grown over 2 epochs; float64: ~1e-16 rounding, so what is left is the
+# algorithm (padded heads' logits, losses and optimizer state must follow the parameters' dtype)
+TOLERANCE = {torch.float32: (1e-3, 1e-4, 1e-4), torch.float64: (1e-10, 1e-12, 1e-10)}  # params rtol, atol; loss
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_uneven_shards_and_unequal_heads_match_the_local_trainers(dtype):
     # 10 classes into 3 shards: heads of 4, 3, 3 classes; 150, 100 and 75 samples at batch 64: 3, 2 and 2
     # steps per epoch with last batches of 22, 36 and 11 samples
     cfg = make_cfg(shards=3, epochs=2, optimizer="adam", lr=0.002, label_smoothing=0.1)
-    full, bundles, idx = shard_data(cfg, sizes=[150, 100, 75])
-    theta = build_theta0(cfg, full.in_shape, full.num_classes)
-    local = local_trainers(cfg, bundles, idx)
-    mask = half_pruned(local[0])
-    expected = [t.run(theta, mask, 1, True) for t in local]
-    batched = BatchedShards(cfg, bundles, idx)
-    got = batched.train_shards(theta, mask, 1)
+    rtol, atol, loss_rtol = TOLERANCE[dtype]
+    with default_dtype(dtype):
+        full, bundles, idx = shard_data(cfg, sizes=[150, 100, 75])
+        theta = build_theta0(cfg, full.in_shape, full.num_classes)
+        local = local_trainers(cfg, bundles, idx)
+        mask = half_pruned(local[0])
+        expected = [t.run(theta, mask, 1, True) for t in local]
+        batched = BatchedShards(cfg, bundles, idx)
+        got = batched.train_shards(theta, mask, 1)
     assert [o.index for o in got] == idx
     assert [t.model.fc.out_features for t in batched.trainers] == [4, 3, 3]
     for e, o, lt, bt in zip(expected, got, local, batched.trainers):
         assert set(o.metrics) == set(e.metrics)
         assert o.metrics["sample_epochs"] == e.metrics["sample_epochs"] == 2 * len(lt.bundle.train)
         assert o.metrics["acc_best"] == pytest.approx(e.metrics["acc_best"], abs=0.01)
-        assert o.metrics["loss"] == pytest.approx(e.metrics["loss"], rel=1e-4)
+        assert o.metrics["loss"] == pytest.approx(e.metrics["loss"], rel=loss_rtol)
         for (n, p), q in zip(lt.model.named_parameters(), bt.model.parameters()):
-            torch.testing.assert_close(q, p, rtol=1e-3, atol=1e-4, msg=n)
+            assert p.dtype == q.dtype == dtype, n
+            torch.testing.assert_close(q, p, rtol=rtol, atol=atol, msg=n)
         assert min(masks_jaccard(e.mask, o.mask).values()) >= 0.99
+
+
+def test_amp_trains_both_backends_with_a_bfloat16_forward():
+    # --amp is refused off CUDA (validation: no consistent speed-up on a CPU), but CPU autocast runs the same
+    # code path, so the wiring shows here: recipe.amp moves the local and the batched weights by ~1e-3
+    # (bfloat16 rounding; the float32 kernels move them by ~1e-8), and pruned weights stay exactly 0
+    def trained(amp):
+        cfg = make_cfg(amp=amp)
+        full, bundles, idx = shard_data(cfg)
+        theta = build_theta0(cfg, full.in_shape, full.num_classes)
+        local = local_trainers(cfg, bundles, idx)
+        mask = half_pruned(local[0])
+        for t in local:
+            t.run(theta, mask, 0, True)
+        batched = BatchedShards(cfg, bundles, idx)
+        batched.train_shards(theta, mask, 0)
+        return mask, [[t.model.get_parameter(n).detach().clone() for n in mask] for t in (*local, *batched.trainers)]
+
+    def distance(a, b):
+        return max(float((p - q).norm() / q.norm()) for ps, qs in zip(a, b) for p, q in zip(ps, qs))
+
+    mask, plain = trained(False)
+    _, amp = trained(True)
+    local, batched = slice(0, 2), slice(2, 4)
+    assert 1e-4 < distance(amp[local], plain[local]) < 2e-2
+    assert 1e-4 < distance(amp[batched], plain[batched]) < 2e-2
+    for weights in amp:
+        for w, n in zip(weights, mask):
+            assert torch.all(w[~mask[n]] == 0), n
 
 
 def test_batchnorm_running_statistics_are_kept_per_shard():
@@ -144,46 +187,37 @@ def test_memory_check_names_the_largest_number_of_shards_that_fit():
         BatchedShards(cfg, bundles, idx, memory_limit=int(need[0] * 1.2))
 
 
-def run_both(cfg, control=False):
-    """3 COLT cycles with local and with batched shard training (the same local ticket evaluation).
-    ``control``: the second run is the local backend again, with the oneDNN kernels switched off."""
-    prepared = prepare(cfg)
-    local = LocalBackend(prepared)
-    first, second = [], []
-    run_method(prepared, local.callables(), first.append)
-    if control:
-        other = LocalBackend(prepared)
-
-        def shards(theta, mask, cycle, stop=None):
-            torch.backends.mkldnn.enabled = False
-            try:
-                return other.train_shards(theta, mask, cycle)
-            finally:
-                torch.backends.mkldnn.enabled = True
-    else:
-        shards = BatchedShards.from_prepared(prepared).train_shards
-    run_method(prepared, Backend(shards, None, local.evaluate), second.append)
-    jac = [min(masks_jaccard(a.mask.to_numpy(), b.mask.to_numpy()).values()) for a, b in zip(first, second)]
-    acc = [abs(a.cycle_rows[0]["acc_best"] - b.cycle_rows[0]["acc_best"]) for a, b in zip(first, second)]
-    return jac, acc
+@pytest.mark.parametrize("arch", ["lenet300", "conv2", "resnet20"])
+def test_batched_and_local_give_the_same_tickets_in_float64(arch):
+    # The issue's criterion, with kernel rounding made ~1e-16 (float64 weights, buffers, optimizer state and
+    # inputs) so that only the algorithm can tell the backends apart: identical masks and ticket accuracies
+    # on the machine this was written on (docs/batched.md, Exactness); the thresholds leave room for another
+    # CPU's last bits
+    with default_dtype(torch.float64):
+        jac, acc = compare(make_cfg(arch=arch, cycles=3))
+    assert len(jac) == 4
+    assert min(jac) >= 0.99
+    assert max(acc) <= 0.005
 
 
 @pytest.mark.parametrize("arch", ["lenet300", "conv2"])
-def test_batched_and_local_masks_agree_for_three_cycles(arch):
-    jac, acc = run_both(make_cfg(arch=arch, cycles=3))
+def test_batched_and_local_masks_agree_for_three_cycles_in_float32(arch):
+    jac, acc = compare(make_cfg(arch=arch, cycles=3))
     assert len(jac) == 4
     assert min(jac) >= 0.99  # identical on the machine this was written on (see docs/batched.md)
     assert max(acc) <= 0.005
 
 
 def test_resnet20_batched_is_as_close_to_local_as_local_with_other_kernels():
-    # BatchNorm on 8x8 inputs makes these trainings chaotic: any change of float kernel (oneDNN off, or
-    # vmap's grouped conv) moves the masks by several percent within 3 cycles; batched must not be worse.
-    # The ticket accuracies of such masks differ by several points either way (docs/batched.md), too noisy
-    # a single sample to assert on.
+    # The real-world float32 case. resnet20's float32 gradients carry rounding errors up to ~1e-3 relative
+    # (lenet300 and conv2: ~1e-7), so any change of float kernel (oneDNN off, or vmap's grouped conv) moves
+    # the weights by ~1% within one epoch and the masks by several percent within 3 cycles; batched must
+    # not be worse than the oneDNN-off control. The ticket accuracies of such masks differ by several points
+    # either way (docs/batched.md), too noisy a single sample to assert on. In float64 the masks are
+    # identical (test_batched_and_local_give_the_same_tickets_in_float64).
     cfg = make_cfg(arch="resnet20", cycles=3)
-    jac, _ = run_both(cfg)
-    ctrl_jac, _ = run_both(cfg, control=True)
+    jac, _ = compare(cfg)
+    ctrl_jac, _ = compare(cfg, control=True)
     assert jac[0] == ctrl_jac[0] == 1.0  # cycle 0 is the dense mask
     assert min(jac) >= min(ctrl_jac) - 0.05
     assert min(jac) >= 0.8
@@ -203,3 +237,12 @@ def test_cli_backend_batched_writes_a_run_and_refuses_a_method_without_shards(tm
     assert main([*args, "--method", "imp", "--backend", "batched", "--out", str(tmp_path / "imp")]) == 2
     assert "backend: batched stacks a method's shard models; imp trains none" in capsys.readouterr().err
     assert not (tmp_path / "imp").exists()
+
+
+def test_equivalence_script_smoke_test_prints_identical_lenet300_masks_in_float64(capsys):
+    # the script that reproduces docs/batched.md's figures compares the runs these tests compare
+    assert batched_equivalence.config("resnet20", 3) == make_cfg(arch="resnet20", cycles=3)
+    assert batched_equivalence.main(["--smoke-test"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| lenet300 |")]
+    assert len(rows) == 1 and rows[0].startswith("| lenet300 | float64 | 1.0000 / 0.0 | 1.0000 / 0.0 |")
+    assert torch.get_default_dtype() == torch.float32

@@ -6,7 +6,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from colt_ray.cli import main
+from colt_ray.cli import build_parser, config_from_args, main
 
 FAST = ["--dataset", "digits", "--epochs", "1", "--backend", "local", "--no-progress"]
 
@@ -81,6 +81,14 @@ def test_help_documents_every_option_with_its_default(capsys):
     assert "(default: 0.05)" in text  # lr
 
 
+def test_amp_flag_sets_the_recipe_setting():
+    parse = build_parser().parse_args
+    assert config_from_args(parse(["ticket", "--amp", "--device", "cuda"])).recipe.amp is True
+    assert config_from_args(parse(["ticket", "--amp", "--no-amp"])).recipe.amp is False
+    assert config_from_args(parse(["ticket"])).recipe.amp is False
+    assert config_from_args(parse(["transfer", "t.safetensors", "--dataset", "digits", "--amp"])).recipe.amp is True
+
+
 BAD = [
     (["--prune-rate", "1.5"], "prune-rate: must be in (0, 1)"),
     (["--prune-rate", "0"], "prune-rate: must be in (0, 1)"),
@@ -94,6 +102,8 @@ BAD = [
     (["--arch", "vgg16"], "vgg16 does not fit input 1x8x8"),
     (["--dataset", "cifar10"], "cifar10 needs --data-root"),
     (["--epochs", "many"], "invalid int value"),
+    (["--amp"], "amp: needs --device cuda"),  # --device auto may fall back to a CPU
+    (["--amp", "--backend", "batched", "--device", "cpu"], "amp: needs --device cuda"),
 ]
 
 

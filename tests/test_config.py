@@ -25,6 +25,15 @@ def test_resources_do_not_change_the_run_id():
     )
 
 
+def test_amp_is_a_recipe_setting_in_the_run_id():
+    # bfloat16 changes which weights are pruned: a run with --amp is another run (and a sweep YAML key)
+    amp = RunConfig.from_flat({"amp": True, "device": "cuda"})
+    assert amp.recipe.amp is True
+    assert amp.run_id() != RunConfig.from_flat({"device": "cuda"}).run_id() == RunConfig().run_id()
+    validate(RunConfig.from_flat({"amp": True, "device": "cuda", "backend": "batched"}))
+    validate(RunConfig.from_flat({"amp": True, "device": "cuda", "backend": "ray", "gpus_per_shard": 0.5}))
+
+
 def test_flat_round_trip_and_list_fields():
     cfg = RunConfig.from_flat({"milestones": [20, 30], "prune_groups": ["conv"], "target_sparsity": 0.9, "lr": 1})
     flat = cfg.to_flat()
@@ -57,6 +66,7 @@ def test_method_defaults_for_prune_rate_cycles_and_vote():
         ({"prune_groups": ["attention"]}, "prune-groups: unknown 'attention'"),
         ({"val_fraction": 1.0}, "val-fraction: must be in [0, 1)"),
         ({"gpus_per_shard": -1.0}, "gpus-per-shard: must be >= 0"),
+        ({"amp": True, "device": "cpu", "backend": "local"}, "amp: needs --device cuda"),
     ],
 )
 def test_validation_messages_name_the_field(flat, message):

@@ -82,6 +82,12 @@ class RecipeConfig:
     milestones: tuple[int, ...] = setting((), "epochs for step (first = step size) / multistep, e.g. 20,30,45", lo=0)
     gamma: float = setting(0.2, "lr factor at each step/multistep milestone", lo=0.0, lo_open=True)
     label_smoothing: float = setting(0.0, "alpha: true class 1-alpha, others alpha/(C-1)", lo=0.0, hi=1.0, hi_open=True)
+    amp: bool = setting(
+        False,
+        "mixed precision: every training's forward pass under bfloat16 autocast, loss and weights float32 "
+        "(needs --device cuda; evaluation stays float32). A recipe setting, in the run id: bfloat16's 8-bit "
+        "mantissa changes which weights are pruned",
+    )
 
 
 @dataclass(frozen=True)

@@ -176,9 +176,17 @@ def train_step(
     loss_fn: LossFn,
     x: torch.Tensor,
     y: torch.Tensor,
+    amp: bool = False,
 ) -> torch.Tensor:
-    """One masked optimizer step; returns the detached loss. Pruned weights are exactly 0 afterwards."""
-    loss = loss_fn(model(x), y, x)
+    """One masked optimizer step; returns the detached loss. Pruned weights are exactly 0 afterwards.
+    ``amp``: the forward pass under bfloat16 autocast, its logits cast back to the input's float for the loss."""
+    if amp:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            logits = model(x)
+        logits = logits.to(x.dtype)
+    else:
+        logits = model(x)
+    loss = loss_fn(logits, y, x)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -246,7 +254,7 @@ def train(
             x = prep(x_all[idx], generator)
             for group in opt.param_groups:
                 group["lr"] = recipe.lr * lr_factor(step, steps_per_epoch, recipe)
-            loss = train_step(model, opt, applier, loss_fn, x, y_all[idx])
+            loss = train_step(model, opt, applier, loss_fn, x, y_all[idx], recipe.amp)
             total_loss += loss * len(idx)
             step += 1
             for cb in hooks:

@@ -115,6 +115,9 @@ def _validate_jackpot(cfg: RunConfig) -> None:
 
 
 def _validate_resources(res: ResourcesConfig, cfg: RunConfig) -> None:
+    if cfg.recipe.amp and res.device != "cuda":
+        # bfloat16 autocast is for GPUs: on a CPU it gave no consistent speed-up (docs/batched.md), only other numerics
+        raise ConfigError("amp", "needs --device cuda")
     if res.shards_per_actor > 1 and (cfg.backend != "ray" or not cfg.method.uses_shards):
         raise ConfigError(
             "shards-per-actor",

@@ -49,7 +49,10 @@ def augment_batch(x: torch.Tensor, spec: AugmentSpec, generator: torch.Generator
 
 
 class Preprocess:
-    """Turns a raw batch into the model's input: to float32 (uint8 /255), optional augmentation, normalisation.
+    """Turns a raw batch into the model's input: to float (uint8 /255), optional augmentation, normalisation.
+
+    The float is torch's default dtype: float32, unless ``torch.set_default_dtype`` changed it (the float64
+    equivalence tests of the batched backend build their models and inputs that way).
 
     ``device``: if given, batches are moved there first (as uint8, the cheaper transfer); otherwise they stay
     where they are. Augmentation happens only when a generator is passed and ``augment`` is active.
@@ -70,7 +73,7 @@ class Preprocess:
             raise ValueError(f"std must be positive, got {self.std}")
         self.augment = augment if augment is not None else AugmentSpec()
         self.device = torch.device(device) if device is not None else None
-        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._stats: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
     def from_bundle(cls, bundle: DatasetBundle, augment: bool = True, device=None) -> Preprocess:
@@ -82,22 +85,24 @@ class Preprocess:
         state["_stats"] = {}  # device tensors are rebuilt where the object is used
         return state
 
-    def _mean_std(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if device not in self._stats:
+    def _mean_std(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        if (device, dtype) not in self._stats:
             shape = (1, len(self.mean), 1, 1)
-            mean = torch.tensor(self.mean, dtype=torch.float32, device=device).view(shape)
-            std = torch.tensor(self.std, dtype=torch.float32, device=device).view(shape)
-            self._stats[device] = (mean, std)
-        return self._stats[device]
+            mean = torch.tensor(self.mean, dtype=dtype, device=device).view(shape)
+            std = torch.tensor(self.std, dtype=dtype, device=device).view(shape)
+            self._stats[device, dtype] = (mean, std)
+        return self._stats[device, dtype]
 
     def __call__(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """``x`` (N, C, H, W) uint8 or float in [0, 1] -> normalised float32; the input is never modified."""
+        """``x`` (N, C, H, W) uint8 or float in [0, 1] -> normalised float (the default dtype); ``x`` is never
+        modified."""
         if x.ndim != 4 or x.shape[1] != len(self.mean):
             raise ValueError(f"expected a batch (N, {len(self.mean)}, H, W), got {tuple(x.shape)}")
         if self.device is not None and x.device != self.device:
             x = x.to(self.device, non_blocking=True)
-        x = x.to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x.to(torch.float32)
+        dtype = torch.get_default_dtype()
+        x = x.to(dtype) / 255.0 if x.dtype == torch.uint8 else x.to(dtype)
         if generator is not None and self.augment.active:
             x = augment_batch(x, self.augment, generator)
-        mean, std = self._mean_std(x.device)
+        mean, std = self._mean_std(x.device, dtype)
         return (x - mean) / std

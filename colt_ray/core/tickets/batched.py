@@ -27,18 +27,23 @@ How each part of ``train()`` is kept per shard:
 * **Optimizer**: SGD (momentum, weight decay) and Adam (L2 weight decay) written out on the stacked tensors
   with torch.optim's formulas, with a learning rate and an Adam step count per shard: k independent
   optimizers. No gradient clipping, as ``train()`` has none.
+* **Mixed precision** (``recipe.amp``, ``--amp``): the vmapped forward under bfloat16 autocast, as ``train_step``
+  runs it, the logits cast back to the parameters' dtype for the loss.
 * **Masks**: after every step the pruned weights are multiplied by the mask (broadcast over k), as
   ``MaskApplier`` does, so they are exactly zero.
 * **Evaluation and pruning** per shard: at the end of each of its epochs a shard's slice is copied into its
   own ``TicketTrainer`` model and scored with ``train.evaluate`` on its own test (and val) split; after
   training it is pruned by magnitude exactly as ``TicketTrainer.run`` prunes.
 
-**Exactness: close, not bitwise identical.** Under vmap a linear layer becomes a batched matmul and a
-convolution one grouped convolution; these kernels sum in another order than the per-model kernels, so a
-forward pass differs from the local backend's in the last bits (~1e-7 relative) and SGD amplifies that over
-a training. Data order, augmentation, schedule, optimizer and pruning rule are identical, so masks agree
-except for the few weights whose magnitudes sit at the pruning threshold (``tests/test_batched.py``
-checks per-layer Jaccard >= 0.99 and ticket accuracy within 0.5 points over 3 cycles).
+**Exactness: the local backend's algorithm; identical tickets in float64, not always in float32.** Under vmap
+a linear layer becomes a batched matmul and a convolution one grouped convolution, which sum in another order
+than the per-model kernels; everything else (data order, augmentation, schedule, optimizer, pruning rule) is
+the same, and every tensor here follows the parameters' dtype. In float64 (rounding ~1e-16) batched and local
+give identical masks and ticket accuracies over 3 cycles for lenet300, conv2 and resnet20 (shard weights
+within 5e-15). In float32 lenet300 and conv2 are identical too, but resnet20's float32 gradients are inexact
+(up to 3e-3 relative, a ReLU behind a BatchNorm flipping sign on rounding), so any change of kernel, oneDNN
+switched off included, moves its masks (Jaccard 0.98, 0.90, 0.89 over 3 cycles). Figures, causes and the
+command that reproduces them: docs/batched.md, "Exactness"; ``tests/test_batched.py`` checks them.
 
 ``wall_seconds`` of a shard is the time from the start of ``train_shards`` until that shard was trained and
 pruned (the shards share the batched time), so the slowest shard's equals the call's wall time.
@@ -82,7 +87,6 @@ class BatchedShards:
         indices: Sequence[int],
         *,
         device: Optional[str] = None,
-        amp: bool = False,
         check_memory: bool = True,
         memory_limit: Optional[int] = None,
     ):
@@ -93,7 +97,6 @@ class BatchedShards:
         cfg = cfg.search_config()  # shard trainings are the mask search: no retraining tweaks
         self.cfg, self.indices = cfg, [int(i) for i in indices]
         self.device = resolve_device(device or cfg.resources.device)
-        self.amp = bool(amp)
         self.trainers = [TicketTrainer(cfg, b, i, shard_head_seed(cfg, i)) for b, i in zip(bundles, self.indices)]
         self.recipe: RecipeConfig = self.trainers[0].recipe
         self.classes = [t.bundle.num_classes for t in self.trainers]
@@ -149,7 +152,7 @@ class BatchedShards:
         for step in range(max(r.total_steps for r in runs)):
             active = [j for j, r in enumerate(runs) if step < r.total_steps]
             batches = {j: runs[j].next_batch(step) for j in active}
-            losses = stack.loss_and_grads(batches, self.recipe.label_smoothing, self.amp)
+            losses = stack.loss_and_grads(batches, self.recipe.label_smoothing, self.recipe.amp)
             lrs = torch.tensor([self.recipe.lr * lr_factor(step, r.steps_per_epoch, self.recipe) for r in runs])
             opt.step(stack.param_list(), stack.grads, lrs, active)
             stack.apply_mask()
@@ -258,12 +261,14 @@ class _Stack:
         self.params = {n: p.detach().to(device) for n, p in params.items()}
         self.buffers = {n: b.to(device) for n, b in self.buffers.items()}
         self.names = list(self.params)
+        self.dtype = self.params[self.names[0]].dtype  # the models' float: logits, offsets and masks follow it
         self.base = copy.deepcopy(models[0]).to("meta")
         cls = torch.arange(cmax, device=device)
         self.valid = cls[None, :] < torch.tensor(self.classes, device=device)[:, None]  # [k, C_max]
-        self.offset = torch.zeros(self.valid.shape, device=device).masked_fill(~self.valid, float("-inf"))
+        offset = torch.zeros(self.valid.shape, device=device, dtype=self.dtype)
+        self.offset = offset.masked_fill(~self.valid, float("-inf"))
         self.masked = [
-            (self.params[n], _pad_like(mask[n], self.params[n].shape[1:]).to(device, torch.float32))
+            (self.params[n], _pad_like(mask[n], self.params[n].shape[1:]).to(device, self.params[n].dtype))
             for n in mask.names()
         ]
         self.grads: list[torch.Tensor] = []
@@ -296,7 +301,7 @@ class _Stack:
             y = torch.stack([batches[j][1] for j in js])
             with torch.autocast(self.valid.device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = self._forward(params, buffers, x)
-            logits = logits.float() + self.offset[sel][:, None, :]
+            logits = logits.to(self.dtype) + self.offset[sel][:, None, :]  # autocast's bfloat16 back to the params
             losses = shard_losses(logits, y, self.valid[sel], alpha)
             if not whole:
                 with torch.no_grad():
@@ -324,7 +329,7 @@ def _padded_copy(model: torch.nn.Module, cmax: int) -> torch.nn.Module:
     head = head_module(out)
     if head.out_features == cmax:
         return out
-    big = torch.nn.Linear(head.in_features, cmax, bias=head.bias is not None)
+    big = torch.nn.Linear(head.in_features, cmax, bias=head.bias is not None, dtype=head.weight.dtype)
     with torch.no_grad():
         big.weight.zero_()
         big.weight[: head.out_features] = head.weight

@@ -18,15 +18,16 @@ USABLE_FRACTION = 0.9  # of the free device memory the stacked models may plan t
 def estimate_shard_bytes(model: torch.nn.Module, bundle: DatasetBundle, recipe: RecipeConfig) -> int:
     """Bytes one stacked shard needs: weights, gradients, optimizer state, buffers, activations of one batch
     (every leaf module's output, kept for backward and matched by a gradient: x2) and its data on the device."""
-    params = sum(p.numel() for p in model.parameters())
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
     slots = 2 if recipe.optimizer == "adam" else (1 if recipe.momentum else 0)
-    acts = _activation_elements(model, bundle.in_shape, recipe.batch_size)
+    first = next(model.parameters())
+    acts = _activation_elements(model, bundle.in_shape, recipe.batch_size, first.dtype)
     data = bundle.train.x.numel() * bundle.train.x.element_size() + bundle.train.y.numel() * 8
-    return int(4 * params * (2 + slots) + buffers + 4 * 2 * acts + data)
+    return int(weights * (2 + slots) + buffers + first.element_size() * 2 * acts + data)
 
 
-def _activation_elements(model: torch.nn.Module, in_shape, batch: int) -> int:
+def _activation_elements(model: torch.nn.Module, in_shape, batch: int, dtype: torch.dtype) -> int:
     """Elements of every leaf module's output for one batch, from a forward pass on the meta device."""
     meta = copy.deepcopy(model).to("meta")
     total = [0]
@@ -36,7 +37,7 @@ def _activation_elements(model: torch.nn.Module, in_shape, batch: int) -> int:
         if not list(m.children())
     ]
     with torch.no_grad():
-        meta(torch.empty((batch, *in_shape), device="meta"))
+        meta(torch.empty((batch, *in_shape), device="meta", dtype=dtype))
     for h in hooks:
         h.remove()
     return total[0]
