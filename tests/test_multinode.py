@@ -59,6 +59,52 @@ def test_shard_actors_go_to_the_nodes_of_their_placement_group_bundles(cluster):
         remove_placement_group(pg)
 
 
+def test_a_trainer_lost_with_its_node_and_no_room_elsewhere_ends_the_run_with_an_error_not_a_wait(cluster):
+    from colt_ray.parallel.actors import ShardFailedError
+    from colt_ray.parallel.backend import open_coordinator
+
+    c, workers = cluster
+    blocker = placement_group([{"CPU": 2.0}], strategy="STRICT_PACK")  # one whole worker node
+    assert blocker.wait(timeout_seconds=60)
+    cfg = small_cfg(cycles=3)
+    cfg = cfg.replace(
+        recipe=dataclasses.replace(cfg.recipe, epochs=20),
+        resources=dataclasses.replace(cfg.resources, start_timeout=5.0),
+    )
+    box: dict = {}
+
+    def search() -> None:
+        try:
+            with open_coordinator(cfg) as coordinator:  # gang-scheduled on the other worker node
+                box["coordinator"] = coordinator
+                coordinator.attach(prepare(cfg)).run(lambda record: None)
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            box["error"] = exc
+
+    runner, where = threading.Thread(target=search, daemon=True), []
+    runner.start()
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and getattr(box.get("coordinator"), "shards", None) is None:
+            time.sleep(0.2)
+        shards = box["coordinator"].shards
+        while time.time() < deadline and shards.in_flight is None:
+            time.sleep(0.2)
+        where = ray.get([a.node_id.remote() for a in shards.actors])
+        lost = next(n for n in workers if n.node_id == where[0])
+        c.remove_node(lost)  # its trainers cannot be restarted anywhere: the other node is full
+        started = time.time()
+        runner.join(timeout=120)
+        assert not runner.is_alive(), "the run waits for ever"
+        assert time.time() - started < 60
+        assert isinstance(box.get("error"), ShardFailedError), box.get("error")
+        assert "could not start it again within 5 s" in str(box["error"])
+    finally:
+        remove_placement_group(blocker)
+        workers[:] = [n for n in workers if n.node_id not in set(where)] + [c.add_node(num_cpus=2)]
+        c.wait_for_nodes()
+
+
 @pytest.mark.slow
 def test_a_sweep_that_loses_a_worker_node_finishes_with_every_cycle_once(cluster, tmp_path):
     c, workers = cluster

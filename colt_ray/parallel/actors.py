@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
@@ -38,6 +39,7 @@ from colt_ray.parallel.resources import ActorResources
 NumpyMask = Optional[dict[str, np.ndarray]]
 Data = list  # [reference to (or the) bundle arrays, the trainer's Shard or None]
 POLL_SECONDS = 0.1  # how often a waiting pool asks whether the run was stopped
+WATCH_SECONDS = 2.0  # how often a waiting pool asks Ray whether the actors it waits on are alive
 
 
 class ShardFailedError(RunError):
@@ -278,6 +280,7 @@ class RayPool:
             create_actor(trainer_cls, resources, cfg, i, strategy=s, name=actor_name(name, i) if name else None)
             for i, s in zip(self.indices, strategies)
         ]
+        self.watch = Watchdog(self.actors, cfg.resources.start_timeout)
 
     def ready(self) -> list[int]:
         """Wait until every actor has started; their process ids. Raises if one cannot start."""
@@ -304,25 +307,39 @@ class RayPool:
             futures = [
                 a.run.remote(d, theta, mask_ref, cycle, prune_next, capture_step) for a, d in zip(self.actors, data)
             ]
-            if stop is not None and not self._wait(futures, stop):
+            if not self._wait(futures, stop or (lambda: False), f"in cycle {cycle}"):
                 return None
             return [self.get(i, f, f"in cycle {cycle}") for i, f in enumerate(futures)]
         finally:
             self.in_flight = None
 
-    @staticmethod
-    def _wait(futures: list, stop: Callable[[], bool]) -> bool:
-        """Wait for ``futures`` while polling ``stop``; False if the run was stopped first."""
-        pending = list(futures)
+    def _wait(self, futures: list, stop: Callable[[], bool], when: str) -> bool:
+        """Wait for ``futures`` (one per actor, in order) while polling ``stop`` and watching that their actors
+        are alive; False if the run was stopped first."""
+        pending = dict(zip(futures, range(len(futures))))
         while pending:
             if stop():
                 return False
-            _, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_SECONDS)
+            _, waiting = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_SECONDS)
+            pending = {f: pending[f] for f in waiting}
+            self.check_alive(list(pending.values()), when)
         return not stop()
+
+    def check_alive(self, positions: Sequence[int], when: str) -> None:
+        """ShardFailedError when Ray has been (re)starting one of these actors for longer than the run's
+        ``start_timeout``: a lost node whose actors the cluster has no room to restart is an error, not a wait."""
+        position, seconds = self.watch.stalled(positions)
+        if position is not None:
+            raise ShardFailedError(
+                f"{trainer_label(self.indices[position])} was lost {when} and Ray could not start it again "
+                f"within {seconds:g} s (its node is gone and the cluster has no room for it; --start-timeout)"
+            )
 
     def get(self, position: int, future: Any, when: str) -> Any:
         index = self.indices[position]
         try:
+            while not ray.wait([future], timeout=POLL_SECONDS)[0]:
+                self.check_alive([position], when)
             return ray.get(future)
         except RayActorError as exc:
             lines = str(exc).strip().splitlines() or [type(exc).__name__]
@@ -339,6 +356,42 @@ class RayPool:
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
         self.actors = []
+
+
+class Watchdog:
+    """Tells which of a pool's actors Ray has failed to (re)start for longer than ``limit`` seconds.
+
+    Ray restarts a dead actor (``max_restarts``) where its placement-group bundle is; when the bundle's node
+    is gone and no node has room for it, the actor stays RESTARTING and a call on it waits for ever. Asks the
+    GCS (``ray._private.state.actors``: Ray has no public call for one actor's state without its dashboard) at
+    most every ``WATCH_SECONDS``; an actor found ALIVE, or DEAD (its call then raises), resets its clock."""
+
+    def __init__(self, actors: list[Any], limit: float):
+        self.actors, self.limit = actors, limit
+        self.down: dict[int, float] = {}  # actor position -> when it was first seen not alive
+        self.asked = time.monotonic()
+
+    def stalled(self, positions: Sequence[int]) -> tuple[Optional[int], float]:
+        """The first of ``positions`` down for more than ``limit`` seconds (None if none), and the limit."""
+        now = time.monotonic()
+        if now - self.asked < WATCH_SECONDS:
+            return None, self.limit
+        self.asked = now
+        for position in positions:
+            if actor_state(self.actors[position]) in ("RESTARTING", "PENDING_CREATION"):
+                if now - self.down.setdefault(position, now) > self.limit:
+                    return position, self.limit
+            else:
+                self.down.pop(position, None)
+        return None, self.limit
+
+
+def actor_state(actor: Any) -> Optional[str]:
+    """Ray's state of ``actor`` (ALIVE, PENDING_CREATION, RESTARTING, DEAD), None when it cannot be read."""
+    try:
+        return ray._private.state.actors(actor_id=actor._actor_id.hex()).get("State")
+    except Exception:  # noqa: BLE001 - a private call: without it the pool waits as Ray does
+        return None
 
 
 def bundle_strategies(pg: Optional[PlacementGroup], first: int, k: int, resources: ActorResources) -> list[Any]:

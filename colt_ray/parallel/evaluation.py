@@ -56,6 +56,8 @@ class EvalScheduler:
     def result(self, cycle: int) -> dict:
         while cycle not in self.results:
             self.pump(timeout=POLL_SECONDS)
+            for pool, position, running in list(self.running.values()):
+                pool.check_alive([position], f"evaluating cycle {running}")
         outcome = self.results[cycle]
         if isinstance(outcome, BaseException):
             raise outcome
