@@ -1,5 +1,3 @@
-import sys
+from colt_ray.cli import entry
 
-from colt_ray.cli import main
-
-sys.exit(main())
+entry()

@@ -14,6 +14,8 @@ from colt_ray.core.config import RunConfig
 from colt_ray.core.errors import ConfigError, one_line
 from colt_ray.parallel.resources import NodeType, local_num_cpus
 
+PRELOAD = "colt_ray.parallel.actors"  # what every trainer actor imports first (torch, the core)
+
 
 def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, *, detect: bool = False) -> bool:
     """Join ``address`` (or ``$RAY_ADDRESS``; with ``detect``, also a cluster started by ``ray start`` on this
@@ -33,6 +35,9 @@ def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, *, d
         except (ConnectionError, RuntimeError) as exc:  # unreachable, refused, or its auth token missing
             raise ConfigError("address", f"cannot join the Ray cluster at {address}: {one_line(exc, 300)}") from None
     else:  # "local" explicitly: with no address Ray itself would join a `ray start` cluster and then refuse num_cpus
+        # the workers Ray starts with it import the trainers' modules (torch) while Ray is still starting, so an
+        # actor created next finds them loaded (Ray's preload_python_modules, read by the raylet from the env)
+        os.environ.setdefault("RAY_preload_python_modules", PRELOAD)
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **quiet)
     return True
 
