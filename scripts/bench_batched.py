@@ -11,7 +11,10 @@ peak memory of the batched call
 
     python scripts/bench_batched.py --smoke-test
     python scripts/bench_batched.py --archs lenet300,conv4,resnet20 --ks 1,2,4,8 --device cpu
-    python scripts/bench_batched.py --device cuda --dataset cifar10 --samples 2048 --batch-size 128
+    python scripts/bench_batched.py --device cuda --random-shape 3,32,32 --samples 2048 --batch-size 128
+
+``--random-shape C,H,W`` trains on random images of that shape (10 classes) instead of a dataset: throughput
+does not depend on the pixels, and a GPU machine needs no data files (CIFAR-10's shape above).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def parse_args(argv):
     p.add_argument("--ks", default="1,2,4,8")
     p.add_argument("--dataset", default="digits")
     p.add_argument("--data-root", default=None)
+    p.add_argument("--random-shape", default=None, metavar="C,H,W", help="random images of this shape, no dataset")
     p.add_argument("--samples", type=int, default=256, help="training samples per shard")
     p.add_argument("--test-samples", type=int, default=64, help="test samples per shard (evaluated every epoch)")
     p.add_argument("--epochs", type=int, default=1)
@@ -70,6 +74,17 @@ def shard_bundles(full, k: int, samples: int, test_samples: int):
         te = (np.arange(test_samples) + j * test_samples) % len(full.test)
         out.append(dataclasses.replace(full, train=full.train.subset(tr), test=full.test.subset(te), val=None))
     return out
+
+
+def random_data(a, k: int):
+    """Uniform random images of ``--random-shape`` with random labels of 10 classes, enough for k shards."""
+    from colt_ray.core.data.bundle import make_bundle
+
+    shape = tuple(int(n) for n in a.random_shape.split(","))
+    g = torch.Generator().manual_seed(0)
+    n, m = k * a.samples, k * a.test_samples
+    x, y = torch.rand((n + m, *shape), generator=g), torch.randint(0, 10, (n + m,), generator=g)
+    return make_bundle(f"random {'x'.join(map(str, shape))}", x[:n], y[:n], x[n:], y[n:], num_classes=10)
 
 
 def timed(fn, repeats: int) -> float:
@@ -110,11 +125,15 @@ def bench_one(a, full, arch: str, k: int) -> dict:
 def main(argv=None) -> int:
     a = parse_args(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(a.threads)
-    full = load_dataset(DataConfig(dataset=a.dataset, data_root=a.data_root, augment=False), 0)
     ks = [int(k) for k in a.ks.split(",")]
+    full = (
+        random_data(a, max(ks))
+        if a.random_shape
+        else load_dataset(DataConfig(dataset=a.dataset, data_root=a.data_root, augment=False), 0)
+    )
     print(
         f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, device {a.device}, "
-        f"threads {a.threads}, dataset {a.dataset}, {a.samples} samples/shard, batch {a.batch_size}, "
+        f"threads {a.threads}, dataset {full.name}, {a.samples} samples/shard, batch {a.batch_size}, "
         f"epochs {a.epochs}, best of {a.repeats}"
     )
     print(

@@ -2,6 +2,7 @@
 
 import dataclasses
 import pathlib
+import subprocess
 import sys
 
 import numpy as np
@@ -246,3 +247,14 @@ def test_equivalence_script_smoke_test_prints_identical_lenet300_masks_in_float6
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| lenet300 |")]
     assert len(rows) == 1 and rows[0].startswith("| lenet300 | float64 | 1.0000 / 0.0 | 1.0000 / 0.0 |")
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_bench_batched_runs_on_random_images_without_a_dataset():
+    # the one command for a GPU machine without data files (benchmarks/RESULTS.md), here on the CPU
+    script = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "bench_batched.py"
+    args = ["--random-shape", "3,16,16", "--archs", "conv2", "--ks", "1,2", "--samples", "32", "--test-samples", "8"]
+    out = subprocess.run([sys.executable, str(script), *args, "--repeats", "1"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "dataset random 3x16x16" in out.stdout
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith("conv2")]
+    assert [r[1] for r in rows] == ["1", "2"] and all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
