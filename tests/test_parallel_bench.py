@@ -22,3 +22,18 @@ def test_bench_parallel_smoke_test_runs_and_finds_identical_results():
     for line in ("speed-up ray vs local", "COLT / IMP wall time", "fixed cost of --backend ray"):
         assert line in out.stdout
     assert out.stdout.count("masks identical: True; ticket accuracies equal: True") == 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_startup_measures_each_part_both_ways():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_startup.py"), "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    rows = {line[:22].strip(): line[22:].split() for line in out.stdout.splitlines()[2:]}
+    assert set(rows) == {"exit (whole process)", "ray.init", "actors", "ray stop"}
+    assert all(len(r) == 3 and float(r[0][:-1]) > 0 and float(r[1][:-1]) > 0 for r in rows.values())
