@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from colt_ray.parallel.cluster import stop_ray
-from colt_ray.parallel.sweep import driver
 from colt_ray.parallel.sweep.checks import check_spec
 from colt_ray.parallel.sweep.cli import main
 from colt_ray.parallel.sweep.compare import group_outcome, trial_variants
@@ -263,14 +262,6 @@ BAD = {
         "(search-space corner: method=colt, first values)",
     ),  # fmt: skip
 }
-
-
-@pytest.fixture
-def no_ray(monkeypatch):
-    def refuse(address):
-        raise AssertionError("Ray was started for bad input")
-
-    monkeypatch.setattr(driver, "init_ray", refuse)
 
 
 @pytest.mark.parametrize("case", sorted(BAD))

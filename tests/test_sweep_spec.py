@@ -15,7 +15,6 @@ import yaml
 from colt_ray.core.errors import ConfigError
 from colt_ray.core.pruning import Mask
 from colt_ray.core.tickets.records import CycleRecord
-from colt_ray.parallel.sweep import driver
 from colt_ray.parallel.sweep.bundles import trial_bundles
 from colt_ray.parallel.sweep.checks import check_spec, corner_configs, dataset_classes
 from colt_ray.parallel.sweep.cli import main
@@ -147,14 +146,6 @@ BAD = {
     "unknown_metric": (space(objectives={"metric": "accuracy"}), "unknown metric 'accuracy'"),
     "asha_metric_without_target": (space(scheduler={"metric": "acc_at_target"}), "acc_at_target needs a target"),
 }
-
-
-@pytest.fixture
-def no_ray(monkeypatch):
-    def refuse(address):
-        raise AssertionError("Ray was started for bad input")
-
-    monkeypatch.setattr(driver, "init_ray", refuse)
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
