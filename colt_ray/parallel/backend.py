@@ -26,7 +26,7 @@ from colt_ray.core.tickets.search import Prepared
 from colt_ray.parallel.cluster import init_for
 from colt_ray.parallel.coordinator import Coordinator
 from colt_ray.parallel.gpus import settle_gpus
-from colt_ray.parallel.resources import DEFAULT_RESTARTS, fit_to_cluster, has_evaluator, placement_bundles
+from colt_ray.parallel.resources import DEFAULT_RESTARTS, fit_to_cluster, has_evaluator, placement_bundles, total
 
 Echo = Callable[[str], None]
 
@@ -114,12 +114,12 @@ def gang(cfg: RunConfig, echo: Echo = stderr_line) -> PlacementGroup:
 def fits(bundles: list[dict[str, float]]) -> bool:
     """Whether the cluster's totals could hold ``bundles`` at all (ignoring how they split over nodes)."""
     have = ray.cluster_resources()
-    return all(sum(b.get(r, 0.0) for b in bundles) <= have.get(r, 0.0) + 1e-9 for r in ("CPU", "GPU"))
+    return all(total(bundles, r) <= have.get(r, 0.0) + 1e-9 for r in ("CPU", "GPU"))
 
 
 def what_does_not_fit(bundles: list[dict[str, float]]) -> str:
     """``needs 3 CPU in 2 bundles (largest 1.5); the cluster has 2 CPU, largest node 2 (lower ...)``"""
-    need = {r: sum(b.get(r, 0.0) for b in bundles) for r in ("CPU", "GPU")}
+    need = {r: total(bundles, r) for r in ("CPU", "GPU")}
     have = ray.cluster_resources()
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     parts = []

@@ -25,7 +25,7 @@ import ray
 
 from colt_ray.core.errors import ConfigError, stderr_line
 from colt_ray.parallel import cluster
-from colt_ray.parallel.resources import NodeType, gpu_total, holds
+from colt_ray.parallel.resources import NodeType, holds, total
 
 Echo = Callable[[str], None]
 Bundles = list[dict[str, float]]
@@ -71,7 +71,7 @@ def plan_gpus(bundles: Bundles, allow: Optional[bool]) -> GpuPlan:
     """The policy for trainers that reserve ``bundles`` (their GPU shares as asked) on the connected cluster
     (see the module docstring), waiting for nothing yet; ConfigError (field gpus-per-shard) when the cluster has
     no GPU, no node type that adds one, and no CPU fallback."""
-    if gpu_total(bundles) <= 0 or cluster_gpus() > 0:
+    if total(bundles, "GPU") <= 0 or cluster_gpus() > 0:
         return GpuPlan(True)
     allowed, why = fallback_choice(allow)
     share = largest_gpu_bundle(bundles)["GPU"]
@@ -110,7 +110,7 @@ def wait_for_gpus(bundles: Bundles, node_type: NodeType, timeout: float, echo: E
     long as the cluster lives, while the run's own placement groups keep asking for what they use."""
     from ray.autoscaler.sdk import request_resources
 
-    need = gpu_total(bundles)
+    need = total(bundles, "GPU")
     echo(
         f"colt-ray: no GPU in the Ray cluster: waiting up to {timeout:g} s for the autoscaler to add node type "
         f"{node_type.name} ({len(bundles)} bundles, {need:g} GPU; --allow-cpu-fallback trains on the CPU instead)"

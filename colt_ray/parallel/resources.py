@@ -49,8 +49,9 @@ def holds(node: dict[str, float], bundle: dict[str, float]) -> bool:
     return all(node.get(r, 0.0) + 1e-9 >= v for r, v in bundle.items())
 
 
-def gpu_total(bundles: list[dict[str, float]]) -> float:
-    return sum(b.get("GPU", 0.0) for b in bundles)
+def total(bundles: list[dict[str, float]], resource: str) -> float:
+    """How much of ``resource`` (CPU, GPU) ``bundles`` ask for together."""
+    return sum(b.get(resource, 0.0) for b in bundles)
 
 
 def uses_shards(cfg: RunConfig) -> bool:

@@ -19,7 +19,7 @@ import numpy as np
 
 from colt_ray.core.config import DataConfig, RunConfig, validate
 from colt_ray.core.errors import ConfigError
-from colt_ray.parallel.resources import NodeType, holds
+from colt_ray.parallel.resources import NodeType, holds, total
 from colt_ray.parallel.sweep.bundles import trial_bundles
 from colt_ray.parallel.sweep.compare import method_settings
 from colt_ray.parallel.sweep.spec import SweepSpec
@@ -127,7 +127,7 @@ def largest_trial(spec: SweepSpec, keep_gpus: bool = True, by: str = "CPU") -> t
     worst: Optional[tuple[tuple[float, float], str, list[dict[str, float]]]] = None
     for label, flat in corner_configs(spec):
         bundles = trial_bundles(flat, keep_gpus)
-        need = (sum(b.get(by, 0.0) for b in bundles), sum(b.get(other, 0.0) for b in bundles))
+        need = (total(bundles, by), total(bundles, other))
         if worst is None or need > worst[0]:
             worst = (need, label, bundles)
     assert worst is not None  # a spec has at least its first corner
@@ -161,7 +161,7 @@ def _check_fits(
 ) -> None:
     addable = [t for t in types or [] if t.can_add()]
     shapes = [*nodes, *(t.resources for t in addable)]
-    need = {r: sum(b.get(r, 0.0) for b in bundles) for r in ("CPU", "GPU")}
+    need = {r: total(bundles, r) for r in ("CPU", "GPU")}
     have = {r: float(resources.get(r, 0.0)) for r in ("CPU", "GPU")}
     more = {r: sum(_most_added(t, r) for t in addable) for r in ("CPU", "GPU")}
     largest = {r: max((n.get(r, 0.0) for n in nodes), default=0.0) for r in ("CPU", "GPU")}
