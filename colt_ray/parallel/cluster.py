@@ -47,10 +47,9 @@ def stop_ray() -> None:
     another, each given a second to exit on SIGTERM, and its autoscaler monitor always takes that second (its
     SIGTERM handler reports to the GCS, which Ray stopped just before it). A local Ray's monitor has nothing to
     save, so it is killed outright first. Falls back to the plain shutdown if Ray's internals differ."""
-    node = getattr(getattr(ray, "_private", None), "worker", None)
-    node = getattr(node, "_global_node", None)
+    node = _started_node()
     try:
-        if node is not None and node.is_head():
+        if node is not None:
             for info in node.all_processes.get("monitor", []):
                 if info.process.poll() is None:
                     info.process.kill()
@@ -81,8 +80,14 @@ def joined_cluster() -> bool:
     without an address, here or in a test). Read from the driver's node object, which Ray marks ``head`` only
     when ``ray.init`` started the cluster; if that private attribute is gone, the cluster counts as joined (the
     stricter GPU policy)."""
-    node = getattr(ray._private.worker, "_global_node", None)
-    return not bool(getattr(node, "head", False))
+    return _started_node() is None
+
+
+def _started_node() -> Any:
+    """Ray's node object of the Ray this process started (``ray.init`` marks it ``head`` only then), else None;
+    None too if that private structure is gone."""
+    node = getattr(getattr(getattr(ray, "_private", None), "worker", None), "_global_node", None)
+    return node if getattr(node, "head", False) else None
 
 
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"  # written on the head node by the cluster launcher (`ray up`)
