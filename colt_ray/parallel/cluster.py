@@ -4,6 +4,7 @@ modules import."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from typing import Any, Optional
@@ -15,6 +16,11 @@ from colt_ray.core.errors import ConfigError, one_line
 from colt_ray.parallel.resources import NodeType, local_num_cpus
 
 PRELOAD = "colt_ray.parallel.actors"  # what every trainer actor imports first (torch, the core)
+# Ray's switch for its single-machine mode (the default on macOS and Windows): with it off, every process of a
+# local Ray (GCS, raylet, agents, workers, this driver) binds 127.0.0.1 instead of all interfaces and the node
+# IP, because Ray's node IP then resolves to the loopback address (ray._private.services.get_node_ip_address).
+# Read from the environment by each Ray process at import, and by this one through ray_constants.
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, *, detect: bool = False) -> bool:
@@ -30,6 +36,8 @@ def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, *, d
         address = _running_cluster()
     quiet = {"logging_level": logging.ERROR, "log_to_driver": True}
     if address:
+        if on_loopback(address):  # a `ray start` head on 127.0.0.1: this driver must listen there too to join it
+            loopback_only()
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError) as exc:  # unreachable, refused, or its auth token missing
@@ -38,8 +46,40 @@ def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, *, d
         # the workers Ray starts with it import the trainers' modules (torch) while Ray is still starting, so an
         # actor created next finds them loaded (Ray's preload_python_modules, read by the raylet from the env)
         os.environ.setdefault("RAY_preload_python_modules", PRELOAD)
+        loopback_only()
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **quiet)
     return True
+
+
+def loopback_only() -> None:
+    """Make the local Ray this process starts next listen on 127.0.0.1 only: a local Ray open on every interface
+    accepts work from anyone who can reach the machine (Ray's security guidance: never expose it to untrusted
+    networks). Set for this process (Ray reads the switch at call time) and for every process Ray starts from
+    it (they inherit the environment)."""
+    from ray._private import ray_constants
+
+    os.environ[LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def on_loopback(address: str) -> bool:
+    """Whether ``address`` (``host:port``, ``ray://host:port``, ``auto``) is a Ray on this machine's loopback
+    interface; for ``auto``, the addresses of the clusters ``ray start`` left on this machine."""
+    if address == "auto":
+        try:
+            from ray._private.services import find_gcs_addresses
+
+            hosts = list(find_gcs_addresses())
+        except Exception:  # a private API: a cluster that cannot be found is not known to be on loopback
+            return False
+        return bool(hosts) and all(on_loopback(h) for h in hosts)
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def stop_ray() -> None:

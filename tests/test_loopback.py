@@ -1,0 +1,88 @@
+"""A Ray that colt-ray starts on this machine listens on loopback addresses only (issue 24, item 1).
+
+Each test runs the real command in a subprocess under a private RAY_TMPDIR, lists the listening TCP sockets of
+every process carrying that tag (the driver, the GCS, the raylet, the agents, the workers) while it runs, and
+asserts that each is bound to 127.0.0.1 (or ::1, or ::ffff:127.0.0.1), never to a wildcard or an external
+address.
+"""
+
+import ipaddress
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import test_sweep
+from test_sweep import REPO, tagged_pids, tiny_space, write_space
+
+ray_tag = test_sweep.ray_tag  # the fixture: a private RAY_TMPDIR, its processes killed afterwards
+
+
+def listening(pids: list[int]) -> set[tuple[str, str, int]]:
+    """(process name, address, port) of every listening TCP socket of ``pids``."""
+    found = set()
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            for conn in proc.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    found.add((proc.name(), conn.laddr.ip, conn.laddr.port))
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def is_loopback(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip.split("%")[0])
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return (mapped or addr).is_loopback
+
+
+def watch_sockets(cmd: list[str], tag: str, cwd, timeout: float = 240) -> tuple[set, subprocess.CompletedProcess]:
+    """Run ``cmd`` to its end, sampling the listening sockets of its Ray processes every 0.2 s."""
+    env = {**os.environ, "RAY_TMPDIR": tag, "PYTHONPATH": REPO}
+    env.pop("RAY_ADDRESS", None)
+    seen: set = set()
+    with open(os.path.join(tag, "log"), "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+        deadline = time.time() + timeout
+        while proc.poll() is None and time.time() < deadline:
+            seen |= listening([proc.pid, *tagged_pids(tag)])
+            time.sleep(0.2)
+        if proc.poll() is None:
+            proc.kill()
+            pytest.fail(f"{' '.join(cmd)} still running after {timeout}s")
+    with open(os.path.join(tag, "log")) as f:
+        output = f.read()
+    return seen, subprocess.CompletedProcess(cmd, proc.returncode, output, "")
+
+
+def check_loopback(seen: set, result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stdout[-3000:]
+    names = {name for name, _, _ in seen}
+    assert any("gcs_server" in n for n in names) and any("raylet" in n for n in names), seen  # Ray was watched
+    exposed = sorted(s for s in seen if not is_loopback(s[1]))
+    assert not exposed, f"listening beyond loopback: {exposed}"
+
+
+def test_loopback_address_check():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("::ffff:127.0.0.1")
+    assert not any(is_loopback(ip) for ip in ("0.0.0.0", "::", "192.0.2.2", "::ffff:10.0.0.1"))
+
+
+@pytest.mark.slow
+def test_a_ray_run_listens_on_loopback_only(tmp_path, ray_tag):
+    cmd = [sys.executable, "-m", "colt_ray", "ticket", "--method", "colt", "--shards", "2", "--backend", "ray"]
+    cmd += ["--dataset", "digits", "--arch", "lenet300", "--epochs", "1", "--cycles", "1", "--no-progress"]
+    seen, result = watch_sockets([*cmd, "--out", str(tmp_path / "out")], ray_tag, tmp_path)
+    check_loopback(seen, result)
+
+
+@pytest.mark.slow
+def test_a_sweep_listens_on_loopback_only(tmp_path, ray_tag):
+    space = write_space(tmp_path, tiny_space("loopback", budget={"num_samples": 2, "max_concurrent": 2}))
+    cmd = [sys.executable, "-m", "colt_ray", "sweep", space, "--storage", str(tmp_path / "sweeps"), "--quiet"]
+    seen, result = watch_sockets(cmd, ray_tag, tmp_path)
+    check_loopback(seen, result)
