@@ -1,5 +1,5 @@
 """The ``colt-ray`` command: find lottery tickets (``ticket``), evaluate them elsewhere (``transfer``), summarise
-(``report``), search settings (``sweep``).
+(``report``), search settings (``sweep``), merge a results directory's parts into few files (``compact``).
 
 Every bad input ends with one line ``colt-ray: error: <field>: <what is allowed>`` on stderr and exit
 status 2, before anything is written.
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     _ticket_parser(sub)
     _transfer_parser(sub)
     _report_parser(sub)
+    _compact_parser(sub)
     _export_parser(sub)
     add_sweep_parser(sub, HelpFormatter)
     return parser
@@ -84,6 +85,20 @@ def _report_parser(sub: Any) -> None:
         "--out", default=None, help="where to save tables and plots: a directory or a URI (default RESULTS_DIR/report)"
     )
     rp.add_argument("--format", dest="fmt", default="md", help="md or csv")
+
+
+def _compact_parser(sub: Any) -> None:
+    cp = sub.add_parser(
+        "compact",
+        formatter_class=HelpFormatter,
+        help="merge a results directory's many small Parquet parts into a few large files",
+        description="Every run and every (run, cycle) lands as its own small Parquet part. Compact merges "
+        "each table's parts (runs/, cycles/, layers/) into a few large files, sorted by key, which every "
+        "reader (colt-ray report, pandas, DuckDB, Polars) reads in a few requests. A sweep compacts itself "
+        "when it ends. Idempotent and safe to interrupt: a rerun finishes the job. Local paths and "
+        "object-store URIs (s3://...).",
+    )
+    cp.add_argument("results_dir", metavar="DIR_OR_URI", help="output of `colt-ray ticket` or `colt-ray sweep`")
 
 
 def _export_parser(sub: Any) -> None:
@@ -243,6 +258,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return report_main(args.results_dir, args.out, args.fmt)
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    from colt_ray.results.compact import compact
+
+    for line in compact(args.results_dir).lines():
+        print(line)
+    return 0
+
+
 def _list_names() -> int:
     """Every name a registry-backed setting accepts (methods, architectures, datasets, splits, activations)."""
     for name in ("method", "arch", "dataset", "split", "activation"):
@@ -254,6 +277,7 @@ COMMANDS = {
     "ticket": cmd_ticket,
     "transfer": cmd_transfer,
     "report": cmd_report,
+    "compact": cmd_compact,
     "export": cmd_export,
     "sweep": cmd_sweep,
 }

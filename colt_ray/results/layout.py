@@ -7,7 +7,13 @@ An output directory ``OUT`` (one ``colt-ray ticket`` run, or ``<storage>/<sweep>
     OUT/layers/<run_id>-c<cycle:04d>.parquet       one row per (run, cycle, layer)
     OUT/tickets/<run_id>/cycle-<cycle:04d>.safetensors
     OUT/trials.parquet                             sweep level, one row per trial
+    OUT/tune/                                      a sweep's Ray Tune experiment
     OUT/report/                                    what ``colt-ray report`` writes (default)
+
+After a compaction (``colt-ray compact``, and every sweep when it ends) each table folder holds a few large
+files ``<table>/compacted-g<generation:06d>-<i:04d>.parquet`` instead of its parts; parts written later (a
+resumed sweep) sit beside them until the next compaction merges them. Readers keep one row per key: a part's
+row over a compacted one, a later generation's over an earlier one's (:func:`source_rank`).
 
 Writers first write ``<name>.tmp-<random>`` in the same directory and then rename it, so a reader that only
 takes names ending in ``.parquet`` (:func:`is_result_file`) never sees a half-written file.
@@ -31,11 +37,14 @@ LAYERS_DIR = "layers"
 TICKETS_DIR = "tickets"
 TRIALS_FILE = "trials.parquet"
 REPORT_DIR = "report"
+TUNE_DIR = "tune"
+COMPACTED_PREFIX = "compacted-g"
 TABLE_DIRS = (RUNS_DIR, CYCLES_DIR, LAYERS_DIR)
 SUFFIX = ".parquet"
 TMP_MARK = ".tmp-"
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=+-]*$")
+_COMPACTED = re.compile(r"^compacted-g(\d{6})-\d{4}\.parquet$")
 
 
 def is_uri(out: PathLike) -> bool:
@@ -77,10 +86,32 @@ def join(root: str, *parts: str, remote: bool = False) -> str:
 
 
 def check_run_id(run_id: str) -> str:
-    """Return ``run_id`` if it is safe as a file name, else raise ValueError."""
+    """Return ``run_id`` if it is safe as a file name (and not a compacted file's name), else raise ValueError."""
     if not isinstance(run_id, str) or not _SAFE_ID.match(run_id):
         raise ValueError(f"run_id {run_id!r} is not a safe file name (letters, digits, _ . = + -)")
+    if run_id.startswith(COMPACTED_PREFIX):
+        raise ValueError(f"run_id {run_id!r} starts with {COMPACTED_PREFIX!r}, which names compacted files")
     return run_id
+
+
+def compacted_name(generation: int, index: int) -> str:
+    """``compacted-g<generation:06d>-<index:04d>.parquet``: file ``index`` of compaction ``generation``."""
+    return f"{COMPACTED_PREFIX}{int(generation):06d}-{int(index):04d}{SUFFIX}"
+
+
+def compacted_generation(path: str) -> Optional[int]:
+    """The generation of a compacted file's path, None for a part (or any other name)."""
+    base = path.rsplit("/", 1)[-1].rsplit(os.sep, 1)[-1]
+    m = _COMPACTED.match(base)
+    return int(m.group(1)) if m else None
+
+
+def source_rank(path: str) -> tuple[int, int, str]:
+    """The order in which readers take the files of a table, later ones winning for the same key: compacted
+    files by generation, then parts (always written after the compaction that would have merged them), each
+    in path order."""
+    generation = compacted_generation(path)
+    return (0, generation, path) if generation is not None else (1, 0, path)
 
 
 def _part_name(run_id: str, cycle: int) -> str:

@@ -77,9 +77,10 @@ class ResultsWriter:
         return path
 
 
-def write_local_atomic(table: pa.Table, path: str) -> None:
-    """Write ``table`` to local ``path`` atomically (:func:`_local_atomic`)."""
-    _local_atomic(path, lambda fh: pq.write_table(table, fh))
+def write_local_atomic(table: pa.Table, path: str, **options: Any) -> None:
+    """Write ``table`` to local ``path`` atomically (:func:`_local_atomic`); ``options`` go to
+    ``pyarrow.parquet.write_table`` (row group size, compression)."""
+    _local_atomic(path, lambda fh: pq.write_table(table, fh, **options))
 
 
 def _local_atomic(path: str, write: Any) -> None:

@@ -14,7 +14,7 @@ from colt_ray.parallel.sweep.spec import Dist, SweepSpec
 from colt_ray.parallel.sweep.trainable import train_trial
 from colt_ray.results import layout
 
-TUNE_DIR = "tune"
+TUNE_DIR = layout.TUNE_DIR
 
 
 def tune_path(out: str) -> str:
