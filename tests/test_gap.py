@@ -140,6 +140,20 @@ def test_sweep_efficiency_from_recorded_timings_by_hand():
     assert "left out, so this figure is too high" in efficiency_lines(killed)[1]
 
 
+def test_sweep_training_cpu_comes_from_the_trials_and_the_cycles_table_only_when_a_trial_lacks_it(tmp_path):
+    from colt_ray.parallel.sweep.efficiency import summarise
+
+    read, sessions = [], [{"wall_seconds": 10.0, "cores": 2.0}]
+    rows = [{"train_cpu_seconds": 4.0}, {"train_cpu_seconds": 6.5}]
+    summary = summarise(str(tmp_path), rows, sessions, lambda: read.append(1) or pd.DataFrame())
+    assert summary["parts_cpu_seconds"]["training"] == 10.5 and not read
+    older = [*rows, {"train_cpu_seconds": None}]  # a trial of an older version, resumed
+    table = pd.DataFrame({"cpu_seconds": [1.0, 2.0], "wall_seconds": [1.5, 2.5]})
+    summary = summarise(str(tmp_path), older, sessions, lambda: read.append(1) or table)
+    assert summary["parts_cpu_seconds"]["training"] == 3.0 and read == [1]
+    assert json.loads((tmp_path / "sweep_summary.json").read_text())["efficiency"] == pytest.approx(0.15)
+
+
 def test_set_fixes_settings_over_the_yaml_and_checks_them_like_it():
     space = os.path.join(ROOT, "search_spaces", "colt_gap_mnist.yaml")
     spec = load_spec(space, ["data_root=/data/m.npz", "epochs=4", "prune_groups=[conv, linear]"])
@@ -197,5 +211,8 @@ def test_gap_space_on_digits_runs_resumes_after_an_interruption_and_reports_comm
     assert trials["rounds_at_target"].notna().all() and trials["val_acc_at_target"].notna().all()
     summary = json.loads((out / "sweep_summary.json").read_text())
     assert 0 < summary["efficiency"] <= 1 and summary["parts_cpu_seconds"]["training"] > 0
+    # the driver's training figure is the trials' own sums, which equal the cycles table's (no table re-read)
+    assert trials["train_cpu_seconds"].notna().all()
+    assert summary["parts_cpu_seconds"]["training"] == pytest.approx(training_cpu_seconds(res.cycles))
     text = report(str(out)).text
     assert "colt-ray ticket --val-fraction 0.1" in text and "--method imp" in text

@@ -225,6 +225,9 @@ def test_interrupted_sweep_resumes_and_keeps_each_trial_cycle_once(tmp_path, ray
             proc.wait()
     kill_tagged(ray_tag)
     assert not (out / "trials.parquet").exists(), "the sweep finished before it could be interrupted"
+    # compacted while interrupted: the resumed trials write their parts beside the compacted files
+    compacted = subprocess.run([sys.executable, "-m", "colt_ray", "compact", str(out)], capture_output=True, text=True)
+    assert compacted.returncode == 0 and os.listdir(out / "cycles") == ["compacted-g000001-0000.parquet"], compacted
 
     resumed = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=500, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -236,6 +239,8 @@ def test_interrupted_sweep_resumes_and_keeps_each_trial_cycle_once(tmp_path, ray
     assert after.loc[before.index, TICKET_KEYS].equals(
         before[TICKET_KEYS]
     )  # completed cycles are not redone differently
+    for table in ("runs", "cycles", "layers"):  # the finished sweep compacted itself: old and new rows merged
+        assert os.listdir(out / table) == ["compacted-g000002-0000.parquet"], table
 
 
 def free_ports(n: int) -> list[int]:

@@ -46,6 +46,15 @@ class Compaction:
     tables: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     kept: int = 0  # parts rewritten while compacting, left in place (newer than the compacted rows)
 
+    def summary(self) -> str:
+        """``5,400 files into 3 (runs, cycles, layers)``, or ``nothing to compact``."""
+        if not self.tables:
+            return "nothing to compact"
+        merged = sum(n for n, _, _ in self.tables.values())
+        written = sum(w for _, _, w in self.tables.values())
+        kinds = sorted({where.rsplit("/", 1)[-1] for where in self.tables})
+        return f"{merged:,} files into {written} ({', '.join(kinds)})"
+
     def lines(self) -> list[str]:
         if not self.tables:
             return ["nothing to compact: every table is already one compaction"]

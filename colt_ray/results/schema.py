@@ -145,6 +145,7 @@ TRIALS = pa.schema(
         # where the trial's time went besides training (sweep efficiency)
         _f("prepare_seconds", pa.float64(), True),
         _f("checkpoint_seconds", pa.float64(), True),
+        _f("train_cpu_seconds", pa.float64(), True),  # CPU seconds of the trial's training rows
         _f("objective", pa.float64(), True),
         _f("pareto", pa.bool_(), True),
     ],

@@ -148,6 +148,7 @@ def run_sweep(
         write_trials,
     )
     from colt_ray.parallel.sweep.tuner import build_tuner, restore_tuner
+    from colt_ray.results.compact import compact
 
     os.environ.setdefault(
         "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0"
@@ -180,6 +181,9 @@ def run_sweep(
             mark_interrupted(spec, rows)
         settle_runs(out, rows)
         write_trials(out, rows)
+        if not interrupted(spec, rows):  # an interrupted sweep keeps its parts: its --resume appends more
+            compacted = compact(out)
+            stderr_line(f"sweep {spec.name}: compacted {compacted.summary()}")
         for line in summary_lines(spec, rows, out):
             echo(line)
         return rows
@@ -187,7 +191,7 @@ def run_sweep(
         # every session counts in the sweep's CPU capacity, an interrupted one too (its figures are then
         # those of the trials so far; a --resume recomputes them from every trial)
         sessions = [*earlier, session(began, time.perf_counter() - t0, cores)]
-        summary = summarise(out, rows or [], sessions, sweep_cycles(out))
+        summary = summarise(out, rows or [], sessions, lambda: sweep_cycles(out))
         if rows is not None:
             for line in efficiency_lines(summary):
                 echo(line)

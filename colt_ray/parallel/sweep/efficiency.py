@@ -3,8 +3,9 @@
     efficiency = training CPU seconds / (sweep wall seconds x the cluster's CPUs)
 
 Training CPU seconds are the ``cpu_seconds`` of every training row the sweep wrote (``cycles``: shards, ticket
-evaluations, IMP levels), so a cycle lost to an interruption and trained again counts once, and its lost
-attempt counts as waste. The wall seconds add up every session of the sweep (a first run and each
+evaluations, IMP levels), as each trial summed them when it wrote them (``train_cpu_seconds``, kept in its
+checkpoint), so the driver reads no table for them; a cycle lost to an interruption and trained again counts
+once, and its lost attempt counts as waste. The wall seconds add up every session of the sweep (a first run and each
 ``--resume``), each with the CPUs the cluster had then. What is not training is split into the trials' set-up
 (data loading, theta_0, trainer construction: ``prepare_seconds``), their results and checkpoints
 (``checkpoint_seconds``), and the rest: Ray and Tune start-up, trial processes starting, cores left idle,
@@ -16,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Optional
 
 from colt_ray.results.writer import read_bytes, write_bytes_atomic
@@ -80,10 +81,21 @@ def trial_seconds(rows: Iterable[dict[str, Any]], key: str) -> float:
     return math.fsum(float(r.get(key) or 0.0) for r in rows)
 
 
-def summarise(out: str, rows: list[dict[str, Any]], sessions: list[dict[str, Any]], cycles: Any) -> dict[str, Any]:
-    """The sweep's efficiency from its results, written to ``sweep_summary.json`` (atomically) and returned."""
+def trials_training_cpu(rows: list[dict[str, Any]]) -> Optional[float]:
+    """The training CPU seconds the trials reported, or None if a trial did not (a trial of an older version
+    resumed, or none reported: then only the cycles table knows)."""
+    values = [r.get("train_cpu_seconds") for r in rows]
+    return math.fsum(values) if values and all(v is not None for v in values) else None
+
+
+def summarise(
+    out: str, rows: list[dict[str, Any]], sessions: list[dict[str, Any]], cycles: Callable[[], Any]
+) -> dict[str, Any]:
+    """The sweep's efficiency, written to ``sweep_summary.json`` (atomically) and returned: training from the
+    trials' rows, else (``cycles()``, read only then) from the cycles table."""
+    training = trials_training_cpu(rows)
     summary = efficiency(
-        training_cpu_seconds(cycles),
+        training if training is not None else training_cpu_seconds(cycles()),
         sessions,
         trial_seconds(rows, "prepare_seconds"),
         trial_seconds(rows, "checkpoint_seconds"),

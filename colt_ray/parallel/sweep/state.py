@@ -41,6 +41,7 @@ class Totals:
     # where a trial's time went (sweep efficiency, docs/sweeps.md)
     prepare_seconds: float = 0.0  # data loading, theta_0, trainer set-up
     checkpoint_seconds: float = 0.0  # writing results, checkpointing and reporting each cycle
+    train_cpu_seconds: float = 0.0  # CPU seconds of the training rows written (cycles.cpu_seconds, summed)
 
 
 @dataclass

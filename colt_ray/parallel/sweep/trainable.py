@@ -59,6 +59,7 @@ def cycle_metrics(record: CycleRecord, totals: Totals, target: Optional[float], 
         "wall_seconds": float(totals.wall_seconds),
         "prepare_seconds": float(totals.prepare_seconds),
         "checkpoint_seconds": float(totals.checkpoint_seconds),
+        "train_cpu_seconds": float(totals.train_cpu_seconds),
         "search_done": bool(record.done),
         "run_id": run_id,
     }
@@ -73,6 +74,12 @@ def cycle_metrics(record: CycleRecord, totals: Totals, target: Optional[float], 
             wall_at_target=totals.wall_at_target if reached else math.inf,
         )
     return metrics
+
+
+def training_cpu_seconds(rows: list[dict[str, Any]]) -> float:
+    """CPU seconds of a cycle's training rows (``cpu_seconds``, else ``wall_seconds``): what the sweep's
+    efficiency counts as training, summed by the trial as it writes them so the driver need not read them."""
+    return math.fsum(_first(r.get("cpu_seconds"), r.get("wall_seconds"), 0.0) for r in rows)
 
 
 def sparsity_pct(sparsity: float) -> int:
@@ -97,6 +104,7 @@ class TrialSink:
         self.totals.dense_acc = self.results.dense_acc
         self.totals.dense_selection = self.results.dense_selection
         self.totals.wall_seconds = self._wall0 + time.perf_counter() - self._t0
+        self.totals.train_cpu_seconds += training_cpu_seconds(record.cycle_rows)
         metrics = cycle_metrics(record, self.totals, self.target, record.run_id)
         with tempfile.TemporaryDirectory(prefix="colt-ray-ckpt-") as path:
             save_state(path, record, self.totals, metrics, theta0=self.results.prepared.ctx.theta0)
@@ -179,6 +187,10 @@ def run_search(
     from colt_ray.core.tickets.search import run_local
 
     return run_local(prepared, sink, resume)
+
+
+def _first(*values: Any) -> float:
+    return float(next(v for v in values if v is not None))
 
 
 def _num(value: Any, missing: float = math.nan) -> float:

@@ -18,7 +18,6 @@ from typing import Any, Optional
 from colt_ray.core.config import RunConfig
 from colt_ray.parallel.sweep.spec import SweepSpec
 from colt_ray.parallel.sweep.trainable import trial_run_id
-from colt_ray.results import layout
 from colt_ray.results.writer import ResultsWriter
 
 RUN_STATUS = {"completed": "completed", "stopped_early": "stopped", "failed": "failed"}
@@ -56,6 +55,7 @@ def trial_row(
         "wall_at_target": _finite(metrics.get("wall_at_target")),
         "prepare_seconds": _val(metrics.get("prepare_seconds")),
         "checkpoint_seconds": _val(metrics.get("checkpoint_seconds")),
+        "train_cpu_seconds": _val(metrics.get("train_cpu_seconds")),
         "objective": _val(metrics.get(spec.objectives[0].metric)),
         "pareto": False,
         "_values": [_val(metrics.get(o.metric)) for o in spec.objectives],
@@ -98,11 +98,13 @@ def write_trials(out: str, rows: list[dict[str, Any]]) -> str:
 
 def settle_runs(out: str, rows: list[dict[str, Any]]) -> int:
     """Rewrite the ``runs`` row of every trial whose run status disagrees with how the trial ended
-    (stopped by ASHA, or killed without a chance to say so); returns how many were rewritten."""
+    (stopped by ASHA, or killed without a chance to say so); returns how many were rewritten. Reads the
+    runs table once (no other table)."""
     fixed = 0
+    current_rows = read_run_rows(out) if any(r["run_id"] for r in rows) else {}
     for row in rows:
         want = RUN_STATUS.get(row["status"])
-        current = read_run_row(out, row["run_id"]) if want and row["run_id"] else None
+        current = current_rows.get(row["run_id"]) if want else None
         if current is None or current.get("status") == want:
             continue
         current.update(status=want, finished_at=current.get("finished_at") or dt.datetime.now(dt.timezone.utc))
@@ -123,17 +125,17 @@ def settle_runs(out: str, rows: list[dict[str, Any]]) -> int:
     return fixed
 
 
-def read_run_row(out: str, run_id: str) -> Optional[dict[str, Any]]:
-    """The ``runs`` row of ``run_id`` under ``out`` as a dict, or None if the run never started."""
-    import pyarrow.parquet as pq
+def read_run_rows(out: str) -> dict[str, dict[str, Any]]:
+    """Every ``runs`` row of the sweep directory ``out`` by run id (parts and compacted files alike, one row
+    per run: see ``colt_ray.results.reader``); empty when no run has started."""
+    from colt_ray.core.errors import ConfigError
+    from colt_ray.results.reader import read_table, table_files
 
-    fs, root = layout.resolve(out)
-    path = layout.join(root, *layout.runs_rel(run_id), remote=fs is not None)
     try:
-        rows = pq.read_table(path, filesystem=fs).to_pylist()
-    except (FileNotFoundError, OSError):
-        return None
-    return rows[0] if rows else None
+        fs, files = table_files(out)
+    except ConfigError:  # no runs/ yet
+        return {}
+    return {row["run_id"]: row for row in read_table(fs, files["runs"], "runs").to_pylist()}
 
 
 def interrupted(spec: SweepSpec, rows: list[dict[str, Any]]) -> bool:
