@@ -2,9 +2,9 @@
 
 ``write_sweep(out, runs, cycles)`` writes what a sweep of ``runs`` trials of ``cycles`` cycles leaves in its
 directory: one RUNS part per run, one CYCLES part (k shard rows + the ticket row) and one LAYERS part per
-(run, cycle), and ``trials.parquet``; half the runs COLT, half IMP, on two learning rates and three seeds, so
-that the report has every table to compute. Values are random but plausible (sparsity grows each cycle,
-accuracy falls slowly). Deterministic from ``seed``.
+(run, cycle), and ``trials.parquet``: recipes of 3 seeds each, half COLT, half IMP, each with its own
+learning rate, so that the report has every table to compute. Values are random but plausible (sparsity
+grows each cycle, accuracy falls slowly). Deterministic from ``seed``.
 
     python scripts/synthetic_results.py OUT --runs 600 --cycles 20 [--workers 2]
 """
@@ -32,11 +32,15 @@ def run_ids(runs: int) -> list[str]:
 
 
 def _config(i: int) -> dict:
+    """Run ``i``: recipe ``i // 3`` (its own learning rate, COLT or IMP by turns) with seed ``i % 3``, as a
+    ``compare: [colt, imp]`` sweep over 3 seeds would make."""
     from colt_ray.core.config import RunConfig
 
+    recipe = i // 3
     flat = RunConfig().to_flat()
-    method = "colt" if i % 2 == 0 else "imp"
-    flat.update(method=method, dataset="mnist", arch="lenet300", lr=(0.05, 0.1)[(i // 2) % 2], seed=(i // 4) % 3)
+    method = "colt" if recipe % 2 == 0 else "imp"
+    lr = round(0.02 + 0.18 * ((recipe * 0.6180339887) % 1.0), 6)
+    flat.update(method=method, dataset="mnist", arch="lenet300", lr=lr, seed=i % 3)
     flat.update(val_fraction=0.1, target_sparsity=0.9)
     if method == "colt":
         flat.update(shards=2)
