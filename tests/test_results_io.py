@@ -319,3 +319,27 @@ def test_sweep_tree_with_trial_subdirectories_is_read_recursively(tmp_path):
     (tmp_path / "sweep" / "trial_b" / "tickets" / "rb" / "x.parquet").write_bytes(b"ignored: not a table dir")
     res = load_results(tmp_path / "sweep")
     assert list(res.runs["run_id"]) == ["ra", "rb"] and len(res.cycles) == 6 and len(res.layers) == 4
+
+
+def test_the_reader_lists_only_the_table_folders_never_tickets_tune_or_report(tmp_path, monkeypatch):
+    from colt_ray.results import listing
+
+    write_sample(tmp_path)
+    for junk in ("tickets/r1", "tune/trial_1/runs", "report/runs", ".hidden/runs"):
+        (tmp_path / junk).mkdir(parents=True)
+        (tmp_path / junk / "x.parquet").write_bytes(b"not parquet: never opened")
+    listed = []
+    real = listing._entries
+    monkeypatch.setattr(listing, "_entries", lambda fs, d: listed.append(os.path.relpath(d, tmp_path)) or real(fs, d))
+    res = load_results(tmp_path)
+    assert sorted(listed) == [".", "cycles", "layers", "runs"]  # one listing each, none of the others'
+    assert list(res.runs["run_id"]) == ["r1"] and len(res.cycles) == 3
+
+
+def test_columns_reads_only_those_columns_and_the_keys(tmp_path):
+    write_sample(tmp_path)
+    res = load_results(tmp_path, columns={"cycles": ["acc_best"], "runs": ["method"]})
+    assert list(res.cycles.columns) == ["run_id", "cycle", "shard", "acc_best"]
+    assert list(res.runs.columns) == ["run_id", "method"] and len(res.layers.columns) == len(schema.LAYERS)
+    with pytest.raises(ValueError, match="cycles has no column 'acc'"):
+        load_results(tmp_path, columns={"cycles": ["acc"]})
