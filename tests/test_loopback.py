@@ -8,6 +8,7 @@ address.
 
 import ipaddress
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -86,3 +87,17 @@ def test_a_sweep_listens_on_loopback_only(tmp_path, ray_tag):
     cmd = [sys.executable, "-m", "colt_ray", "sweep", space, "--storage", str(tmp_path / "sweeps"), "--quiet"]
     seen, result = watch_sockets(cmd, ray_tag, tmp_path)
     check_loopback(seen, result)
+
+
+def test_a_stale_ray_address_is_one_line_exit_2_fast_and_writes_nothing(tmp_path):
+    """A RAY_ADDRESS left from a stopped Ray (issue 24, item 3): Ray would retry it for minutes."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}", "PYTHONPATH": REPO}
+    cmd = [sys.executable, "-m", "colt_ray", "ticket", "--method", "colt", "--shards", "2", "--backend", "ray"]
+    t0 = time.time()
+    done = subprocess.run([*cmd, "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and time.time() - t0 < 30, done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "unset RAY_ADDRESS" in done.stderr, done.stderr
+    assert f"no Ray answers at 127.0.0.1:{port}" in done.stderr and not (tmp_path / "out").exists()

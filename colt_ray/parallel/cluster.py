@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import socket
 from typing import Any, Optional
 
 import ray
@@ -36,6 +37,7 @@ def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, *, d
         address = _running_cluster()
     quiet = {"logging_level": logging.ERROR, "log_to_driver": True}
     if address:
+        check_answers(address)
         if on_loopback(address):  # a `ray start` head on 127.0.0.1: this driver must listen there too to join it
             loopback_only()
         try:
@@ -60,6 +62,36 @@ def loopback_only() -> None:
 
     os.environ[LOOPBACK_ENV] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+CONNECT_SECONDS = 5.0  # how long a Ray's address may take to accept a connection before it counts as gone
+
+
+def check_answers(address: str, timeout: float = CONNECT_SECONDS) -> None:
+    """A ConfigError (one line) unless something accepts a connection at ``address`` within ``timeout``: Ray
+    itself would retry a dead address for minutes (a ``RAY_ADDRESS`` left over from a stopped Ray)."""
+    if address == "auto":
+        return  # found on this machine by _running_cluster, or by ray.init, which fails fast when none is
+    host, port = _host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    env = (
+        " (from $RAY_ADDRESS: `unset RAY_ADDRESS` to start a local Ray)"
+        if address == os.environ.get("RAY_ADDRESS")
+        else ""
+    )
+    raise ConfigError("address", f"no Ray answers at {address}{env}: {reason}")
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """``(host, port)`` of ``host:port`` or ``ray://host:port`` (Ray's default ports when none is given)."""
+    scheme, _, rest = address.rpartition("://")
+    host, _, port = rest.rpartition(":") if rest.count(":") == 1 or rest.startswith("[") else ("", "", "")
+    host = (host or rest).strip("[]")
+    return host, int(port) if port.isdigit() else (10001 if scheme == "ray" else 6379)
 
 
 def on_loopback(address: str) -> bool:
@@ -100,13 +132,20 @@ def stop_ray() -> None:
 
 
 def _running_cluster() -> Optional[str]:
-    """ "auto" when a Ray cluster was started on this machine with ``ray start``, else None."""
+    """ "auto" when a Ray cluster started on this machine with ``ray start`` answers, else None."""
     try:
         from ray._private.services import find_gcs_addresses
 
-        return "auto" if find_gcs_addresses() else None
+        found = list(find_gcs_addresses())
     except Exception:  # a private API: without it, start a local Ray as before
         return None
+    for gcs in found:  # a cluster file left by a Ray that was killed names an address nobody answers at
+        try:
+            check_answers(gcs, timeout=1.0)
+            return "auto"
+        except ConfigError:
+            continue
+    return None
 
 
 def init_for(cfg: RunConfig) -> bool:
