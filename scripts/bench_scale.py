@@ -42,7 +42,10 @@ def colt_ray(args: list[str], checkout: str = REPO, env: Optional[dict] = None) 
     """Run ``python -m colt_ray ARGS`` from ``checkout``; (wall seconds, stderr). Fails loudly on a non-zero exit."""
     env = {**os.environ, **(env or {}), "PYTHONPATH": checkout}
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "colt_ray", *args], env=env, capture_output=True, text=True)
+    # run from the checkout: ``-m`` puts the working directory first on sys.path, ahead of PYTHONPATH
+    done = subprocess.run(
+        [sys.executable, "-m", "colt_ray", *args], env=env, capture_output=True, text=True, cwd=checkout
+    )
     wall = time.perf_counter() - t0
     if done.returncode != 0:
         raise SystemExit(f"colt-ray {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
