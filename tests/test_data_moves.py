@@ -185,3 +185,18 @@ def same(stored, value) -> bool:
     if value is None:
         return stored is None or stored != stored
     return stored == value
+
+
+# ---- the benchmark's smoke path ----------------------------------------------------------------------------
+def test_bench_data_moves_smoke_test_measures_one_packed_mask_per_cycle_and_the_dataset_once(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_data_moves.py"
+    spec = importlib.util.spec_from_file_location("bench_data_moves", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--smoke-test", "--trials", "1,10"]) == 0
+    lines = {line[:48].strip(): line[48:].split() for line in capsys.readouterr().out.splitlines()}
+    assert lines["full dataset put, per sweep of 10 trials"][2] == lines["full dataset put, per sweep of 1 trials"][2]
+    assert lines["one mask put"][-1] == "(8.0x)" and lines["mask puts, per cycle"][1] == "1.00"
