@@ -20,6 +20,7 @@ from colt_ray import cli
 from colt_ray.core.config import RunConfig, TicketConfig, validate
 from colt_ray.core.data import bundle_arrays
 from colt_ray.core.errors import ConfigError
+from colt_ray.core.pruning import unpack_mask
 from colt_ray.core.tickets.io import load_ticket
 from colt_ray.core.tickets.search import make_shard_trainer, prepare, run_local
 from colt_ray.parallel.actors import ShardFailedError, ShardTrainer, bundle_strategies
@@ -82,7 +83,8 @@ def test_plain_shard_trainer_and_coordinator_work_without_ray(colt_local):
     via_actor_class = ShardTrainer(p.cfg, 1).run([bundle_arrays(p.bundle), p.shards[1]], p.ctx.theta0, None, 0, True)
     timing = {k: via_actor_class.metrics[k] for k in TIMING if k in via_actor_class.metrics}
     assert via_actor_class.metrics == {**direct.metrics, **timing}
-    assert all((via_actor_class.mask[k] == direct.mask[k]).all() for k in direct.mask)
+    proposal = unpack_mask(via_actor_class.mask)  # a trainer's proposal comes back at one bit per weight
+    assert list(proposal) == list(direct.mask) and all((proposal[k] == direct.mask[k]).all() for k in direct.mask)
 
     coord = Coordinator(p.cfg, prepared=p, use_ray=False)
     assert_same_records(collect(coord.run), want)

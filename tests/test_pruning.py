@@ -1,11 +1,22 @@
 """Masks and magnitude pruning, checked by hand on small tensors and against torch.nn.utils.prune."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.utils.prune as tprune
 
-from colt_ray.core.pruning import Mask, intersect, jaccard, layer_overlap, magnitude_scores, vote
+from colt_ray.core.pruning import (
+    Mask,
+    PackedMask,
+    intersect,
+    jaccard,
+    layer_overlap,
+    magnitude_scores,
+    pack_mask,
+    unpack_mask,
+    vote,
+)
 from colt_ray.core.pruning import prune as prune_scores
 
 
@@ -113,3 +124,41 @@ def test_a_mask_packs_to_one_bit_per_weight_and_back_by_hand():
     assert shapes == {"a": [2, 3], "b": [9]}
     back = Mask.from_packed(bits, shapes)
     assert back == m and back.names() == ["a", "b"]
+
+
+def test_a_packed_mask_for_the_wire_is_one_bit_per_weight_by_hand():
+    # 3 + 6 = 9 weights, one array: 101 | 110001 -> 0b10111000 0b1 (then 7 bits of padding)
+    arrays = {"w": np.array([True, False, True]), "v": np.array([[1, 1, 0], [0, 0, 1]], dtype=np.uint8)}
+    packed = pack_mask(arrays)
+    assert packed.bits.tolist() == [0b10111000, 0b10000000] and packed.bits.dtype == np.uint8
+    assert packed.shapes == (("w", (3,)), ("v", (2, 3))) and packed.numel == 9
+    back = unpack_mask(packed)
+    assert list(back) == ["w", "v"] and all(a.dtype == np.bool_ for a in back.values())
+    assert back["w"].tolist() == [True, False, True] and back["v"].tolist() == [[1, 1, 0], [0, 0, 1]]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_packed_masks_round_trip_on_odd_sizes_shapes_and_key_orders(seed):
+    rng = np.random.default_rng(seed)
+    shapes = {"z.bias": (7,), "a.weight": (3, 5, 1, 1), "scalar": (), "empty": (0, 4), "m.weight": (13, 11)}
+    names = list(shapes)
+    rng.shuffle(names)  # the order is the caller's, never sorted
+    arrays = {n: rng.random(shapes[n]) < 0.3 for n in names}
+    packed = pack_mask(arrays)
+    total = sum(int(np.prod(s)) for s in shapes.values())
+    assert packed.bits.nbytes == (total + 7) // 8  # one bit per weight, one byte of padding at most
+    back = unpack_mask(packed)
+    assert list(back) == names
+    assert all(back[n].shape == shapes[n] and np.array_equal(back[n], arrays[n]) for n in names)
+    mask = Mask.from_numpy(arrays)
+    assert Mask.from_numpy(unpack_mask(pack_mask(mask))) == mask  # a Mask packs the same as its arrays
+    assert pack_mask(mask).bits.tolist() == packed.bits.tolist()
+
+
+def test_bad_packed_masks_are_rejected_in_one_line():
+    assert unpack_mask(pack_mask({})) == {}
+    with pytest.raises(ValueError, match="other than 0 and 1"):
+        pack_mask({"x": np.array([0, 2])})
+    short = PackedMask((("x", (9,)),), np.zeros(1, np.uint8))
+    with pytest.raises(ValueError, match="9 weights needs 2 uint8 bytes, got 1"):
+        unpack_mask(short)

@@ -1,14 +1,16 @@
 """Trainer actors: ``ShardTrainer`` (a plain class), the one factory that makes it remote, and two pools.
 
 A pool is "some trainers of a run": ``RayPool`` holds one actor per trainer and trains them concurrently;
-``LocalPool`` holds the same plain objects in this process (unit tests, debugging). Both take theta and the
-data as objects returned by ``put`` (an ``ObjectRef`` on Ray, the object itself locally) and the mask as a
-numpy dict, and return the trainers' ``TrainOutcome``s in index order. Nothing device-resident crosses a
-process.
+``LocalPool`` holds the same plain objects in this process (unit tests, debugging). Both take theta, the data
+and the mask as objects returned by ``put`` (an ``ObjectRef`` on Ray, the object itself locally) and return
+the trainers' ``TrainOutcome``s in index order. Nothing device-resident crosses a process.
 
 Data reach a trainer by reference: the driver loads the dataset once and puts its arrays in the object
-store; every call carries ``[reference, shard]``, and a trainer builds its view of the data on its first call
-(zero-copy on a node; a restarted actor rebuilds it on its retried call). No trainer opens the data root.
+store; a shard trainer gets a reference to its own shard's rows only (the full-data trainer, the full set), and
+builds its view of them on its first call (zero-copy on a node; a restarted actor rebuilds it on its retried
+call). A shard trainer fetches the full set only if it evaluates a ticket after the mask chain (see
+``EvalScheduler``). Masks travel packed at one bit per weight (``PackedMask``), both ways. No trainer opens
+the data root.
 """
 
 from __future__ import annotations
@@ -31,13 +33,15 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from colt_ray.core.config import RunConfig
 from colt_ray.core.data import bundle_from_arrays
 from colt_ray.core.errors import RunError
-from colt_ray.core.pruning import Mask
-from colt_ray.core.tickets.search import make_full_trainer, make_shard_trainer, make_ticket_trainer
+from colt_ray.core.pruning import Mask, PackedMask, pack_mask, unpack_mask
+from colt_ray.core.tickets.search import make_full_trainer, make_shard_trainer, make_ticket_trainer, shard_trainer
 from colt_ray.core.tickets.trainer import FULL, TrainOutcome
 from colt_ray.parallel.resources import ActorResources
 
-NumpyMask = Optional[dict[str, np.ndarray]]
-Data = list  # [reference to (or the) bundle arrays, the trainer's Shard or None]
+MaskRef = Any  # a put PackedMask (None: dense)
+# [reference to (or the) bundle arrays, the trainer's Shard(s) to cut from them, or None when the arrays are
+# the trainer's own: the full set of the full-data trainer, a shard's rows (a list of them, stacked shards)]
+Data = list
 POLL_SECONDS = 0.1  # how often a waiting pool asks whether the run was stopped
 WATCH_SECONDS = 2.0  # how often a waiting pool asks Ray whether the actors it waits on are alive
 
@@ -49,6 +53,26 @@ class ShardFailedError(RunError):
 def writable(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Arrays from the object store are read-only views; a copy of those that are, for code that writes."""
     return {k: v if v.flags.writeable else v.copy() for k, v in arrays.items()}
+
+
+def fetch(source: Any) -> Any:
+    """The value behind ``source``: an ``ObjectRef`` resolved, anything else as it is (a ``LocalPool``'s)."""
+    return ray.get(source) if isinstance(source, ray.ObjectRef) else source
+
+
+def source_key(source: Any) -> Any:
+    return source.hex() if isinstance(source, ray.ObjectRef) else id(source)
+
+
+def unpacked(mask: Optional[PackedMask]) -> Optional[Mask]:
+    return Mask.from_numpy(unpack_mask(mask)) if mask is not None else None
+
+
+def packed_outcome(outcome: TrainOutcome) -> TrainOutcome:
+    """``outcome`` with its proposal at one bit per weight, for the way back (``Coordinator`` unpacks it)."""
+    if outcome.mask is None:
+        return outcome
+    return dataclasses.replace(outcome, mask=pack_mask(outcome.mask))
 
 
 def unwrap_remote_error(exc: RayTaskError) -> BaseException:
@@ -106,49 +130,60 @@ class ShardTrainer:
         self.cfg, self.index = cfg, index
         self.trainer: Any = None
         self.evaluator: Any = None
-        self.bundle: Any = None
+        self.bundle: Any = None  # the full-data trainer's bundle (its evaluations retrain on it too)
         self._data_key: Any = None
+        self._eval_key: Any = None
 
     def attach(self, data: Data) -> None:
-        """Build this trainer's view of the shared data (once per data reference)."""
+        """Build this trainer's view of its data (once per data reference)."""
         source, shard = data
-        key = source.hex() if isinstance(source, ray.ObjectRef) else id(source)
+        key = source_key(source)
         if key == self._data_key:
             return
-        self.bundle = bundle_from_arrays(ray.get(source) if isinstance(source, ray.ObjectRef) else source)
-        self.trainer = self.build(shard)
-        # the full-data trainer retrains tickets itself unless a retraining tweak makes the retrainer differ
-        self.evaluator = self.trainer if self.index == FULL and not self.cfg.retrains_apart else None
+        arrays = fetch(source)
+        self.bundle = bundle_from_arrays(arrays) if self.index == FULL else None
+        self.trainer = self.build(arrays, shard)
         self._data_key = key
 
-    def build(self, shard: Any) -> Any:
-        """This actor's trainer over ``self.bundle``: the full-data trainer, or shard ``shard``'s."""
+    def build(self, arrays: Any, shard: Any) -> Any:
+        """This actor's trainer: the full-data trainer, or shard ``self.index``'s over its own rows (``shard``
+        None) or over the rows of ``shard`` cut from the full set."""
         if self.index == FULL:
             return make_full_trainer(self.cfg, self.bundle)
-        return make_shard_trainer(self.cfg, self.bundle, shard)
+        if shard is None:
+            return shard_trainer(self.cfg, bundle_from_arrays(arrays), self.index)
+        return make_shard_trainer(self.cfg, bundle_from_arrays(arrays), shard)
 
     def run(
         self,
         data: Data,
         theta: dict[str, np.ndarray],
-        mask: NumpyMask,
+        mask: Optional[PackedMask],
         cycle: int,
         prune_next: bool = True,
         capture_step: int = 0,
     ) -> TrainOutcome:
-        """Train from ``theta`` under ``mask`` (numpy dict, None = dense) and prune if ``prune_next``."""
+        """Train from ``theta`` under ``mask`` (None = dense) and prune if ``prune_next``; the proposal comes
+        back packed."""
         self.attach(data)
-        m = Mask.from_numpy(mask) if mask is not None else None
-        return self.trainer.run(writable(theta), m, cycle, prune_next, capture_step)
+        return packed_outcome(self.trainer.run(writable(theta), unpacked(mask), cycle, prune_next, capture_step))
 
-    def evaluate(self, data: Data, theta: dict[str, np.ndarray], mask: NumpyMask, cycle: int) -> dict:
-        """A ticket retraining (full data, the run's tweaks, nothing pruned); a shard trainer builds the
-        retrainer the first time (it evaluates only once the mask chain is over, see ``EvalScheduler``)."""
-        self.attach(data)
-        if self.evaluator is None:
-            self.evaluator = make_ticket_trainer(self.cfg, self.bundle)
-        m = Mask.from_numpy(mask) if mask is not None else None
-        return self.evaluator.run(writable(theta), m, cycle, False, 0).metrics
+    def evaluate(self, data: Data, theta: dict[str, np.ndarray], mask: Optional[PackedMask], cycle: int) -> dict:
+        """A ticket retraining (full data, the run's tweaks, nothing pruned). The full-data trainer retrains on
+        its own data (with its own trainer unless a retraining tweak makes the retrainer differ); a shard
+        trainer fetches the full set and builds the retrainer the first time (it evaluates only once the mask
+        chain is over, see ``EvalScheduler``), so it never holds the full set before."""
+        key = source_key(data[0])
+        if self.index == FULL:
+            self.attach(data)
+        if key != self._eval_key:
+            if self.index == FULL and not self.cfg.retrains_apart:
+                self.evaluator = self.trainer
+            else:
+                full = self.bundle if self.index == FULL else bundle_from_arrays(fetch(data[0]))
+                self.evaluator = make_ticket_trainer(self.cfg, full)
+            self._eval_key = key
+        return self.evaluator.run(writable(theta), unpacked(mask), cycle, False, 0).metrics
 
     def pid(self) -> int:
         """The process id (tests kill actors; a restarted actor has a new one)."""
@@ -163,24 +198,28 @@ class BatchedShardTrainer(ShardTrainer):
     """Several shards of a run in one actor (``--shards-per-actor M``), trained together as one stacked model
     (``BatchedShards``, docs/batched.md); ``run`` returns one outcome per shard, in shard order."""
 
-    def build(self, shards: Any) -> Any:
+    def build(self, arrays: Any, shards: Any) -> Any:
+        """The stacked shards ``self.index``: over their own rows (``shards`` None: ``arrays`` is one set of
+        rows per shard) or over the rows of ``shards`` cut from the full set."""
         from colt_ray.core.data import shard_bundle
         from colt_ray.core.tickets.batched import BatchedShards
 
-        return BatchedShards(self.cfg, [shard_bundle(self.bundle, s) for s in shards], [s.index for s in shards])
+        if shards is None:
+            return BatchedShards(self.cfg, [bundle_from_arrays(a) for a in arrays], list(self.index))
+        full = bundle_from_arrays(arrays)
+        return BatchedShards(self.cfg, [shard_bundle(full, s) for s in shards], [s.index for s in shards])
 
     def run(
         self,
         data: Data,
         theta: dict[str, np.ndarray],
-        mask: NumpyMask,
+        mask: Optional[PackedMask],
         cycle: int,
         prune_next: bool = True,
         capture_step: int = 0,
     ) -> list[TrainOutcome]:
         self.attach(data)
-        m = Mask.from_numpy(mask) if mask is not None else None
-        return self.trainer.train_shards(writable(theta), m, cycle)
+        return [packed_outcome(o) for o in self.trainer.train_shards(writable(theta), unpacked(mask), cycle)]
 
 
 @functools.cache
@@ -239,7 +278,7 @@ class LocalPool:
         self,
         data: Sequence[Data],
         theta: Any,
-        mask: NumpyMask,
+        mask: MaskRef,
         cycle: int,
         prune_next: bool,
         capture_step: int = 0,
@@ -247,7 +286,7 @@ class LocalPool:
     ) -> list[TrainOutcome]:
         return [t.run(d, theta, mask, cycle, prune_next, capture_step) for t, d in zip(self.trainers, data)]
 
-    def submit(self, data: Data, theta: Any, mask: NumpyMask, cycle: int) -> Any:
+    def submit(self, data: Data, theta: Any, mask: MaskRef, cycle: int) -> Any:
         from colt_ray.core.tickets.methods import Finished
 
         return Finished(self.trainers[0].evaluate(data, theta, mask, cycle))
@@ -293,20 +332,18 @@ class RayPool:
         self,
         data: Sequence[Data],
         theta: Any,
-        mask: NumpyMask,
+        mask: MaskRef,
         cycle: int,
         prune_next: bool,
         capture_step: int = 0,
         stop: Optional[Callable[[], bool]] = None,
     ) -> Optional[list[TrainOutcome]]:
-        """Every actor trains once; a dead actor is restarted by Ray and its call retried (max_task_retries).
-        Returns None, without waiting for the trainings, as soon as ``stop()`` says the run is over."""
-        mask_ref = ray.put(mask)  # once per cycle, shared by the k calls
+        """Every actor trains once (``mask``: one reference, put once per cycle and shared by the calls); a dead
+        actor is restarted by Ray and its call retried (max_task_retries). Returns None, without waiting for the
+        trainings, as soon as ``stop()`` says the run is over."""
         self.in_flight = cycle
         try:
-            futures = [
-                a.run.remote(d, theta, mask_ref, cycle, prune_next, capture_step) for a, d in zip(self.actors, data)
-            ]
+            futures = [a.run.remote(d, theta, mask, cycle, prune_next, capture_step) for a, d in zip(self.actors, data)]
             if not self._wait(futures, stop or (lambda: False), f"in cycle {cycle}"):
                 return None
             return [self.get(i, f, f"in cycle {cycle}") for i, f in enumerate(futures)]

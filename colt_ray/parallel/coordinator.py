@@ -1,10 +1,13 @@
 """``Coordinator``: holds one ticket search on Ray, in the driver's process (the CLI, or a Tune trial).
 
 Its trainer actors are created first (their processes start and import torch while the driver loads the
-data), then ``attach`` puts the dataset's arrays and theta_0 in the object store once; every call passes
-those references. For COLT, k shard actors form the mask chain and one evaluator actor trains the tickets on
-the full data beside it (README, "Backends and speed"): the core's loop submits each evaluation and never waits for it
-before the next cycle's shards. IMP and jackpots have one full-data trainer actor.
+data), then ``attach`` puts in the object store, once per run: each shard's rows (all a shard actor ever
+receives), theta_0, and the full set for the full-data trainer (unless the caller, a sweep, already holds it
+there); every call passes those references. Each cycle's mask is put once, packed at one bit per weight,
+and shared by the k shard trainings and the ticket's evaluation. For COLT, k shard actors form the mask
+chain and one evaluator actor trains the tickets on the full data beside it (README, "Backends and speed"):
+the core's loop submits each evaluation and never waits for it before the next cycle's shards. IMP and
+jackpots have one full-data trainer actor.
 
 The method loop is the core's (``run_method``): the coordinator only supplies the callables, so masks are
 intersected and records built exactly as in the local backend.
@@ -21,9 +24,9 @@ import torch
 from ray.util.placement_group import PlacementGroup, get_current_placement_group, remove_placement_group
 
 from colt_ray.core.config import RunConfig
-from colt_ray.core.data import bundle_arrays
+from colt_ray.core.data import bundle_arrays, shard_bundle
 from colt_ray.core.errors import stderr_line
-from colt_ray.core.pruning import Mask
+from colt_ray.core.pruning import Mask, pack_mask, unpack_mask
 from colt_ray.core.tickets.methods import Backend, Resume, Sink
 from colt_ray.core.tickets.records import CycleRecord
 from colt_ray.core.tickets.search import Prepared, run_method
@@ -37,6 +40,13 @@ from colt_ray.parallel.resources import (
     shard_groups,
     shard_resources,
 )
+
+
+def unpacked_outcome(outcome: TrainOutcome) -> TrainOutcome:
+    """A trainer's outcome with its proposal, which travelled packed, back as numpy bool arrays."""
+    if outcome.mask is None:
+        return outcome
+    return dataclasses.replace(outcome, mask=unpack_mask(outcome.mask))
 
 
 def evaluator_fits(cfg: RunConfig) -> bool:
@@ -99,6 +109,9 @@ class Coordinator:
         self.prepared: Optional[Prepared] = None
         self.scheduler: Optional[EvalScheduler] = None
         self._puts: dict[int, tuple[dict, Any]] = {}
+        self._mask: Optional[tuple[Mask, Any]] = None  # the mask put last, and its reference
+        self.data: Any = None  # the full set (None: no trainer of the run needs it)
+        self.shard_data: list[list] = []  # per shard actor: [reference to its rows, None]
         if prepared is not None:
             self.attach(prepared)
 
@@ -114,37 +127,60 @@ class Coordinator:
     def pools(self) -> list[Any]:
         return [p for p in (self.shards, self.full) if p is not None]
 
-    def attach(self, prepared: Prepared) -> Coordinator:
-        """Put the run's data and theta_0 in the object store, once; every later call passes the references."""
+    def attach(self, prepared: Prepared, data: Any = None) -> Coordinator:
+        """Put the run's data and theta_0 in the object store, once; every later call passes the references.
+        ``data``: a reference to ``bundle_arrays(prepared.bundle)`` already in the object store (a sweep's
+        dataset, put once for all its trials), used instead of a put of the full set."""
         self.prepared = prepared
         any_pool = self.pools[0]
-        self.data = any_pool.put(bundle_arrays(prepared.bundle))
+        if self.full is not None:  # only the full-data trainer and the evaluations need the whole set
+            self.data = data if data is not None else any_pool.put(bundle_arrays(prepared.bundle))
+        if self.shards is not None:
+            self.shard_data = [[any_pool.put(self._rows(group)), None] for group in self._shard_groups()]
         self.theta0 = any_pool.put(prepared.ctx.theta0)
         if isinstance(self.full, RayPool):  # COLT's evaluations, or IMP's tweaked retrainings
             self.scheduler = EvalScheduler(self.full, self.shards, self.data)
         return self
 
+    def _shard_groups(self) -> list[Any]:
+        """The shards of each shard actor: one index each, or a tuple of them (stacked shards)."""
+        return self.groups if self.cfg.resources.shards_per_actor > 1 else list(range(len(self.prepared.shards)))
+
+    def _rows(self, group: Any) -> Any:
+        """What a shard actor receives: its shard's rows as arrays (a list of them for stacked shards)."""
+        bundle, shards = self.prepared.bundle, self.prepared.shards
+        if isinstance(group, tuple):
+            return [bundle_arrays(shard_bundle(bundle, shards[i])) for i in group]
+        return bundle_arrays(shard_bundle(bundle, shards[group]))
+
     # ---- the callables of the ticket methods ------------------------------------------------------
     def train_shards(self, theta: dict, mask: Mask, cycle: int, stop: Any = None) -> Optional[list[TrainOutcome]]:
         """Every shard trainer from ``theta`` under ``mask``, each pruning its own proposal."""
-        shards = self.prepared.shards
+        outs = self.shards.run(self.shard_data, self._ref(theta), self._mask_ref(mask), cycle, True, 0, stop)
+        if outs is None:
+            return None
         if self.cfg.resources.shards_per_actor > 1:
-            data = [[self.data, [shards[i] for i in group]] for group in self.groups]
-            outs = self.shards.run(data, self._ref(theta), mask.to_numpy(), cycle, True, 0, stop)
-            return None if outs is None else [o for group in outs for o in group]
-        data = [[self.data, s] for s in shards]
-        return self.shards.run(data, self._ref(theta), mask.to_numpy(), cycle, True, 0, stop)
+            outs = [o for group in outs for o in group]
+        return [unpacked_outcome(o) for o in outs]
 
     def train_full(self, theta: dict, mask: Mask, cycle: int, prune_next: bool, capture_step: int) -> TrainOutcome:
         """A full-data training on the full-data trainer actor (IMP's levels, a jackpot)."""
-        return self.full.run([[self.data, None]], self._ref(theta), mask.to_numpy(), cycle, prune_next, capture_step)[0]
+        ref, mask_ref = self._ref(theta), self._mask_ref(mask)
+        return unpacked_outcome(self.full.run([[self.data, None]], ref, mask_ref, cycle, prune_next, capture_step)[0])
 
     def evaluate(self, theta: dict, mask: Mask, cycle: int) -> Any:
         """Start a ticket retraining of ``cycle`` (COLT's evaluation, through the scheduler; IMP's tweaked
         retraining, on its full-data trainer); picked up later."""
         if self.scheduler is not None:
-            return self.scheduler.submit(self._ref(theta), mask.to_numpy(), cycle)
-        return self.full.submit([self.data, None], self._ref(theta), mask.to_numpy(), cycle)
+            return self.scheduler.submit(self._ref(theta), self._mask_ref(mask), cycle)
+        return self.full.submit([self.data, None], self._ref(theta), self._mask_ref(mask), cycle)
+
+    def _mask_ref(self, mask: Mask) -> Any:
+        """The object-store reference of ``mask`` packed at one bit per weight, put once: a cycle's evaluation
+        and its k shard trainings (IMP: its level's training and retraining) get the same mask object."""
+        if self._mask is None or self._mask[0] is not mask:
+            self._mask = (mask, self.pools[0].put(pack_mask(mask)))
+        return self._mask[1]
 
     def chain_done(self) -> None:
         if self.scheduler is not None:

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import ray
 
-from colt_ray.parallel.actors import POLL_SECONDS, NumpyMask, RayPool
+from colt_ray.parallel.actors import POLL_SECONDS, MaskRef, RayPool
 
 
 class EvalScheduler:
@@ -17,15 +17,18 @@ class EvalScheduler:
     cycle, seed): whichever actor runs it, its metrics are the same."""
 
     def __init__(self, evaluator: RayPool, shards: Optional[RayPool], data_ref: Any):
+        """``data_ref``: the full set, which every evaluation retrains on (a shard actor fetches it only when
+        it takes its first evaluation, after the mask chain)."""
         self.data, self.evaluator, self.shards = data_ref, evaluator, shards
         self.idle: list[tuple[RayPool, int]] = [(evaluator, 0)]
         self.queue: deque = deque()
         self.running: dict[Any, tuple[RayPool, int, int]] = {}  # future -> (pool, position, cycle)
         self.results: dict[int, Any] = {}  # cycle -> metrics, or the exception its evaluation raised
 
-    def submit(self, theta: Any, mask: NumpyMask, cycle: int) -> SchedPending:
+    def submit(self, theta: Any, mask: MaskRef, cycle: int) -> SchedPending:
+        """Queue the evaluation of ``cycle``'s ticket (``mask``: the packed mask's reference, already put)."""
         self.evaluator.submitted.append(cycle)
-        self.queue.append((cycle, theta, ray.put(mask)))
+        self.queue.append((cycle, theta, mask))
         self.pump()
         return SchedPending(self, cycle)
 

@@ -9,7 +9,7 @@ cifar10, cifar100, tinyimagenet. Nothing is downloaded unless ``DataConfig.downl
 from .bundle import AugmentSpec, DatasetBundle, TensorSplit, bundle_arrays, bundle_from_arrays
 from .preprocess import Preprocess
 from .shards import Shard, class_groups, make_shards, shard_bundle
-from .spec import DATASETS, DatasetSpec, dataset_names, load_dataset
+from .spec import DATASETS, DatasetSpec, data_key, dataset_names, load_dataset
 
 # dataset modules register themselves on import
 from . import cifar, digits, mnist, npz, synthetic, tinyimagenet  # noqa: E402,F401  isort: skip
@@ -25,6 +25,7 @@ __all__ = [
     "bundle_arrays",
     "bundle_from_arrays",
     "class_groups",
+    "data_key",
     "dataset_names",
     "load_dataset",
     "make_shards",

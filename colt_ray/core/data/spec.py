@@ -101,6 +101,14 @@ def with_val_split(bundle: DatasetBundle, val_fraction: float, seed: int) -> Dat
     return dataclasses.replace(bundle, train=bundle.train.subset(keep), val=bundle.train.subset(held))
 
 
+def data_key(cfg: DataConfig, seed: int) -> tuple:
+    """Everything ``load_dataset(cfg, seed)`` depends on: the data settings (not ``download``, which only says
+    how the files arrive) and the seed only when a validation split is held out (it draws the split). Runs of
+    equal keys load equal bundles, so a sweep loads one per key and its trials share it."""
+    seeded = int(seed) if cfg.val_fraction else None
+    return (cfg.dataset, cfg.data_root, float(cfg.val_fraction), bool(cfg.augment), seeded)
+
+
 def load_dataset(cfg: DataConfig, seed: int) -> DatasetBundle:
     """Load ``cfg.dataset`` and apply ``cfg.val_fraction`` and ``cfg.augment``.
 

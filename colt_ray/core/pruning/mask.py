@@ -2,13 +2,15 @@
 
 ``Mask`` is an ordered, checked value: every entry is a CPU ``torch.bool`` tensor, keys keep the model's
 parameter order, and the functions here (density, intersection, vote, overlap) never mutate their inputs.
-Masks travel between processes as ``{name: numpy bool array}`` (``to_numpy``/``from_numpy``) and are stored
-in files at one bit per weight (``packed``/``from_packed``).
+Inside a process masks are ``{name: numpy bool array}`` too (``to_numpy``/``from_numpy``); between processes
+they travel at one bit per weight as a ``PackedMask`` (``pack_mask``/``unpack_mask``), and files store them
+packed per tensor (``packed``/``from_packed``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -116,6 +118,55 @@ class Mask:
     def density(self) -> dict[str, float]:
         """Per-tensor fraction of kept weights."""
         return {n: float(v.sum()) / v.numel() for n, v in self.items()}
+
+
+@dataclass(frozen=True, eq=False)
+class PackedMask:
+    """A mask at one bit per weight, for sending to another process: every entry flattened and concatenated in
+    name order, then ``numpy.packbits``-ed into one uint8 array, with the names and shapes that undo it."""
+
+    shapes: tuple[tuple[str, tuple[int, ...]], ...]
+    bits: np.ndarray  # uint8, ceil(numel / 8) bytes
+
+    @property
+    def numel(self) -> int:
+        return sum(_size(shape) for _, shape in self.shapes)
+
+
+def _size(shape: Sequence[int]) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def pack_mask(arrays: Mapping[str, np.ndarray | torch.Tensor]) -> PackedMask:
+    """``arrays`` (``{name: bool or 0/1 array}``, a ``Mask`` too) at one bit per weight; ValueError for values
+    other than 0 and 1."""
+    flat = []
+    for name in arrays:
+        a = np.asarray(arrays[name])
+        if a.dtype != np.bool_:
+            if not bool(((a == 0) | (a == 1)).all()):
+                raise ValueError(f"mask entry {name!r} holds values other than 0 and 1")
+            a = a.astype(bool)
+        flat.append(a.ravel())
+    shapes = tuple((name, tuple(int(s) for s in np.shape(arrays[name]))) for name in arrays)
+    bits = np.packbits(np.concatenate(flat)) if flat else np.zeros(0, np.uint8)
+    return PackedMask(shapes, bits)
+
+
+def unpack_mask(packed: PackedMask) -> dict[str, np.ndarray]:
+    """The ``{name: numpy bool array}`` that ``pack_mask`` packed, names in their order; ValueError when the
+    bits do not match the shapes."""
+    total = packed.numel
+    bits = np.asarray(packed.bits)
+    if bits.dtype != np.uint8 or bits.ndim != 1 or bits.size != (total + 7) // 8:
+        raise ValueError(f"a packed mask of {total} weights needs {(total + 7) // 8} uint8 bytes, got {bits.size}")
+    flat = np.unpackbits(bits, count=total).astype(bool)
+    out, start = {}, 0
+    for name, shape in packed.shapes:
+        size = _size(shape)
+        out[name] = flat[start : start + size].reshape(shape)
+        start += size
+    return out
 
 
 def intersect(masks: Sequence[Mask]) -> Mask:

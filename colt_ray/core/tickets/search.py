@@ -39,12 +39,16 @@ class Prepared:
         return self.bundle.num_classes
 
 
-def prepare(cfg: RunConfig, run_id: Optional[str] = None, *, checked: bool = False) -> Prepared:
+def prepare(
+    cfg: RunConfig, run_id: Optional[str] = None, *, checked: bool = False, bundle: Optional[DatasetBundle] = None
+) -> Prepared:
     """Validate ``cfg`` against its data and architecture; build theta_0. Raises ConfigError on bad input.
-    ``checked``: ``validate(cfg)`` has already passed (only the checks that need the data remain)."""
+    ``checked``: ``validate(cfg)`` has already passed (only the checks that need the data remain).
+    ``bundle``: the run's data, already loaded by the caller (``load_dataset(cfg.data, cfg.ticket.seed)``, e.g.
+    shared by the trials of a sweep), instead of loading them here."""
     if not checked:
         validate(cfg)
-    bundle = load_dataset(cfg.data, cfg.ticket.seed)
+    bundle = bundle if bundle is not None else load_dataset(cfg.data, cfg.ticket.seed)
     check_classes(cfg, bundle.num_classes)
     check_fits(cfg.model.arch, bundle.in_shape)
     shards = make_shards(bundle, cfg.num_shards, cfg.ticket.split, cfg.ticket.seed) if cfg.method.uses_shards else []
@@ -86,8 +90,14 @@ def make_ticket_trainer(cfg: RunConfig, bundle: DatasetBundle) -> Any:
 def make_shard_trainer(cfg: RunConfig, bundle: DatasetBundle, shard: Shard) -> TicketTrainer:
     """The trainer of COLT shard ``shard`` of ``bundle``: its own data view and its own fresh head, no
     retraining tweaks (shard trainings are the mask search)."""
+    return shard_trainer(cfg, shard_bundle(bundle, shard), shard.index)
+
+
+def shard_trainer(cfg: RunConfig, rows: DatasetBundle, index: int) -> TicketTrainer:
+    """The trainer of COLT shard ``index`` over ``rows``, that shard's own bundle (``shard_bundle``): what a
+    parallel backend builds from the shard's rows alone, without the rest of the data."""
     cfg = cfg.search_config()
-    return TicketTrainer(cfg, shard_bundle(bundle, shard), shard.index, shard_head_seed(cfg, shard.index))
+    return TicketTrainer(cfg, rows, index, shard_head_seed(cfg, index))
 
 
 def evaluation(trainer: Any, theta: State, mask: Mask, cycle: int) -> dict:

@@ -138,6 +138,7 @@ def run_sweep(
     import ray
 
     from colt_ray.parallel.cluster import stop_ray
+    from colt_ray.parallel.sweep.datasets import put_datasets
     from colt_ray.parallel.sweep.efficiency import efficiency_lines, open_session, session, summarise
     from colt_ray.parallel.sweep.trials import (
         interrupted,
@@ -172,8 +173,11 @@ def run_sweep(
             f"sweep {spec.name}: {'resuming' if plan.resume else 'starting'}, {trial_count_text(spec)}, "
             f"at most {spec.budget.max_concurrent} at once -> {out}"
         )
+        data = put_datasets(spec)  # each distinct dataset once for the whole sweep, not once per trial
         tuner = (
-            restore_tuner(spec, out, keep_gpus) if plan.resume else build_tuner(spec, out, keep_gpus, verbose=verbose)
+            restore_tuner(spec, out, keep_gpus, data)
+            if plan.resume
+            else build_tuner(spec, out, keep_gpus, verbose=verbose, data=data)
         )
         grid = tuner.fit()
         rows = rows_from_results(spec, grid)

@@ -114,14 +114,22 @@ class TrialSink:
 
 
 def train_trial(
-    config: dict[str, Any], out: str = "", sweep: str = "", target: Optional[float] = None, keep_gpus: bool = True
+    config: dict[str, Any],
+    out: str = "",
+    sweep: str = "",
+    target: Optional[float] = None,
+    keep_gpus: bool = True,
+    data: Optional[dict] = None,
 ) -> None:
     """Tune function trainable: run the ticket search of ``config``, writing results under ``out``.
-    ``keep_gpus``: the driver's GPU policy kept the GPU shares when it sized the trial's bundles."""
+    ``keep_gpus``: the driver's GPU policy kept the GPU shares when it sized the trial's bundles. ``data``: the
+    sweep's datasets in the object store (``datasets.put_datasets``); a trial whose dataset is not among them
+    loads its own."""
     from ray import tune
 
     from colt_ray.core.tickets.search import prepare
     from colt_ray.parallel.resources import fit_to_cluster
+    from colt_ray.parallel.sweep.datasets import trial_bundle
     from colt_ray.runner import ResultsSink
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "checkpoint created" line every cycle
@@ -134,7 +142,8 @@ def train_trial(
         return
     started = time.perf_counter()
     with trainers(cfg, trial_run_id(cfg, trial_id)) as coordinator:  # on Ray the actors start while the data load
-        prepared = prepare(cfg, run_id=trial_run_id(cfg, trial_id))
+        bundle, data_ref = trial_bundle(cfg, data)  # the sweep's copy in the object store, if it holds one
+        prepared = prepare(cfg, run_id=trial_run_id(cfg, trial_id), bundle=bundle)
         results = ResultsSink(prepared, out, extra={"sweep": sweep, "trial_id": trial_id})
         totals = state.totals if state is not None else Totals()
         totals.prepare_seconds += time.perf_counter() - started
@@ -146,7 +155,7 @@ def train_trial(
                 resume.dense_acc = results.dense_selection = state.totals.dense_selection
                 if resume.theta is None:  # the checkpoint's rewind point is theta_0, rebuilt from the config
                     resume.theta = prepared.ctx.theta0
-            run_search(prepared, TrialSink(results, totals, target, tune.report), resume, coordinator)
+            run_search(prepared, TrialSink(results, totals, target, tune.report), resume, coordinator, data_ref)
         except Exception as exc:
             results.finish("failed", one_line(f"{type(exc).__name__}: {exc}"))
             raise
@@ -178,12 +187,17 @@ def restored_state() -> Optional[TrialState]:
 
 
 def run_search(
-    prepared: Any, sink: Callable[[CycleRecord], None], resume: Optional[Resume], coordinator: Any = None
+    prepared: Any,
+    sink: Callable[[CycleRecord], None],
+    resume: Optional[Resume],
+    coordinator: Any = None,
+    data_ref: Any = None,
 ) -> CycleRecord:
-    """Run on the configured backend: ``ray`` (the ``coordinator``'s actors, in the trial's placement group),
-    else in this process (``local``, ``batched``)."""
+    """Run on the configured backend: ``ray`` (the ``coordinator``'s actors, in the trial's placement group;
+    ``data_ref``: the sweep's reference to the run's data, if it holds one), else in this process (``local``,
+    ``batched``)."""
     if coordinator is not None:
-        return coordinator.attach(prepared).run(sink, resume)
+        return coordinator.attach(prepared, data_ref).run(sink, resume)
     from colt_ray.core.tickets.search import run_local
 
     return run_local(prepared, sink, resume)

@@ -95,12 +95,16 @@ def make_scheduler(spec: SweepSpec) -> Any:
     )
 
 
-def make_trainable(spec: SweepSpec, out: str, keep_gpus: bool) -> Any:
+def make_trainable(spec: SweepSpec, out: str, keep_gpus: bool, data: Optional[dict] = None) -> Any:
     """``train_trial`` bound to the sweep, reserving its placement-group bundles per trial (see ``bundles``);
-    ``keep_gpus``: the sweep's GPU policy (``driver.check_cluster``) kept the GPU shares."""
+    ``keep_gpus``: the sweep's GPU policy (``driver.check_cluster``) kept the GPU shares; ``data``: the sweep's
+    datasets in the object store (``datasets.put_datasets``), references that reach every trial in the one
+    object ``with_parameters`` puts."""
     from ray import tune
 
-    fn = tune.with_parameters(train_trial, out=out, sweep=spec.name, target=objective_target(spec), keep_gpus=keep_gpus)
+    fn = tune.with_parameters(
+        train_trial, out=out, sweep=spec.name, target=objective_target(spec), keep_gpus=keep_gpus, data=data
+    )
     return tune.with_resources(fn, TrialResources(keep_gpus))
 
 
@@ -109,8 +113,11 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def build_tuner(spec: SweepSpec, out: str, keep_gpus: bool = True, verbose: int = 1) -> Any:
-    """A new ``Tuner`` for ``spec`` writing results under ``out`` (the sweep directory)."""
+def build_tuner(
+    spec: SweepSpec, out: str, keep_gpus: bool = True, verbose: int = 1, data: Optional[dict] = None
+) -> Any:
+    """A new ``Tuner`` for ``spec`` writing results under ``out`` (the sweep directory); ``data``: the sweep's
+    datasets in the object store."""
     from ray import tune
 
     tune_config = tune.TuneConfig(
@@ -131,7 +138,7 @@ def build_tuner(spec: SweepSpec, out: str, keep_gpus: bool = True, verbose: int 
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
     )
     return tune.Tuner(
-        make_trainable(spec, out, keep_gpus),
+        make_trainable(spec, out, keep_gpus, data),
         param_space=param_space(spec),
         tune_config=tune_config,
         run_config=run_config,
@@ -148,10 +155,10 @@ def can_restore(out: str) -> bool:
         return False
 
 
-def restore_tuner(spec: SweepSpec, out: str, keep_gpus: bool = True) -> Any:
-    """The interrupted sweep in ``out``: unfinished and errored trials continue from their checkpoints."""
+def restore_tuner(spec: SweepSpec, out: str, keep_gpus: bool = True, data: Optional[dict] = None) -> Any:
+    """The interrupted sweep in ``out``: unfinished and errored trials continue from their checkpoints (with
+    the datasets this session put, ``data``)."""
     from ray.tune import Tuner
 
-    return Tuner.restore(
-        tune_path(out), trainable=make_trainable(spec, out, keep_gpus), resume_unfinished=True, resume_errored=True
-    )
+    trainable = make_trainable(spec, out, keep_gpus, data)
+    return Tuner.restore(tune_path(out), trainable=trainable, resume_unfinished=True, resume_errored=True)
