@@ -101,3 +101,57 @@ def test_a_stale_ray_address_is_one_line_exit_2_fast_and_writes_nothing(tmp_path
     assert done.returncode == 2 and time.time() - t0 < 30, done.stderr
     assert done.stderr.strip().count("\n") == 0 and "unset RAY_ADDRESS" in done.stderr, done.stderr
     assert f"no Ray answers at 127.0.0.1:{port}" in done.stderr and not (tmp_path / "out").exists()
+
+
+def readme_recipe() -> str:
+    """The README's "start Ray once" recipe, as printed: the bash block that runs `ray start --head`."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        blocks = f.read().split("```bash\n")[1:]
+    (recipe,) = [b.split("```")[0] for b in blocks if "ray start --head --num-cpus" in b]
+    return recipe
+
+
+@pytest.mark.slow
+def test_the_readme_recipe_runs_verbatim_on_loopback_with_token_auth(tmp_path, ray_tag):
+    """Pasted as it stands (the port made free, `...` filled with a tiny run): the head listens on loopback
+    only with token authentication on, the runs join it, and the shell ends with RAY_ADDRESS unset."""
+    port = free_port()
+    recipe = readme_recipe().replace("6379", str(port))
+    tiny = "--dataset digits --arch lenet300 --epochs 1 --cycles 1 --no-progress --out " + str(tmp_path / "out")
+    recipe = recipe.replace(
+        "colt-ray ticket --method colt --shards 2 ...", f"colt-ray ticket --method colt --shards 2 {tiny}"
+    )
+    recipe = recipe.replace("ray stop\n", f"python -c 'import test_loopback as t; t.check_head({port})'\nray stop\n")
+    script = "set -e\n" + recipe + 'test -z "${RAY_ADDRESS:-}" && echo RECIPE-DONE\n'
+    env = {**os.environ, "RAY_TMPDIR": ray_tag, "PYTHONPATH": f"{REPO}:{os.path.dirname(__file__)}"}
+    env["PATH"] = f"{os.path.dirname(sys.executable)}:{env['PATH']}"
+    for key in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
+        env.pop(key, None)
+    done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0 and "RECIPE-DONE" in done.stdout, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "done: run" in done.stdout and "InvalidAuthToken" not in done.stderr, done.stderr[-3000:]
+    assert "HEAD-ON-LOOPBACK" in done.stdout, done.stdout[-2000:]
+    assert "Token authentication is enabled" in done.stdout + done.stderr  # the head requires its token
+
+
+def check_head(port: int) -> None:
+    """Inside the recipe, before `ray stop`: every listening socket of the head's GCS and raylet (those of this
+    RAY_TMPDIR) is on loopback, the GCS among them at the recipe's port."""
+    tag = os.environ["RAY_TMPDIR"]
+    mine = []
+    for p in psutil.process_iter(["name"]):
+        try:
+            if p.info["name"] in ("gcs_server", "raylet") and p.environ().get("RAY_TMPDIR") == tag:
+                mine.append(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    seen = listening(mine)
+    assert seen and all(is_loopback(ip) for _, ip, _ in seen), seen
+    assert any(p == port for _, _, p in seen), seen
+    print("HEAD-ON-LOOPBACK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -38,6 +38,7 @@ def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, *, d
     quiet = {"logging_level": logging.ERROR, "log_to_driver": True}
     if address:
         check_answers(address)
+        send_token_if_any()
         if on_loopback(address):  # a `ray start` head on 127.0.0.1: this driver must listen there too to join it
             loopback_only()
         try:
@@ -84,6 +85,24 @@ def check_answers(address: str, timeout: float = CONNECT_SECONDS) -> None:
         else ""
     )
     raise ConfigError("address", f"no Ray answers at {address}{env}: {reason}")
+
+
+TOKEN_FILE = "~/.ray/auth_token"  # where `ray start` (and `ray get-auth-token --generate`) keep the token
+
+
+def send_token_if_any() -> None:
+    """Join with token authentication when this machine has a Ray token and ``RAY_AUTH_MODE`` is unset: a
+    `ray start` head turns token authentication on by itself when that file exists (Ray 2.5x), and a client
+    that does not send the token is refused after some 20 s of retries. A cluster without authentication
+    accepts a client that sends one."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if (
+        os.environ.get("RAY_AUTH_TOKEN")
+        or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        or os.path.isfile(os.path.expanduser(TOKEN_FILE))
+    ):
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _host_port(address: str) -> tuple[str, int]:
