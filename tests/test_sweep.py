@@ -234,6 +234,8 @@ def test_interrupted_sweep_resumes_and_keeps_each_trial_cycle_once(tmp_path, ray
         "--storage",
         str(storage),
         "--quiet",
+        "--address",
+        "local",  # its own Ray: without it the driver joins any Ray running on this machine (a shared one)
     ]
     env = {**os.environ, "RAY_TMPDIR": ray_tag, **({"TUNE_GLOBAL_CHECKPOINT_S": "3600"} if stale else {})}
     runs = out / "runs"
