@@ -14,6 +14,8 @@ size:
   CPU-s used before ``Tuner.fit``) / trials: the same question asked of the CPU this sweep used, so it does
   not count other users of the machine. The process tree is sampled every 0.25 s (a process's CPU time is
   the largest value seen for it; the last <= 0.25 s of a process that ends between samples is missed).
+  Another ``colt-ray sweep`` started without ``--address`` on the same machine joins any running Ray, this
+  one too (``cluster._running_cluster``): its trials would then count here, so run this on a quiet machine.
 * **snapshots**: how many times Tune saved its experiment state (``TuneController.save_to_dir`` is wrapped:
   exact), and the bytes it wrote in all (the sizes of the ``experiment_state-*.json``, ``searcher-state-*``
   and callback state files right after each save, summed over saves); the last experiment_state and
