@@ -37,3 +37,28 @@ def test_bench_startup_measures_each_part_both_ways():
     rows = {line[:22].strip(): line[22:].split() for line in out.stdout.splitlines()[2:]}
     assert set(rows) == {"exit (whole process)", "ray.init", "actors", "ray stop"}
     assert all(len(r) == 3 and float(r[0][:-1]) > 0 and float(r[1][:-1]) > 0 for r in rows.values())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_bench_sweep_overhead_smoke_test_counts_snapshots_and_overhead(tmp_path):
+    import json
+
+    figures = tmp_path / "figures.json"
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_sweep_overhead.py"), "--smoke-test", "--json", str(figures)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    (row,) = json.loads(figures.read_text())
+    assert row["trials"] == row["completed"] == 3 and row["training_cpu_s"] > 0
+    assert row["snapshots"] >= 2 and row["snapshot_bytes_total"] >= row["last_experiment_state_bytes"] > 0
+    assert "overhead/trial CPU-s" in out.stdout
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_sweep_overhead.py"), "--trials", "0"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "--trials" in bad.stderr.strip().splitlines()[-1]

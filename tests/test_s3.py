@@ -154,7 +154,9 @@ def test_a_sweep_on_s3_survives_an_interruption_and_resumes_with_every_cycle_onc
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                 cwd=tmp_path)  # fmt: skip
         try:
-            wait_for(lambda: any("/checkpoint_" in k for k in keys(client, "sweeps/s3resume/tune/")), 300,
+            # a trial's checkpoint file (tune/resume/trial_<id>.npz) and Tune's snapshot are in the bucket
+            wait_for(lambda: any("/resume/trial_" in k for k in keys(client, "sweeps/s3resume/tune/"))
+                     and any("/experiment_state-" in k for k in keys(client, "sweeps/s3resume/tune/")), 300,
                      "a checkpoint in the bucket", proc)  # fmt: skip
         finally:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -93,10 +94,30 @@ def ray_cluster():
 
 
 # ---- in-process sweeps ----------------------------------------------------------------------------------
+def count_snapshots(monkeypatch) -> list[float]:
+    """Wrap Tune's experiment snapshot (``TuneController.save_to_dir``); the list gets one time per snapshot."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    times, original = [], TuneController.save_to_dir
+
+    def save_to_dir(controller):
+        times.append(time.monotonic())
+        return original(controller)
+
+    monkeypatch.setattr(TuneController, "save_to_dir", save_to_dir)
+    return times
+
+
 @pytest.mark.slow
-def test_small_optuna_sweep_completes_with_one_ticket_row_per_trial_cycle(tmp_path, ray_cluster):
+def test_small_optuna_sweep_completes_with_one_ticket_row_per_trial_cycle(tmp_path, ray_cluster, monkeypatch):
     storage = tmp_path / "st"
+    snapshots = count_snapshots(monkeypatch)
     assert main([write_space(tmp_path, tiny_space("small")), "--storage", str(storage), "--quiet"]) == 0
+    # Tune's own period (at least 10 s apart) and the end, not one snapshot per reported cycle (9 here)
+    span = snapshots[-1] - snapshots[0]
+    assert len(snapshots) <= 2 + span / 10 and len(snapshots) < 9, (len(snapshots), span)
+    assert not glob.glob(str(storage / "small" / "tune" / "trial_*" / "checkpoint_*"))  # no Tune checkpoints
+    assert len(glob.glob(str(storage / "small" / "tune" / "resume" / "trial_*.npz"))) == 3
     res = load_results(str(storage / "small"))
     assert len(res.trials) == 3 and set(res.trials["status"]) == {"completed"}
     check_one_ticket_row_per_trial_cycle(res)
@@ -190,8 +211,19 @@ def wait_for(predicate, timeout: float, what: str, proc=None):
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
+def snapshot_ids(out):
+    from colt_ray.parallel.sweep.orphans import snapshot_trial_ids
+
+    return snapshot_trial_ids(str(out)) or set()
+
+
 @pytest.mark.slow
-def test_interrupted_sweep_resumes_and_keeps_each_trial_cycle_once(tmp_path, ray_tag):
+@pytest.mark.parametrize("stale", [False, True], ids=["snapshot-on-its-period", "stale-snapshot"])
+def test_interrupted_sweep_resumes_and_keeps_each_trial_cycle_once(tmp_path, ray_tag, stale):
+    """Killed once the first trial checkpointed a cycle; or (``stale``) with Tune's snapshot period set to an
+    hour, so the only snapshot is the first, once a third trial (unknown to it) has written its runs row: the
+    resume removes that run, continues the first two from their checkpoint files (finished or not), and
+    samples the third place again."""
     space = tiny_space("resume")
     storage, out = tmp_path / "st", tmp_path / "st" / "resume"
     cmd = [
@@ -202,24 +234,29 @@ def test_interrupted_sweep_resumes_and_keeps_each_trial_cycle_once(tmp_path, ray
         "--storage",
         str(storage),
         "--quiet",
+        "--address",
+        "local",  # its own Ray: without it the driver joins any Ray running on this machine (a shared one)
     ]
-    env = {**os.environ, "RAY_TMPDIR": ray_tag}
+    env = {**os.environ, "RAY_TMPDIR": ray_tag, **({"TUNE_GLOBAL_CHECKPOINT_S": "3600"} if stale else {})}
+    runs = out / "runs"
+
+    def ready():
+        if not glob.glob(str(out / "tune" / "experiment_state-*.json")):
+            return False
+        if not stale:  # the first trial's first cycle is written and checkpointed
+            return bool(glob.glob(str(out / "tune" / "resume" / "trial_*.npz")))
+        ids = snapshot_ids(out)
+        return any(p.stem.rsplit("-", 1)[-1] not in ids for p in runs.glob("*.parquet")) if ids else False
+
     with open(tmp_path / "driver.log", "w") as log:
         proc = subprocess.Popen(
             cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path
         )
         try:
-            # the first trial's first cycle is written, checkpointed, and the experiment state is on disk
-            wait_for(
-                lambda: (
-                    glob.glob(str(out / "tune" / "trial_*" / "checkpoint_*"))
-                    and glob.glob(str(out / "tune" / "experiment_state-*.json"))
-                ),
-                300,
-                "the first checkpoint",
-                proc,
-            )
+            wait_for(ready, 300, "a run the snapshot does not know" if stale else "the first checkpoint", proc)
+            known = snapshot_ids(out)
             before = ticket_rows(load_results(str(out)))
+            before = before[[r.rsplit("-", 1)[-1] in known for r in before.index.get_level_values("run_id")]]
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -231,6 +268,9 @@ def test_interrupted_sweep_resumes_and_keeps_each_trial_cycle_once(tmp_path, ray
 
     resumed = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=500, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    if stale:  # at least the run that made ready() true (the second trial too, if it started after snapshot 1)
+        assert re.search(r"removed \d+ run\(s\) started after", resumed.stderr), resumed.stderr[-3000:]
+    assert "snapshotting has been triggered multiple times" not in resumed.stderr  # Tune's excessive-sync warning
     res = load_results(str(out))
     assert len(res.trials) == 3 and set(res.trials["status"]) == {"completed"}, res.trials
     check_one_ticket_row_per_trial_cycle(res)

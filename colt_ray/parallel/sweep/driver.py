@@ -125,6 +125,19 @@ def init_ray(address: Optional[str]) -> bool:
     return start(address, detect=True)
 
 
+def drop_orphan_runs(spec: SweepSpec, out: str) -> None:
+    """Before a resume: remove the runs of trials started after the killed driver's last snapshot
+    (``orphans``), saying so in one line."""
+    from colt_ray.parallel.sweep.orphans import drop_orphans
+
+    dropped = drop_orphans(out)
+    if dropped:
+        stderr_line(
+            f"sweep {spec.name}: removed {len(dropped)} run(s) started after the interrupted driver's last "
+            f"snapshot (their places are sampled again): {', '.join(dropped)}"
+        )
+
+
 def run_sweep(
     plan: SweepPlan,
     address: Optional[str] = None,
@@ -151,9 +164,6 @@ def run_sweep(
     from colt_ray.parallel.sweep.tuner import build_tuner, restore_tuner
     from colt_ray.results.compact import compact
 
-    os.environ.setdefault(
-        "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0"
-    )  # we checkpoint every cycle on purpose
     # no CSV/JSON/TensorBoard files per trial: the sweep's results are its Parquet tables, and TensorBoard
     # prints a warning for every infinite *_at_target cost (a ticket not yet at the target)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -173,6 +183,8 @@ def run_sweep(
             f"sweep {spec.name}: {'resuming' if plan.resume else 'starting'}, {trial_count_text(spec)}, "
             f"at most {spec.budget.max_concurrent} at once -> {out}"
         )
+        if plan.resume:
+            drop_orphan_runs(spec, out)
         data = put_datasets(spec)  # each distinct dataset once for the whole sweep, not once per trial
         tuner = (
             restore_tuner(spec, out, keep_gpus, data)

@@ -4,7 +4,11 @@
   (by ASHA) is told to Optuna as PRUNED, not as a COMPLETE result with the metrics of the cycle it reached.
   Ray 2.x tells a stopped trial's last result as complete (``TuneController.stop_trial`` passes it to
   ``on_trial_complete``, and ``OptunaSearch`` tells any result it gets as COMPLETE); a truncated trial's
-  accuracy and sparsity would then steer TPE and sit in NSGA-II's population as if finished.
+  accuracy and sparsity would then steer TPE and sit in NSGA-II's population as if finished. With an Optuna
+  ``storage`` (a sweep on a local disk: a journal file, ``tuner.optuna_storage``) the study lives there,
+  appended to at each ask and tell, and the searcher state Tune saves with every experiment snapshot is only
+  the sampler and the Tune trial id -> Optuna trial of the trials still running (``OptunaSearch.save`` would
+  pickle every trial it ever asked for).
 * :class:`Replicates` - each recipe the wrapped searcher suggests becomes one trial per (seed, method) of a
   ``compare:``/``seeds:`` sweep (``compare.trial_variants``); the searcher sees the recipe once and is told
   the outcome of the whole group (``compare.group_outcome``) when its last trial ends.
@@ -13,6 +17,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 from typing import Any, Optional
 
 from ray.tune.search import Searcher
@@ -22,12 +27,70 @@ from colt_ray.parallel.sweep.compare import group_outcome
 
 
 class OptunaPruning(OptunaSearch):
-    """``OptunaSearch`` telling trials that end without ``search_done`` (stopped early) as PRUNED."""
+    """``OptunaSearch`` telling trials that end without ``search_done`` (stopped early) as PRUNED, reporting
+    intermediate values at their cycle, and saving only what a resume needs when the study has a storage."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        # the step is the cycle, not Tune's training_iteration: a trial restored from its own checkpoint file
+        # restarts Tune's count at 1 but continues its cycles
+        if isinstance(self.metric, list) or trial_id in self._completed_trials:
+            return
+        ot_trial, step = self._ot_trials[trial_id], int(result["cycle"])
+        if step not in ot_trial._cached_frozen_trial.intermediate_values:  # else a cycle redone after a resume
+            ot_trial.report(result[self.metric], step)
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
         if result and not error and not result.get("search_done"):
             result = None  # OptunaSearch tells a trial without a result as PRUNED (FAIL with error=True)
+        ot_trial = self._ot_trials.get(trial_id)
+        if self._storage is not None and ot_trial is not None and _finished(ot_trial):
+            # told before the driver was killed, after its last snapshot: the study has it already
+            self._completed_trials.add(trial_id)
+            return
         super().on_trial_complete(trial_id, result=result, error=error)
+
+    def save(self, checkpoint_path: str) -> None:
+        if self._storage is None:  # an in-memory study: it is the state
+            return super().save(checkpoint_path)
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_ot_study", "_ot_trials", "_storage")}
+        state["_completed_trials"] = set()  # finished trials are in the study; Tune does not report them again
+        state["_running"] = {t: o._trial_id for t, o in self._ot_trials.items() if t not in self._completed_trials}
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump(state, fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as fh:
+            state = pickle.load(fh)
+        if "_running" not in state:
+            return super().restore(checkpoint_path)
+        import optuna
+
+        running = state.pop("_running")
+        self.__dict__.update(state)
+        self._ot_study = optuna.load_study(study_name=self._study_name, storage=self._storage, sampler=self._sampler)
+        # Trial(study, id) takes Optuna's storage id of the trial (``_trial_id``), not its number
+        self._ot_trials = {t: optuna.trial.Trial(self._ot_study, storage_id) for t, storage_id in running.items()}
+        abandon_orphans(self._ot_study, set(running.values()))
+
+
+def _finished(ot_trial: Any) -> bool:
+    return ot_trial.study._storage.get_trial(ot_trial._trial_id).state.is_finished()
+
+
+def abandon_orphans(study: Any, running: set[int]) -> list[int]:
+    """Tell FAIL every trial of ``study`` still RUNNING that the restored searcher does not know (asked after the
+    driver's last snapshot, so Tune does not know it either: ``driver.drop_orphans`` removes its results);
+    returns their storage ids."""
+    import optuna
+
+    lost = [
+        t._trial_id
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if t._trial_id not in running
+    ]
+    for trial_id in lost:
+        study._storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+    return lost
 
 
 class Replicates(Searcher):

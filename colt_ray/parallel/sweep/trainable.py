@@ -4,8 +4,12 @@ The trial turns Tune's flat config into a ``RunConfig`` (``RunConfig.from_flat``
 run id that is stable for the trial (``<config hash>-<trial id>``, so a restored sweep rewrites the same
 files), and runs the search: on the Ray backend with the coordinator in this process and its shard trainers
 in the trial's placement group (a ``Coordinator`` whose actors start before the data load), else in this
-process (``run_local``). Each cycle's record is written to the sweep directory, then ``tune.report``-ed with a
-checkpoint of the ``Resume`` state.
+process (``run_local``). Each cycle's record is written to the sweep directory, then its ``Resume`` state
+(``state.pack_state``) replaces the trial's one checkpoint file in the sweep directory
+(``state.resume_rel``), then the cycle is ``tune.report``-ed without a Tune checkpoint. A Tune checkpoint
+would make the driver rewrite its whole experiment snapshot after every cycle of every trial (see
+``tuner.build_tuner``); this file is the trial's alone, so a restored or retried trial finds its latest
+state whatever the driver's last snapshot says.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Optional
@@ -22,7 +25,8 @@ from colt_ray.core.config import RunConfig
 from colt_ray.core.errors import one_line
 from colt_ray.core.tickets.methods import Resume
 from colt_ray.core.tickets.records import CycleRecord
-from colt_ray.parallel.sweep.state import Totals, TrialState, load_state, save_state
+from colt_ray.parallel.sweep.state import Totals, TrialState, load_state, pack_state, resume_rel, unpack_state
+from colt_ray.results.writer import read_bytes, write_bytes_atomic
 
 Report = Callable[..., None]
 
@@ -89,15 +93,17 @@ def sparsity_pct(sparsity: float) -> int:
 
 
 class TrialSink:
-    """The sink of a trial's search: results files first, then checkpoint + ``tune.report``."""
+    """The sink of a trial's search: results files first, then the trial's checkpoint file in ``out``
+    (``checkpoint``: its path relative to ``out``), then ``tune.report``."""
 
-    def __init__(self, results: Any, totals: Totals, target: Optional[float], report: Report):
+    def __init__(
+        self, results: Any, totals: Totals, target: Optional[float], report: Report, out: str, checkpoint: tuple
+    ):
         self.results, self.totals, self.target, self.report = results, totals, target, report
+        self.out, self.checkpoint = out, checkpoint
         self._t0, self._wall0 = time.perf_counter(), totals.wall_seconds
 
     def __call__(self, record: CycleRecord) -> None:
-        from ray import tune
-
         start = time.perf_counter()
         self.results(record)  # the Parquet rows and ticket of this cycle, replacing any earlier attempt's
         self.totals.sample_epochs = self.results.sample_epochs
@@ -106,9 +112,11 @@ class TrialSink:
         self.totals.wall_seconds = self._wall0 + time.perf_counter() - self._t0
         self.totals.train_cpu_seconds += training_cpu_seconds(record.cycle_rows)
         metrics = cycle_metrics(record, self.totals, self.target, record.run_id)
-        with tempfile.TemporaryDirectory(prefix="colt-ray-ckpt-") as path:
-            save_state(path, record, self.totals, metrics, theta0=self.results.prepared.ctx.theta0)
-            self.report(metrics, checkpoint=tune.Checkpoint.from_directory(path))
+        # after the cycle's results, before its report: a resumed trial redoes at most the cycle in flight,
+        # and rewrites the same (run, cycle) parts
+        state = pack_state(record, self.totals, metrics, theta0=self.results.prepared.ctx.theta0)
+        write_bytes_atomic(self.out, self.checkpoint, state)
+        self.report(metrics)
         # the results files, the checkpoint and the report of this cycle (counted from the next one on)
         self.totals.checkpoint_seconds += time.perf_counter() - start
 
@@ -136,7 +144,7 @@ def train_trial(
     trial_id = tune.get_context().get_trial_id()
     # the same resources as the bundles reserved for this trial (see bundles.trial_bundles)
     cfg = fit_to_cluster(RunConfig.from_flat(config), keep_gpus)
-    state = restored_state()
+    state = restored_state(out, trial_id)
     if state is not None and state.done:  # the search had finished; only the final report was lost
         tune.report(state.metrics)
         return
@@ -155,7 +163,8 @@ def train_trial(
                 resume.dense_acc = results.dense_selection = state.totals.dense_selection
                 if resume.theta is None:  # the checkpoint's rewind point is theta_0, rebuilt from the config
                     resume.theta = prepared.ctx.theta0
-            run_search(prepared, TrialSink(results, totals, target, tune.report), resume, coordinator, data_ref)
+            sink = TrialSink(results, totals, target, tune.report, out, resume_rel(trial_id))
+            run_search(prepared, sink, resume, coordinator, data_ref)
         except Exception as exc:
             results.finish("failed", one_line(f"{type(exc).__name__}: {exc}"))
             raise
@@ -175,10 +184,14 @@ def trainers(cfg: RunConfig, run_id: str) -> Iterator[Any]:
         yield coordinator
 
 
-def restored_state() -> Optional[TrialState]:
-    """The state of this trial's latest checkpoint (a retry or a restored sweep), else None."""
+def restored_state(out: str, trial_id: str) -> Optional[TrialState]:
+    """The state of this trial's latest checkpoint (a retry or a restored sweep), else None: its checkpoint
+    file in ``out``, else (a sweep started before trials kept their own) Tune's checkpoint."""
     from ray import tune
 
+    data = read_bytes(out, resume_rel(trial_id))
+    if data is not None:
+        return unpack_state(data)
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return None

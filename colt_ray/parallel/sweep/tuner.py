@@ -2,7 +2,8 @@
 
 Tune's own state lives in ``<storage>/<name>/tune/`` (``RunConfig(storage_path=<storage>/<name>,
 name="tune")``); the results tables sit next to it in ``<storage>/<name>/`` in the layout of
-``colt_ray.results.layout``. ``Tuner.restore`` on that path continues an interrupted sweep.
+``colt_ray.results.layout``. ``Tuner.restore`` on that path continues an interrupted sweep. On a local disk the
+Optuna study lives in ``<storage>/<name>/optuna/journal.log`` (:func:`optuna_storage`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from colt_ray.parallel.sweep.trainable import train_trial
 from colt_ray.results import layout
 
 TUNE_DIR = layout.TUNE_DIR
+OPTUNA_JOURNAL = ("optuna", "journal.log")  # the study of a sweep on a local disk (see optuna_storage)
 
 
 def tune_path(out: str) -> str:
@@ -58,10 +60,27 @@ def make_sampler(spec: SweepSpec) -> Any:
     return optuna.samplers.TPESampler(seed=s.seed)
 
 
-def make_searcher(spec: SweepSpec) -> Any:
+def optuna_storage(out: str) -> Any:
+    """The Optuna storage of the sweep in ``out``: a journal file in ``out`` on a local disk (appended at
+    each ask, report and tell, readable by ``optuna-dashboard <out>/optuna/journal.log`` or
+    ``optuna.load_study(study_name=<sweep name>, storage=JournalStorage(JournalFileBackend(path)))``), else
+    None (an object store: the study is kept in memory and pickled with Tune's snapshots)."""
+    if layout.is_uri(out):
+        return None
+    import os
+
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = os.path.join(layout.local_path(out), *OPTUNA_JOURNAL)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return JournalStorage(JournalFileBackend(path))
+
+
+def make_searcher(spec: SweepSpec, out: Optional[str] = None) -> Any:
     """Optuna over the objectives (metric/mode lists for two; trials stopped early told as pruned), each
     recipe expanded over the methods and seeds of a ``compare:``/``seeds:`` sweep, at most ``max_concurrent``
-    trials at once."""
+    trials at once. With ``out`` the study is kept in :func:`optuna_storage`, named after the sweep."""
     from ray.tune.search import ConcurrencyLimiter
 
     from colt_ray.parallel.sweep.compare import trial_variants
@@ -69,8 +88,13 @@ def make_searcher(spec: SweepSpec) -> Any:
 
     metrics = [o.metric for o in spec.objectives]
     modes = [o.mode for o in spec.objectives]
+    storage = optuna_storage(out) if out is not None else None
     search = OptunaPruning(
-        metric=metrics if spec.multi else metrics[0], mode=modes if spec.multi else modes[0], sampler=make_sampler(spec)
+        metric=metrics if spec.multi else metrics[0],
+        mode=modes if spec.multi else modes[0],
+        sampler=make_sampler(spec),
+        storage=storage,
+        study_name=spec.name if storage is not None else None,
     )
     if spec.replicated:
         search = Replicates(search, trial_variants(spec), metrics)
@@ -121,7 +145,7 @@ def build_tuner(
     from ray import tune
 
     tune_config = tune.TuneConfig(
-        search_alg=make_searcher(spec),
+        search_alg=make_searcher(spec, out),
         scheduler=make_scheduler(spec),
         num_samples=spec.trial_count,  # every recipe once per (seed, compared method)
         trial_name_creator=trial_dirname,
@@ -135,7 +159,15 @@ def build_tuner(
         storage_path=out,
         verbose=verbose,
         failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # No Tune checkpoints: each trial keeps its resume state in its own file (trainable.TrialSink). With
+        # CheckpointConfig(num_to_keep=n), Tune forces an experiment snapshot (the whole experiment_state
+        # JSON, every trial's, and the searcher's state) whenever a trial has checkpointed n times since the
+        # last one (execution/experiment_state.py, _ExperimentCheckpointManager.on_trial_checkpoint), so that
+        # the snapshot never names a checkpoint already deleted: every cycle with n=1, O(trials^2 x cycles)
+        # bytes over a sweep. Without trial checkpoints Tune snapshots on its own period
+        # (TuneController.step -> checkpoint(); TUNE_GLOBAL_CHECKPOINT_S, "auto" by default: every
+        # max(10 s, 19 x the time a snapshot takes), at most ~5% of the driver's time) and at the end.
+        checkpoint_config=tune.CheckpointConfig(),
     )
     return tune.Tuner(
         make_trainable(spec, out, keep_gpus, data),

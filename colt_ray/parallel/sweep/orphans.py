@@ -1,0 +1,98 @@
+"""Runs that a killed driver's last experiment snapshot does not know, removed before a ``--resume``.
+
+Tune saves its experiment snapshot on a period (``tuner.build_tuner``), not whenever a trial starts. A trial
+that started after the last snapshot of a driver that was then killed is unknown to the restored Tuner and to
+the restored searcher: the resumed sweep samples its place again, under a new trial id (Tune's ids are
+random). Its results (a ``runs`` row, the parts of the cycles it finished, tickets, its checkpoint file) would
+be those of a trial that is not in the sweep, so they are removed before the sweep resumes: like a write-ahead
+log's uncommitted tail. Every trial that the snapshot knows keeps everything; its checkpoint file says where
+it continues.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Optional
+
+from colt_ray.parallel.sweep.state import resume_rel
+from colt_ray.parallel.sweep.tuner import TUNE_DIR
+from colt_ray.results import layout
+from colt_ray.results.writer import read_bytes, remove_file
+
+SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX = "experiment_state-", ".json"  # TuneController.CKPT_FILE_TMPL
+
+
+def list_names(out: str, *rel: str) -> list[str]:
+    """The names of the files in ``out``/``rel`` (a local directory or a ``pyarrow.fs`` URI); [] if none."""
+    fs, root = layout.resolve(out)
+    if fs is None:
+        path = os.path.join(root, *rel)
+        return sorted(os.listdir(path)) if os.path.isdir(path) else []
+    from pyarrow import fs as pafs
+
+    selector = pafs.FileSelector(layout.join(root, *rel, remote=True), allow_not_found=True)
+    return sorted(info.base_name for info in fs.get_file_info(selector) if info.type == pafs.FileType.File)
+
+
+def snapshot_trial_ids(out: str) -> Optional[set[str]]:
+    """The trial ids in the newest experiment snapshot of the sweep in ``out``, or None when there is none."""
+    names = [n for n in list_names(out, TUNE_DIR) if n.startswith(SNAPSHOT_PREFIX) and n.endswith(SNAPSHOT_SUFFIX)]
+    if not names:
+        return None
+    raw = read_bytes(out, (TUNE_DIR, max(names)))  # the name holds its session's start time: max is newest
+    if raw is None:
+        return None
+    return {json.loads(trial[0])["trial_id"] for trial in json.loads(raw)["trial_data"]}
+
+
+def trial_of(run_id: str) -> str:
+    """The trial id in a sweep run id (``<config hash>-<trial id>``, ``trainable.trial_run_id``)."""
+    return run_id.rsplit("-", 1)[-1]
+
+
+def orphan_runs(out: str, known: set[str]) -> list[str]:
+    """The run ids with a ``runs`` row in ``out`` whose trial is not in ``known``."""
+    runs = [n[: -len(layout.SUFFIX)] for n in list_names(out, layout.RUNS_DIR) if layout.is_result_file(n)]
+    return [r for r in runs if trial_of(r) not in known]
+
+
+def remove_run(out: str, run_id: str) -> None:
+    """Delete every file of ``run_id`` in ``out``: its cycle and layer parts, tickets, checkpoint file, and its
+    ``runs`` row last (a removal killed mid-way is found and finished by the next resume)."""
+    prefix = f"{run_id}-c"
+    for table in (layout.CYCLES_DIR, layout.LAYERS_DIR):
+        for name in list_names(out, table):
+            if name.startswith(prefix):
+                remove_file(out, (table, name))
+    for name in list_names(out, layout.TICKETS_DIR, run_id):
+        remove_file(out, (layout.TICKETS_DIR, run_id, name))
+    _remove_dir(out, (layout.TICKETS_DIR, run_id))
+    remove_file(out, resume_rel(trial_of(run_id)))
+    remove_file(out, layout.runs_rel(run_id))
+
+
+def drop_orphans(out: str) -> list[str]:
+    """Remove the runs of trials that the sweep's newest snapshot does not know; returns their run ids."""
+    known = snapshot_trial_ids(out)
+    if known is None:
+        return []
+    orphans = orphan_runs(out, known)
+    for run_id in orphans:
+        remove_run(out, run_id)
+    return orphans
+
+
+def _remove_dir(out: str, rel: tuple[str, ...]) -> None:
+    fs, root = layout.resolve(out)
+    try:
+        if fs is None:
+            os.rmdir(os.path.join(root, *rel))
+        elif not _object_store(fs):
+            fs.delete_dir(layout.join(root, *rel, remote=True))
+    except (FileNotFoundError, OSError):
+        pass  # never created, or already gone
+
+
+def _object_store(fs: Any) -> bool:
+    return getattr(fs, "type_name", "") in ("s3", "gcs")  # no directories to remove there

@@ -1,0 +1,164 @@
+"""What a sweep's snapshots hold and what a resume does with a stale one (no Ray started): a trial's packed
+checkpoint file, the searcher state saved with Tune's snapshots (the Optuna study in its journal, the state
+no larger after 40 trials than after 4), a study continued after a resume, and runs the snapshot does not
+know removed before one."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import optuna
+import pytest
+
+from colt_ray.parallel.sweep import orphans
+from colt_ray.parallel.sweep.parse import parse_spec
+from colt_ray.parallel.sweep.state import Totals, pack_state, resume_rel, save_state, unpack_state
+from colt_ray.parallel.sweep.tuner import OPTUNA_JOURNAL, make_searcher, param_space
+from colt_ray.results import layout
+from tests.test_checkpoint import collect, small_cfg
+
+
+def spec_of(**over):
+    data = {
+        "name": "snap",
+        "fixed": {"dataset": "digits", "arch": "conv2", "epochs": 1, "cycles": 2, "val_fraction": 0.1},
+        "search": {"prune_rate": {"float": [0.1, 0.4]}, "lr": {"logfloat": [0.01, 0.2]}},
+        "objectives": [{"metric": "val_acc", "mode": "max"}],
+        "budget": {"num_samples": 100, "max_concurrent": 2},
+        "sampler": {"kind": "tpe", "seed": 0},
+    }
+    data.update(over)
+    return parse_spec(data)
+
+
+def optuna_search(search):
+    while hasattr(search, "searcher"):
+        search = search.searcher
+    return search
+
+
+def run_trials(search, spec, ids, finish=True):
+    """Play Tune for ``ids``: suggest, report cycles 0 and 1, complete (unless ``finish`` is False)."""
+    for tid in ids:
+        config = search.suggest(tid)
+        for cycle in (0, 1):
+            search.on_trial_result(tid, {"val_acc": 0.5 + 0.01 * cycle, "cycle": cycle, "training_iteration": 1})
+        if finish:
+            search.on_trial_complete(tid, result={"val_acc": config["lr"], "search_done": True})
+
+
+def new_searcher(spec, out):
+    search = make_searcher(spec, str(out))
+    search.set_search_properties(None, None, param_space(spec))
+    return search
+
+
+def saved_size(search, path) -> int:
+    optuna_search(search).save(str(path))
+    return os.path.getsize(path)
+
+
+# ---- a trial's checkpoint: one file ---------------------------------------------------------------------------
+def test_a_packed_checkpoint_holds_what_the_directory_holds(tmp_path):
+    prepared, whole = collect(small_cfg())
+    record, totals = whole[1], Totals(sample_epochs=7, checkpoint_seconds=0.5)
+    data = pack_state(record, totals, {"cycle": 1, "acc": 0.5}, theta0=prepared.ctx.theta0)
+    save_state(str(tmp_path), record, totals, {"cycle": 1, "acc": 0.5}, theta0=prepared.ctx.theta0)
+    from colt_ray.parallel.sweep.state import load_state
+
+    packed, unpacked = unpack_state(data), load_state(str(tmp_path))
+    assert packed.resume.cycle == unpacked.resume.cycle == 1 and packed.resume.theta is None
+    assert packed.resume.mask == unpacked.resume.mask == record.mask
+    assert packed.resume.proposals == record.proposals
+    assert packed.totals == totals and packed.metrics == {"cycle": 1, "acc": 0.5} and not packed.done
+    assert resume_rel("ab12cd34") == ("tune", "resume", "trial_ab12cd34.npz")
+
+
+# ---- the searcher's state -------------------------------------------------------------------------------------
+def test_the_searcher_state_does_not_grow_with_finished_trials_and_the_study_is_in_the_journal(tmp_path):
+    spec = spec_of()
+    search = new_searcher(spec, tmp_path)
+    run_trials(search, spec, [f"t{i:02d}" for i in range(4)])
+    small = saved_size(search, tmp_path / "s4.pkl")
+    run_trials(search, spec, [f"t{i:02d}" for i in range(4, 40)])
+    run_trials(search, spec, ["t40", "t41"], finish=False)  # two running
+    large = saved_size(search, tmp_path / "s40.pkl")
+    assert large <= small + 600, (small, large)  # only the running trials' ids, not the 36 more finished
+    with open(tmp_path / "s40.pkl", "rb") as fh:
+        assert set(pickle.load(fh)["_running"]) == {"t40", "t41"}
+    study = optuna.load_study(
+        study_name="snap",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tmp_path.joinpath(*OPTUNA_JOURNAL)))
+        ),
+    )
+    assert len(study.trials) == 42 and sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 40
+    assert study.trials[0].intermediate_values == {0: 0.5, 1: 0.51}  # steps are cycles
+
+    # the in-memory study of an object-store sweep is pickled whole, as Ray's OptunaSearch does: every trial
+    # adds hundreds of bytes (the sampler, ~11 KB of random states, is the bulk of both)
+    memory = make_searcher(spec)
+    memory.set_search_properties(None, None, param_space(spec))
+    run_trials(memory, spec, [f"t{i:02d}" for i in range(40)])
+    assert saved_size(memory, tmp_path / "m40.pkl") > large + 40 * 300
+
+
+def test_a_resumed_searcher_continues_the_same_study_from_a_stale_snapshot(tmp_path):
+    """The snapshot was saved with t0 finished and t1, t2 running; then t1 finished and t3 was asked before
+    the driver was killed. Restored: t1's repeated completion is not told twice, t3 (unknown to Tune) is
+    failed, t2 finishes, and new trials join the same study."""
+    spec = spec_of()
+    search = new_searcher(spec, tmp_path)
+    run_trials(search, spec, ["t0"])
+    run_trials(search, spec, ["t1", "t2"], finish=False)
+    optuna_search(search).save(str(tmp_path / "snapshot.pkl"))
+    limiter = search.get_state()  # Tune saves the wrappers' state beside the searcher's
+    search.on_trial_complete("t1", result={"val_acc": 0.7, "search_done": True})
+    search.suggest("t3")
+
+    resumed = new_searcher(spec, tmp_path)
+    resumed.set_state(limiter)
+    optuna_search(resumed).restore(str(tmp_path / "snapshot.pkl"))
+    for cycle in (0, 1):  # t1 reruns from its checkpoint file: reported again, not told twice
+        resumed.on_trial_result("t1", {"val_acc": 0.9, "cycle": cycle})
+    resumed.on_trial_complete("t1", result={"val_acc": 0.9, "search_done": True})
+    resumed.on_trial_complete("t2", result={"val_acc": 0.6, "search_done": True})
+    run_trials(resumed, spec, ["t4"])
+    states = [(t.number, t.state.name, t.value) for t in optuna_search(resumed)._ot_study.trials]
+    assert states[:4] == [(0, "COMPLETE", states[0][2]), (1, "COMPLETE", 0.7), (2, "COMPLETE", 0.6), (3, "FAIL", None)]
+    assert states[4][:2] == (4, "COMPLETE") and len(states) == 5
+
+
+# ---- runs the snapshot does not know --------------------------------------------------------------------------
+def fake_run(out, run_id, cycles):
+    """The files a trial writes: its runs row, cycle and layer parts, tickets, its checkpoint file."""
+    paths = [layout.runs_rel(run_id), *(layout.cycles_rel(run_id, c) for c in cycles)]
+    paths += [layout.layers_rel(run_id, c) for c in cycles] + [layout.ticket_rel(run_id, c) for c in cycles]
+    paths += [layout.theta0_rel(run_id), resume_rel(orphans.trial_of(run_id))]
+    for rel in paths:
+        path = out.joinpath(*rel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    return paths
+
+
+def test_a_resume_removes_the_runs_of_trials_its_snapshot_does_not_know(tmp_path):
+    out = tmp_path / "sweep"
+    kept = fake_run(out, "colt-digits-1a2b-aaaa0001", [0, 1, 2])
+    gone = fake_run(out, "colt-digits-3c4d-bbbb0002", [0])
+    assert orphans.drop_orphans(str(out)) == []  # no snapshot: nothing is known, nothing removed
+    (out / "tune").mkdir(exist_ok=True)
+    trial = json.dumps({"trial_id": "aaaa0001", "status": "RUNNING"})
+    (out / "tune" / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": [[trial, "{}"]]}))
+    assert orphans.drop_orphans(str(out)) == ["colt-digits-3c4d-bbbb0002"]
+    assert all(out.joinpath(*rel).exists() for rel in kept)
+    assert not any(out.joinpath(*rel).exists() for rel in gone)
+    assert not (out / "tickets" / "colt-digits-3c4d-bbbb0002").exists()
+    assert orphans.drop_orphans(str(out)) == []  # idempotent
+
+
+@pytest.mark.parametrize("run_id,trial", [("a-b-c-0123abcd", "0123abcd"), ("x-ffff0000", "ffff0000")])
+def test_the_trial_id_is_the_last_part_of_a_sweep_run_id(run_id, trial):
+    assert orphans.trial_of(run_id) == trial
