@@ -208,16 +208,17 @@ def test_compaction_on_s3_killed_midway_reads_once_and_a_rerun_finishes(s3_env, 
     expected = frames(local)
     pafs.copy_files(local, root, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
     assert_same(expected, frames(root, fs))
-    # SIGKILL after step 8: runs compacted (steps 1-4), cycles written (5) and 3 of its 6 parts removed
-    killed = subprocess.run([sys.executable, "-c", KILL_AT, root, "8"], env=env, capture_output=True, timeout=120)
+    # SIGKILL after step 10: cycles compacted (steps 1-7), layers written (8) and 2 of its 6 parts removed
+    killed = subprocess.run([sys.executable, "-c", KILL_AT, root, "10"], env=env, capture_output=True, timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
     keys = test_s3.keys(client, "compact/")
-    assert "compact/cycles/compacted-g000001-0000.parquet" in keys and sum("/cycles/r" in k for k in keys) == 3
+    assert "compact/layers/compacted-g000001-0000.parquet" in keys and sum("/layers/r" in k for k in keys) == 4
+    assert sum("/runs/r" in k for k in keys) == 3 and not any("/cycles/r" in k for k in keys)
     assert not any(layout.TMP_MARK in k for k in keys)  # whole-object puts: no temporary objects
     assert_same(expected, frames(root, fs))
     compact(root, fs)
     objects = [k.split("/", 1)[1] for k in test_s3.keys(client, "compact/") if not k.endswith("/")]  # no dir markers
     keys = [k for k in objects if k != layout.TRIALS_FILE]
-    assert sorted(keys) == ["cycles/compacted-g000002-0000.parquet", "layers/compacted-g000001-0000.parquet",
+    assert sorted(keys) == ["cycles/compacted-g000001-0000.parquet", "layers/compacted-g000002-0000.parquet",
                             "runs/compacted-g000001-0000.parquet"]  # fmt: skip
     assert_same(expected, frames(root, fs))

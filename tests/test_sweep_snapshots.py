@@ -11,12 +11,16 @@ import pickle
 
 import optuna
 import pytest
+from test_results_io import cycle_rows, layer_rows, run_row
 
 from colt_ray.parallel.sweep import orphans
 from colt_ray.parallel.sweep.parse import parse_spec
 from colt_ray.parallel.sweep.state import Totals, pack_state, resume_rel, save_state, unpack_state
 from colt_ray.parallel.sweep.tuner import OPTUNA_JOURNAL, make_searcher, param_space
 from colt_ray.results import layout
+from colt_ray.results.compact import compact
+from colt_ray.results.reader import load_results
+from colt_ray.results.writer import ResultsWriter
 from tests.test_checkpoint import collect, small_cfg
 
 
@@ -133,15 +137,26 @@ def test_a_resumed_searcher_continues_the_same_study_from_a_stale_snapshot(tmp_p
 
 # ---- runs the snapshot does not know --------------------------------------------------------------------------
 def fake_run(out, run_id, cycles):
-    """The files a trial writes: its runs row, cycle and layer parts, tickets, its checkpoint file."""
+    """The files a trial writes: its runs row, cycle and layer parts (real Parquet), tickets, its checkpoint."""
+    w = ResultsWriter(str(out))
+    w.write_run(run_row(run_id, status="running"))
+    for c in cycles:
+        w.write_cycle(run_id, c, cycle_rows(run_id, c), layer_rows())
     paths = [layout.runs_rel(run_id), *(layout.cycles_rel(run_id, c) for c in cycles)]
-    paths += [layout.layers_rel(run_id, c) for c in cycles] + [layout.ticket_rel(run_id, c) for c in cycles]
-    paths += [layout.theta0_rel(run_id), resume_rel(orphans.trial_of(run_id))]
-    for rel in paths:
-        path = out.joinpath(*rel)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"x")
-    return paths
+    paths += [layout.layers_rel(run_id, c) for c in cycles]
+    for rel in [*(layout.ticket_rel(run_id, c) for c in cycles), layout.theta0_rel(run_id)]:
+        out.joinpath(*rel).parent.mkdir(parents=True, exist_ok=True)
+        out.joinpath(*rel).write_bytes(b"x")
+        paths.append(rel)
+    out.joinpath(*resume_rel(orphans.trial_of(run_id))).parent.mkdir(parents=True, exist_ok=True)
+    out.joinpath(*resume_rel(orphans.trial_of(run_id))).write_bytes(b"x")
+    return [*paths, resume_rel(orphans.trial_of(run_id))]
+
+
+def snapshot_knowing(out, *trial_ids):
+    (out / "tune").mkdir(exist_ok=True)
+    trials = [[json.dumps({"trial_id": t, "status": "RUNNING"}), "{}"] for t in trial_ids]
+    (out / "tune" / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": trials}))
 
 
 def test_a_resume_removes_the_runs_of_trials_its_snapshot_does_not_know(tmp_path):
@@ -149,14 +164,27 @@ def test_a_resume_removes_the_runs_of_trials_its_snapshot_does_not_know(tmp_path
     kept = fake_run(out, "colt-digits-1a2b-aaaa0001", [0, 1, 2])
     gone = fake_run(out, "colt-digits-3c4d-bbbb0002", [0])
     assert orphans.drop_orphans(str(out)) == []  # no snapshot: nothing is known, nothing removed
-    (out / "tune").mkdir(exist_ok=True)
-    trial = json.dumps({"trial_id": "aaaa0001", "status": "RUNNING"})
-    (out / "tune" / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": [[trial, "{}"]]}))
+    snapshot_knowing(out, "aaaa0001")
     assert orphans.drop_orphans(str(out)) == ["colt-digits-3c4d-bbbb0002"]
     assert all(out.joinpath(*rel).exists() for rel in kept)
     assert not any(out.joinpath(*rel).exists() for rel in gone)
     assert not (out / "tickets" / "colt-digits-3c4d-bbbb0002").exists()
     assert orphans.drop_orphans(str(out)) == []  # idempotent
+
+
+def test_orphans_inside_compacted_files_are_dropped_too(tmp_path):
+    """An interrupted sweep compacted by hand before its --resume: the orphan's rows are in compacted files."""
+    out = tmp_path / "sweep"
+    fake_run(out, "colt-digits-1a2b-aaaa0001", [0, 1, 2])
+    fake_run(out, "colt-digits-3c4d-bbbb0002", [0, 1])
+    compact(str(out))
+    fake_run(out, "colt-digits-5e6f-cccc0003", [0])  # a part written after the compaction: an orphan too
+    snapshot_knowing(out, "aaaa0001")
+    assert orphans.drop_orphans(str(out)) == ["colt-digits-3c4d-bbbb0002", "colt-digits-5e6f-cccc0003"]
+    res = load_results(str(out))
+    assert list(res.runs["run_id"]) == ["colt-digits-1a2b-aaaa0001"]
+    assert set(res.cycles["run_id"]) == set(res.layers["run_id"]) == {"colt-digits-1a2b-aaaa0001"}
+    assert len(res.tickets()) == 3 and orphans.drop_orphans(str(out)) == []
 
 
 @pytest.mark.parametrize("run_id,trial", [("a-b-c-0123abcd", "0123abcd"), ("x-ffff0000", "ffff0000")])

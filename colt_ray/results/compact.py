@@ -36,7 +36,9 @@ from colt_ray.results.writer import put_bytes, write_local_atomic
 
 ROW_GROUP_ROWS = 64 * 1024  # a few MB per row group: whole row groups are the unit a reader skips or fetches
 FILE_ROWS = 4 * 1024 * 1024  # a new file past this many rows (some hundred MB): bounded memory per file
-TABLES = layout.TABLE_DIRS  # trials.parquet is one file already
+# runs last: a compaction that drops runs (orphans.drop_orphans) and is killed leaves their runs rows, by which
+# the next attempt finds them again; trials.parquet is one file already
+TABLES = (layout.CYCLES_DIR, layout.LAYERS_DIR, layout.RUNS_DIR)
 
 
 @dataclass
@@ -65,20 +67,25 @@ class Compaction:
 
 
 def compact(
-    path: layout.PathLike, filesystem: Any = None, *, stop_after: Optional[Callable[[str], None]] = None
+    path: layout.PathLike,
+    filesystem: Any = None,
+    *,
+    drop_runs: frozenset[str] = frozenset(),
+    stop_after: Optional[Callable[[str], None]] = None,
 ) -> Compaction:
     """Compact every results table under ``path`` (a local directory or a ``pyarrow.fs`` URI; a run's
     ``--out``, a sweep directory, or a tree of them). Idempotent; safe to interrupt at any point.
-    ``stop_after(step)``: called after each file written and each file removed (tests kill there).
-    ConfigError("results", ...) as ``load_results`` when there are no results."""
+    ``drop_runs``: runs whose rows the new generation leaves out (a resumed sweep's orphans), compacted
+    tables rewritten for them. ``stop_after(step)``: called after each file written and each file removed
+    (tests kill there). ConfigError("results", ...) as ``load_results`` when there are no results."""
     fs, by_kind = table_files(path, filesystem)
     done = Compaction()
     hook = stop_after or (lambda step: None)
     for kind in TABLES:
         for directory, entries in _by_directory(by_kind[kind]).items():
-            if _compact_already(entries):
+            if _compact_already(entries) and not drop_runs:
                 continue
-            written, rows = _write_generation(fs, directory, kind, entries, hook)
+            written, rows = _write_generation(fs, directory, kind, entries, hook, drop_runs)
             done.kept += _remove_merged(fs, entries, written, hook)
             done.tables[f"{directory}/{kind}"] = (len(entries), rows, len(written))
     return done
@@ -99,11 +106,14 @@ def _compact_already(entries: list[FileEntry]) -> bool:
 
 
 def _write_generation(
-    fs: Any, directory: str, kind: str, entries: list[FileEntry], hook: Callable[[str], None]
+    fs: Any, directory: str, kind: str, entries: list[FileEntry], hook: Callable[[str], None], drop: frozenset[str]
 ) -> tuple[list[str], int]:
-    """Write the next generation of ``kind`` in ``directory`` from ``entries``; (paths written, rows)."""
+    """Write the next generation of ``kind`` in ``directory`` from ``entries`` without the rows of the runs
+    ``drop``; (paths written, rows)."""
     generation = 1 + max((layout.compacted_generation(e.path) or 0 for e in entries), default=0)
     table = read_table(fs, entries, kind)
+    if drop:
+        table = table.filter(pc.invert(pc.is_in(table.column("run_id"), pa.array(sorted(drop), pa.string()))))
     order = pc.sort_indices(table, [(k, "ascending", "at_start") for k in SORT[kind]])
     table = table.take(order)
     table = table.cast(schema.TABLES[kind])  # the declared schema, nullability and metadata included

@@ -52,9 +52,21 @@ def trial_of(run_id: str) -> str:
 
 
 def orphan_runs(out: str, known: set[str]) -> list[str]:
-    """The run ids with a ``runs`` row in ``out`` whose trial is not in ``known``."""
-    runs = [n[: -len(layout.SUFFIX)] for n in list_names(out, layout.RUNS_DIR) if layout.is_result_file(n)]
-    return [r for r in runs if trial_of(r) not in known]
+    """The run ids with a ``runs`` row in ``out`` (a part or a compacted file) whose trial is not in ``known``."""
+    from colt_ray.core.errors import ConfigError
+    from colt_ray.results.reader import read_table, table_files
+
+    try:
+        fs, files = table_files(out)
+    except ConfigError:  # no run has started
+        return []
+    runs = read_table(fs, files["runs"], "runs", ["run_id"]).column("run_id").to_pylist()
+    return sorted(r for r in runs if trial_of(r) not in known)
+
+
+def compacted(out: str) -> bool:
+    """Whether any table of ``out`` holds compacted files (an interrupted sweep compacted by hand)."""
+    return any(layout.compacted_generation(n) is not None for t in layout.TABLE_DIRS for n in list_names(out, t))
 
 
 def remove_run(out: str, run_id: str) -> None:
@@ -80,6 +92,10 @@ def drop_orphans(out: str) -> list[str]:
     orphans = orphan_runs(out, known)
     for run_id in orphans:
         remove_run(out, run_id)
+    if orphans and compacted(out):  # their rows inside compacted files: a generation without them
+        from colt_ray.results.compact import compact
+
+        compact(out, drop_runs=frozenset(orphans))
     return orphans
 
 
