@@ -194,7 +194,7 @@ def test_gap_space_on_digits_runs_resumes_after_an_interruption_and_reports_comm
     with open(tmp_path / "driver.log", "w") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            wait_for(lambda: len(list((out / "tune").glob("trial_*/checkpoint_*"))) >= 1, 300, "a checkpoint", proc)
+            wait_for(lambda: len(list((out / "tune" / "resume").glob("trial_*.npz"))) >= 1, 300, "a checkpoint", proc)
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()

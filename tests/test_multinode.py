@@ -117,9 +117,9 @@ def test_a_sweep_that_loses_a_worker_node_finishes_with_every_cycle_once(cluster
     driver.start()
     out = storage / "nodeloss"
     deadline = time.time() + 300
-    while time.time() < deadline and not list((out / "tune").glob("trial_*/checkpoint_*")):
+    while time.time() < deadline and not list((out / "tune" / "resume").glob("trial_*.npz")):
         time.sleep(0.5)
-    assert list((out / "tune").glob("trial_*/checkpoint_*")), "no trial checkpointed"
+    assert list((out / "tune" / "resume").glob("trial_*.npz")), "no trial checkpointed"
     spare = c.add_node(num_cpus=2)
     for node in workers:  # both worker nodes lost mid-sweep, every running trial with them
         c.remove_node(node)
