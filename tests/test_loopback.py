@@ -107,7 +107,7 @@ def readme_recipe() -> str:
     """The README's "start Ray once" recipe, as printed: the bash block that runs `ray start --head`."""
     with open(os.path.join(REPO, "README.md")) as f:
         blocks = f.read().split("```bash\n")[1:]
-    (recipe,) = [b.split("```")[0] for b in blocks if "ray start --head --num-cpus" in b]
+    (recipe,) = [b.split("```")[0] for b in blocks if "ray start --head --port 6379 --num-cpus" in b]
     return recipe
 
 

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from colt_ray.parallel.sweep.cli import main
+from colt_ray.results import layout
 from colt_ray.results.reader import load_results
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -280,7 +281,8 @@ def test_interrupted_sweep_resumes_and_keeps_each_trial_cycle_once(tmp_path, ray
         before[TICKET_KEYS]
     )  # completed cycles are not redone differently
     for table in ("runs", "cycles", "layers"):  # the finished sweep compacted itself: old and new rows merged
-        assert os.listdir(out / table) == ["compacted-g000002-0000.parquet"], table
+        (name,) = os.listdir(out / table)  # g2, or g3 when the resume first dropped orphans from g1
+        assert layout.compacted_generation(name) in (2, 3), (table, name)
 
 
 def free_ports(n: int) -> list[int]:

@@ -102,7 +102,14 @@ def send_token_if_any() -> None:
         or os.environ.get("RAY_AUTH_TOKEN_PATH")
         or os.path.isfile(os.path.expanduser(TOKEN_FILE))
     ):
-        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_MODE"] = "token"  # for this process and every process it starts
+        try:  # Ray's core read its config when ray was imported: refresh it, as Ray's own token set-up does
+            from ray._raylet import AuthenticationTokenLoader, Config
+
+            Config.initialize("")
+            AuthenticationTokenLoader.instance().reset_cache()
+        except Exception:  # noqa: BLE001 - a private API: the variable still reaches the processes Ray starts
+            pass
 
 
 def _host_port(address: str) -> tuple[str, int]:
