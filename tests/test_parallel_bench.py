@@ -1,5 +1,6 @@
 """The end-to-end Ray benchmark's smoke path runs (in its own processes: each run starts and stops its own Ray)."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,17 @@ def test_bench_sweep_overhead_smoke_test_counts_snapshots_and_overhead(tmp_path)
         text=True,
     )
     assert bad.returncode == 2 and "--trials" in bad.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_bench_scale_report_smoke_test_times_both_layouts_locally_and_on_s3():
+    pytest.importorskip("moto", reason="moto[server] is a dev dependency (pip install -e '.[dev]')")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_scale.py"), "report", "--smoke-test"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    local, s3 = [line for line in out.stdout.splitlines() if line.startswith(("  local", "  s3"))]
+    assert "'parts': 29" in local and "'compacted files': 4" in local  # 4 runs + 12 + 12 parts + trials -> 3 + 1
+    requests = [int(n) for n in re.findall(r", (\d+)\)", s3)]
+    assert len(requests) == 2 and requests[1] < requests[0]  # compacted: fewer requests than the 29 parts
