@@ -329,8 +329,8 @@ def test_the_reader_lists_only_the_table_folders_never_tickets_tune_or_report(tm
         (tmp_path / junk).mkdir(parents=True)
         (tmp_path / junk / "x.parquet").write_bytes(b"not parquet: never opened")
     listed = []
-    real = listing._entries
-    monkeypatch.setattr(listing, "_entries", lambda fs, d: listed.append(os.path.relpath(d, tmp_path)) or real(fs, d))
+    real = listing.entries
+    monkeypatch.setattr(listing, "entries", lambda fs, d: listed.append(os.path.relpath(d, tmp_path)) or real(fs, d))
     res = load_results(tmp_path)
     assert sorted(listed) == [".", "cycles", "layers", "runs"]  # one listing each, none of the others'
     assert list(res.runs["run_id"]) == ["r1"] and len(res.cycles) == 3

@@ -48,13 +48,13 @@ def list_results(path: layout.PathLike, filesystem: Any = None) -> tuple[Optiona
     pending, any_entry = [root], False
     while pending:
         directory = pending.pop()
-        for name, is_dir, entry in _entries(fs, directory):
+        for name, is_dir, entry in entries(fs, directory):
             any_entry = True
             if not is_dir:
                 if name == layout.TRIALS_FILE:
                     found.append(entry)
             elif name in layout.TABLE_DIRS:
-                found.extend(e for n, d, e in _entries(fs, entry.path) if not d and layout.is_result_file(n))
+                found.extend(e for n, d, e in entries(fs, entry.path) if not d and layout.is_result_file(n))
             elif name not in SKIP_DIRS and not name.startswith("."):
                 pending.append(entry.path)
     if not any_entry:
@@ -78,8 +78,9 @@ def _check_dir(fs: Any, root: str, shown: str) -> None:
         raise ConfigError("results", f"{shown} is not a directory")
 
 
-def _entries(fs: Any, directory: str) -> list[tuple[str, bool, FileEntry]]:
-    """``(name, is a directory, entry)`` for each name in ``directory`` (not recursive)."""
+def entries(fs: Any, directory: str) -> list[tuple[str, bool, FileEntry]]:
+    """``(name, is a directory, entry)`` for each name in ``directory`` (not recursive; [] if it is missing);
+    ``fs`` None for the local disk."""
     if fs is None:
         out = []
         try:

@@ -34,7 +34,6 @@ KEYS = {
     "trials": ["sweep", "trial_id"],
 }
 SORT = {**KEYS, "layers": ["run_id", "cycle"]}  # layers keep their written (model) order
-_SKIP_DIRS = {layout.TICKETS_DIR, layout.REPORT_DIR}
 _PANDAS_TYPES = {
     pa.int32(): pd.Int32Dtype(),
     pa.int64(): pd.Int64Dtype(),

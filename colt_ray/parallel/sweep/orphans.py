@@ -25,14 +25,10 @@ SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX = "experiment_state-", ".json"  # TuneControlle
 
 def list_names(out: str, *rel: str) -> list[str]:
     """The names of the files in ``out``/``rel`` (a local directory or a ``pyarrow.fs`` URI); [] if none."""
-    fs, root = layout.resolve(out)
-    if fs is None:
-        path = os.path.join(root, *rel)
-        return sorted(os.listdir(path)) if os.path.isdir(path) else []
-    from pyarrow import fs as pafs
+    from colt_ray.results.listing import entries
 
-    selector = pafs.FileSelector(layout.join(root, *rel, remote=True), allow_not_found=True)
-    return sorted(info.base_name for info in fs.get_file_info(selector) if info.type == pafs.FileType.File)
+    fs, root = layout.resolve(out)
+    return sorted(name for name, is_dir, _ in entries(fs, layout.join(root, *rel, remote=fs is not None)) if not is_dir)
 
 
 def snapshot_trial_ids(out: str) -> Optional[set[str]]:
