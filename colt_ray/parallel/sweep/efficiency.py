@@ -48,12 +48,18 @@ def open_session(out: str, started_at: dt.datetime, cores: float) -> list[dict[s
 
 
 def training_cpu_seconds(cycles: Any) -> float:
-    """CPU seconds of every training row (``cpu_seconds``; rows written before that column: ``wall_seconds``)."""
+    """CPU seconds of every training row (``cpu_seconds``; rows written before that column: ``wall_seconds``):
+    ``cycles`` is the CYCLES table (a DataFrame) or a cycle's rows as dicts (a trial sums its own as it writes
+    them)."""
     if len(cycles) == 0:
         return 0.0
-    cpu = cycles["cpu_seconds"].astype("float64")
-    wall = cycles["wall_seconds"].astype("float64")
-    return float(cpu.fillna(wall).fillna(0.0).sum())
+    rows = cycles[["cpu_seconds", "wall_seconds"]].to_dict("records") if hasattr(cycles, "to_dict") else cycles
+    return math.fsum(_known(r.get("cpu_seconds"), _known(r.get("wall_seconds"), 0.0)) for r in rows)
+
+
+def _known(value: Any, otherwise: float) -> float:
+    """``value`` as a float, or ``otherwise`` when it is missing (None, or NaN in a DataFrame)."""
+    return otherwise if value is None or value != value else float(value)
 
 
 def efficiency(

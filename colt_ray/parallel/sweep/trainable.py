@@ -25,6 +25,7 @@ from colt_ray.core.config import RunConfig
 from colt_ray.core.errors import one_line
 from colt_ray.core.tickets.methods import Resume
 from colt_ray.core.tickets.records import CycleRecord
+from colt_ray.parallel.sweep.efficiency import training_cpu_seconds
 from colt_ray.parallel.sweep.state import Totals, TrialState, load_state, pack_state, resume_rel, unpack_state
 from colt_ray.results.writer import read_bytes, write_bytes_atomic
 
@@ -78,12 +79,6 @@ def cycle_metrics(record: CycleRecord, totals: Totals, target: Optional[float], 
             wall_at_target=totals.wall_at_target if reached else math.inf,
         )
     return metrics
-
-
-def training_cpu_seconds(rows: list[dict[str, Any]]) -> float:
-    """CPU seconds of a cycle's training rows (``cpu_seconds``, else ``wall_seconds``): what the sweep's
-    efficiency counts as training, summed by the trial as it writes them so the driver need not read them."""
-    return math.fsum(_first(r.get("cpu_seconds"), r.get("wall_seconds"), 0.0) for r in rows)
 
 
 def sparsity_pct(sparsity: float) -> int:
@@ -214,10 +209,6 @@ def run_search(
     from colt_ray.core.tickets.search import run_local
 
     return run_local(prepared, sink, resume)
-
-
-def _first(*values: Any) -> float:
-    return float(next(v for v in values if v is not None))
 
 
 def _num(value: Any, missing: float = math.nan) -> float:
