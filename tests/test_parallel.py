@@ -9,9 +9,9 @@ import dataclasses
 import os
 import subprocess
 import sys
-import threading
 import time
 
+import faults
 import pandas as pd
 import pytest
 import ray
@@ -68,11 +68,18 @@ def colt_local():
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
+def ray_cluster(tmp_path_factory):
+    """The module's Ray, with the fault hook of ``faults`` in every worker; yields the hook's folder."""
     if ray.is_initialized():  # left running by another module
         ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
+    folder = str(tmp_path_factory.mktemp("faults"))
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        runtime_env={"worker_process_setup_hook": faults.kill_hook(folder)},
+    )
+    yield folder
     stop_ray()
 
 
@@ -171,43 +178,27 @@ def test_jackpot_on_ray_equals_jackpot_local(ray_cluster):
 
 
 def test_killed_shard_actor_is_restarted_and_the_cycle_gives_the_same_masks(ray_cluster):
-    p = prepare(small_cfg(cycles=1, epochs=20, eval_tickets="none"))
+    p = prepare(small_cfg(cycles=1, epochs=2, eval_tickets="none"))
     want = collect(run_local, p)
     with Coordinator(p.cfg, prepared=p) as coord:
-        victim = coord.shards.actors[0]
-        pid_before = coord.shards.ready()[0]
-
-        def kill_mid_cycle_0():
-            while coord.shards.in_flight != 0:
-                time.sleep(0.01)
-            time.sleep(0.2)  # well inside a 20-epoch shard training (about 1 s)
-            ray.kill(victim, no_restart=False)
-
-        killer = threading.Thread(target=kill_mid_cycle_0, daemon=True)
-        killer.start()
+        pids_before = coord.shards.ready()
+        faults.arm(ray_cluster, "run", 0)  # the first shard to start training cycle 0 dies in that call
         got = collect(coord.run)
-        killer.join(timeout=5)
-        assert ray.get(victim.pid.remote()) != pid_before  # it really died and came back
+        assert faults.taken(ray_cluster, "run", 0)
+        pids_after = [ray.get(a.pid.remote()) for a in coord.shards.actors]
+        assert sum(a != b for a, b in zip(pids_before, pids_after)) == 1  # one really died and came back
     assert_same_records(got, want)
 
 
 def test_killed_evaluator_is_restarted_and_every_evaluation_lands_once(ray_cluster):
-    p = prepare(small_cfg(cycles=2, epochs=20))
+    p = prepare(small_cfg(cycles=2, epochs=2))
     want = collect(run_local, p)
     with Coordinator(p.cfg, prepared=p) as coord:
         victim = coord.full.actors[0]
         pid_before = coord.full.ready()[0]
-
-        def kill_during_the_first_evaluation():
-            while not coord.full.submitted:
-                time.sleep(0.01)
-            time.sleep(0.2)  # inside the 20-epoch evaluation of cycle 0 (about 2 s)
-            ray.kill(victim, no_restart=False)
-
-        killer = threading.Thread(target=kill_during_the_first_evaluation, daemon=True)
-        killer.start()
+        faults.arm(ray_cluster, "evaluate", 0)  # the evaluator dies inside the evaluation of cycle 0
         got = collect(coord.run)
-        killer.join(timeout=5)
+        assert faults.taken(ray_cluster, "evaluate", 0)
         assert ray.get(victim.pid.remote()) != pid_before  # it really died and came back
         assert coord.full.submitted == [0, 1, 2]  # each evaluation submitted once (Ray retried the lost one)
     assert [r.cycle for r in got] == [0, 1, 2]  # every (run, cycle) record once
