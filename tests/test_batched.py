@@ -188,6 +188,7 @@ def test_memory_check_names_the_largest_number_of_shards_that_fit():
         BatchedShards(cfg, bundles, idx, memory_limit=int(need[0] * 1.2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["lenet300", "conv2", "resnet20"])
 def test_batched_and_local_give_the_same_tickets_in_float64(arch):
     # The issue's criterion, with kernel rounding made ~1e-16 (float64 weights, buffers, optimizer state and
@@ -209,6 +210,7 @@ def test_batched_and_local_masks_agree_for_three_cycles_in_float32(arch):
     assert max(acc) <= 0.005
 
 
+@pytest.mark.slow
 def test_resnet20_batched_is_as_close_to_local_as_local_with_other_kernels():
     # The real-world float32 case. resnet20's float32 gradients carry rounding errors up to ~1e-3 relative
     # (lenet300 and conv2: ~1e-7), so any change of float kernel (oneDNN off, or vmap's grouped conv) moves

@@ -135,6 +135,7 @@ def test_shard_actors_receive_only_their_rows_and_each_cycle_puts_one_packed_mas
     assert sorted(len(v["train"][1]) for v in rows) == sorted(shard_rows)  # the full set was not put again
 
 
+@pytest.mark.slow
 def test_a_sweep_puts_its_dataset_once_and_its_trials_equal_the_local_backend(cluster, tmp_path, monkeypatch):
     npz = write_npz(tmp_path / "d.npz")
     puts = []

@@ -59,6 +59,7 @@ def test_shard_actors_go_to_the_nodes_of_their_placement_group_bundles(cluster):
         remove_placement_group(pg)
 
 
+@pytest.mark.slow
 def test_a_trainer_lost_with_its_node_and_no_room_elsewhere_ends_the_run_with_an_error_not_a_wait(cluster):
     from colt_ray.parallel.actors import ShardFailedError
     from colt_ray.parallel.backend import open_coordinator

@@ -190,6 +190,7 @@ def test_killed_shard_actor_is_restarted_and_the_cycle_gives_the_same_masks(ray_
     assert_same_records(got, want)
 
 
+@pytest.mark.slow
 def test_killed_evaluator_is_restarted_and_every_evaluation_lands_once(ray_cluster):
     p = prepare(small_cfg(cycles=2, epochs=2))
     want = collect(run_local, p)

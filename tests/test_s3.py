@@ -81,6 +81,7 @@ def colt_ray(args: list[str], env: dict, cwd) -> subprocess.CompletedProcess:
                           text=True, timeout=600)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_ticket_report_and_transfer_through_s3(s3_env, tmp_path):
     env, client = s3_env
     out = f"s3://{BUCKET}/runs/imp"

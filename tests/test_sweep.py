@@ -296,7 +296,6 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-@pytest.mark.slow
 def upload_only_python(tmp_path) -> str:
     """A ``bin/`` whose ``python`` sees this environment's packages but not this checkout: a venv whose one
     ``.pth`` line names our site-packages. Python reads ``.pth`` files only in its own site directories, so
@@ -317,6 +316,7 @@ def upload_only_python(tmp_path) -> str:
     return str(venv / "bin")
 
 
+@pytest.mark.slow
 def test_ray_job_submit_runs_the_quick_space_on_a_real_head(tmp_path, ray_tag, monkeypatch):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
