@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 
+MARKER = "{method}-{cycle}"  # the armed kill's file in the hook's folder; ``.taken`` once it went off
+
 
 def kill_hook(folder: str):
     """A setup hook (a closure, so Ray ships it by value to workers that cannot import this module)."""
@@ -28,7 +30,7 @@ def kill_hook(folder: str):
             @functools.wraps(original)
             def wrapped(self, *args, **kwargs):
                 cycle = signature.bind(self, *args, **kwargs).arguments["cycle"]
-                marker = os.path.join(folder, f"{name}-{cycle}")
+                marker = os.path.join(folder, MARKER.format(method=name, cycle=cycle))
                 try:
                     os.rename(marker, marker + ".taken")
                 except OSError:
@@ -46,9 +48,9 @@ def kill_hook(folder: str):
 def arm(folder: str, method: str, cycle: int) -> None:
     """Kill the next process that calls ``ShardTrainer.<method>`` at ``cycle``."""
     os.makedirs(folder, exist_ok=True)
-    open(os.path.join(folder, f"{method}-{cycle}"), "w").close()
+    open(os.path.join(folder, MARKER.format(method=method, cycle=cycle)), "w").close()
 
 
 def taken(folder: str, method: str, cycle: int) -> bool:
     """Whether an armed kill went off."""
-    return os.path.exists(os.path.join(folder, f"{method}-{cycle}.taken"))
+    return os.path.exists(os.path.join(folder, MARKER.format(method=method, cycle=cycle) + ".taken"))
