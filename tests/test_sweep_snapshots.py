@@ -15,6 +15,7 @@ from test_results_io import cycle_rows, layer_rows, run_row
 
 from colt_ray.parallel.sweep import orphans
 from colt_ray.parallel.sweep.parse import parse_spec
+from colt_ray.parallel.sweep.spec import SAMPLERS
 from colt_ray.parallel.sweep.state import Totals, pack_state, resume_rel, save_state, unpack_state
 from colt_ray.parallel.sweep.tuner import OPTUNA_JOURNAL, make_searcher, param_space
 from colt_ray.results import layout
@@ -107,6 +108,27 @@ def test_the_searcher_state_does_not_grow_with_finished_trials_and_the_study_is_
     memory.set_search_properties(None, None, param_space(spec))
     run_trials(memory, spec, [f"t{i:02d}" for i in range(40)])
     assert saved_size(memory, tmp_path / "m40.pkl") > large + 40 * 300
+
+
+@pytest.mark.parametrize("kind", sorted(SAMPLERS))
+def test_every_sampler_kind_pickles_as_tune_pickles_it_and_keeps_sampling(tmp_path, kind):
+    """Tune pickles the searcher into the Tuner's state and every snapshot; Optuna 5.1's NSGA-II holds a
+    thread lock, which failed every nsga2 sweep at ``tune.Tuner(...)`` before the sampler dropped it."""
+    import ray.cloudpickle
+
+    two = [{"metric": "val_acc", "mode": "max"}, {"metric": "sparsity", "mode": "max"}]
+    spec = spec_of(sampler={"kind": kind, "seed": 0}, objectives=two)
+
+    def play(search, ids):
+        for tid in ids:
+            config = search.suggest(tid)
+            search.on_trial_complete(tid, result={"val_acc": config["lr"], "sparsity": 0.5, "search_done": True})
+
+    search = new_searcher(spec, tmp_path)
+    play(search, ["t0", "t1"])
+    copy = ray.cloudpickle.loads(ray.cloudpickle.dumps(search))
+    play(copy, ["t2", "t3"])  # the restored copy (a new lock where it has one) asks and tells
+    assert len(optuna_search(copy)._ot_study.trials) == 4
 
 
 def test_a_resumed_searcher_continues_the_same_study_from_a_stale_snapshot(tmp_path):

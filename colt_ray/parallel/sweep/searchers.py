@@ -9,6 +9,9 @@
   appended to at each ask and tell, and the searcher state Tune saves with every experiment snapshot is only
   the sampler and the Tune trial id -> Optuna trial of the trials still running (``OptunaSearch.save`` would
   pickle every trial it ever asked for).
+* :class:`NSGAII` - Optuna's NSGA-II sampler, made picklable again: Optuna 5.1's GA samplers hold a
+  ``threading.Lock`` (``optuna/samplers/_ga/_base.py``), and Tune pickles the searcher into the Tuner's state
+  and every experiment snapshot (``TypeError: cannot pickle '_thread.lock' object`` otherwise).
 * :class:`Replicates` - each recipe the wrapped searcher suggests becomes one trial per (seed, method) of a
   ``compare:``/``seeds:`` sweep (``compare.trial_variants``); the searcher sees the recipe once and is told
   the outcome of the whole group (``compare.group_outcome``) when its last trial ends.
@@ -18,12 +21,28 @@ from __future__ import annotations
 
 import copy
 import pickle
+import threading
 from typing import Any, Optional
 
+import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from colt_ray.parallel.sweep.compare import group_outcome
+
+
+class NSGAII(optuna.samplers.NSGAIISampler):
+    """``NSGAIISampler`` that pickles: its lock is dropped from the pickled state and a new one made on load
+    (a lock guards one process's threads; a copy restored elsewhere needs its own)."""
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_thread_lock", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._thread_lock = threading.Lock()
 
 
 class OptunaPruning(OptunaSearch):

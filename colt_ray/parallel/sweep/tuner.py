@@ -54,7 +54,9 @@ def make_sampler(spec: SweepSpec) -> Any:
     s = spec.sampler
     if s.kind == "nsga2":
         kwargs = {"population_size": s.population_size} if s.population_size else {}
-        return optuna.samplers.NSGAIISampler(seed=s.seed, **kwargs)
+        from colt_ray.parallel.sweep.searchers import NSGAII
+
+        return NSGAII(seed=s.seed, **kwargs)
     if s.kind == "random":
         return optuna.samplers.RandomSampler(seed=s.seed)
     return optuna.samplers.TPESampler(seed=s.seed)
