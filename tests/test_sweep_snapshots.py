@@ -15,7 +15,7 @@ from test_results_io import cycle_rows, layer_rows, run_row
 
 from colt_ray.parallel.sweep import orphans
 from colt_ray.parallel.sweep.parse import parse_spec
-from colt_ray.parallel.sweep.spec import SAMPLERS
+from colt_ray.parallel.sweep.spec import SAMPLER_OPTIONS, SAMPLERS
 from colt_ray.parallel.sweep.state import Totals, pack_state, resume_rel, save_state, unpack_state
 from colt_ray.parallel.sweep.tuner import OPTUNA_JOURNAL, make_searcher, param_space
 from colt_ray.results import layout
@@ -110,25 +110,48 @@ def test_the_searcher_state_does_not_grow_with_finished_trials_and_the_study_is_
     assert saved_size(memory, tmp_path / "m40.pkl") > large + 40 * 300
 
 
-@pytest.mark.parametrize("kind", sorted(SAMPLERS))
-def test_every_sampler_kind_pickles_as_tune_pickles_it_and_keeps_sampling(tmp_path, kind):
-    """Tune pickles the searcher into the Tuner's state and every snapshot; Optuna 5.1's NSGA-II holds a
-    thread lock, which failed every nsga2 sweep at ``tune.Tuner(...)`` before the sampler dropped it."""
+SAMPLER_CASES = {  # every kind, and every option of SAMPLER_OPTIONS at least once, as the space writes it
+    "tpe": ({"multivariate": True, "group": True, "n_startup_trials": 2, "constant_liar": True}, 2),
+    "gp": ({"n_startup_trials": 2}, 2),
+    "cmaes": ({"n_startup_trials": 2}, 1),
+    "qmc": ({"qmc_type": "halton", "scramble": True}, 2),
+    "nsga2": ({"population_size": 2}, 2),
+    "random": ({}, 2),
+}
+
+
+def test_the_sampler_cases_cover_every_kind_and_option():
+    assert set(SAMPLER_CASES) == set(SAMPLERS)
+    assert {k for options, _ in SAMPLER_CASES.values() for k in options} == set(SAMPLER_OPTIONS)
+
+
+@pytest.mark.parametrize("kind", sorted(SAMPLER_CASES))
+def test_every_sampler_and_option_reaches_optuna_pickles_as_tune_pickles_it_and_keeps_sampling(tmp_path, kind):
+    """Each sampler runs past its startup trials into its own model with the options the space gave. Tune
+    pickles the searcher into the Tuner's state and every snapshot; Optuna 5.1's NSGA-II holds a thread lock,
+    which failed every nsga2 sweep at ``tune.Tuner(...)`` before :class:`searchers.NSGAII` dropped it."""
     import ray.cloudpickle
 
-    two = [{"metric": "val_acc", "mode": "max"}, {"metric": "sparsity", "mode": "max"}]
-    spec = spec_of(sampler={"kind": kind, "seed": 0}, objectives=two)
+    options, n_objectives = SAMPLER_CASES[kind]
+    objectives = [{"metric": "val_acc", "mode": "max"}, {"metric": "sparsity", "mode": "max"}][:n_objectives]
+    spec = spec_of(sampler={"kind": kind, "seed": 0, **options}, objectives=objectives)
+    search = new_searcher(spec, tmp_path)
+    sampler = optuna_search(search)._ot_study.sampler
+    for key, value in options.items():  # Optuna keeps each option as its private attribute of the same name
+        assert getattr(sampler, f"_{key}") == value, key
 
     def play(search, ids):
         for tid in ids:
             config = search.suggest(tid)
-            search.on_trial_complete(tid, result={"val_acc": config["lr"], "sparsity": 0.5, "search_done": True})
+            assert 0.1 <= config["prune_rate"] <= 0.4 and 0.01 <= config["lr"] <= 0.2, config
+            result = {"val_acc": config["prune_rate"] - abs(config["lr"] - 0.05), "sparsity": config["prune_rate"]}
+            search.on_trial_complete(tid, result={**result, "search_done": True})
 
-    search = new_searcher(spec, tmp_path)
-    play(search, ["t0", "t1"])
+    play(search, ["t0", "t1", "t2"])
     copy = ray.cloudpickle.loads(ray.cloudpickle.dumps(search))
-    play(copy, ["t2", "t3"])  # the restored copy (a new lock where it has one) asks and tells
-    assert len(optuna_search(copy)._ot_study.trials) == 4
+    play(copy, ["t3", "t4"])  # past the 2 startup trials; the restored copy (a new lock where it has one) too
+    trials = optuna_search(copy)._ot_study.trials
+    assert len(trials) == 5 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
 
 
 def test_a_resumed_searcher_continues_the_same_study_from_a_stale_snapshot(tmp_path):

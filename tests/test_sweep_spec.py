@@ -83,7 +83,10 @@ def test_parse_reads_every_section():
             sampler={"seed": 3},
         )
     )
-    assert spec.multi and spec.sampler.kind == "nsga2" and spec.sampler.seed == 3
+    # two objectives: TPE below 1,000 recipes (Optuna's guidance), NSGA-II from there
+    assert spec.multi and spec.sampler.kind == "tpe" and spec.sampler.seed == 3
+    many = space(objectives=[{"metric": "acc"}, {"metric": "sparsity"}], budget={"num_samples": 1000})
+    assert parse_spec(many).sampler.kind == "nsga2"
     assert [o.mode for o in spec.objectives] == ["max", "max"]
     assert spec.scheduler.metric == "acc" and spec.scheduler.mode == "max" and spec.scheduler.reduction_factor == 2
     assert (spec.scheduler.time_attr, spec.scheduler.grace_period, spec.scheduler.max_t) == ("sparsity_pct", 10, 100)
@@ -145,6 +148,33 @@ BAD = {
     ),
     "unknown_metric": (space(objectives={"metric": "accuracy"}), "unknown metric 'accuracy'"),
     "asha_metric_without_target": (space(scheduler={"metric": "acc_at_target"}), "acc_at_target needs a target"),
+    "unknown_sampler": (
+        space(sampler={"kind": "bohb"}),
+        "sampler.kind: unknown 'bohb'; valid: tpe, gp, cmaes, qmc, nsga2, random",
+    ),
+    "unknown_sampler_option": (space(sampler={"kind": "tpe", "multivariat": True}), "sampler.multivariat: unknown key"),
+    "option_of_another_sampler": (
+        space(sampler={"kind": "tpe", "population_size": 8}),
+        "sampler.population_size: only applies to kind: nsga2",
+    ),
+    "option_not_a_boolean": (
+        space(sampler={"kind": "tpe", "multivariate": "yes"}),
+        "sampler.multivariate: must be true",
+    ),
+    "group_without_multivariate": (space(sampler={"kind": "tpe", "group": True}), "sampler.group: needs multivariate"),
+    "negative_startup_trials": (
+        space(sampler={"kind": "gp", "n_startup_trials": -1}),
+        "sampler.n_startup_trials: must",
+    ),
+    "unknown_qmc_type": (
+        space(sampler={"kind": "qmc", "qmc_type": "lhs"}),
+        "sampler.qmc_type: unknown 'lhs'; valid: sobol, halton",
+    ),
+    "cmaes_for_two_objectives": (
+        space(objectives=[{"metric": "acc"}, {"metric": "sparsity"}], sampler={"kind": "cmaes"}),
+        "sampler.kind: cmaes is for one objective",
+    ),
+    "nsga2_for_one_objective": (space(sampler={"kind": "nsga2"}), "sampler.kind: nsga2 is for two objectives"),
 }
 
 

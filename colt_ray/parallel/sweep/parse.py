@@ -17,12 +17,17 @@ from colt_ray.parallel.sweep.spec import (
     ACC_METRICS,
     BUDGET_KEYS,
     DIST_KINDS,
+    MANY_RECIPES,
     METRICS,
     MODES,
+    MULTI_OBJECTIVE_SAMPLERS,
     OBJECTIVE_KEYS,
+    QMC_TYPES,
     SAMPLER_KEYS,
+    SAMPLER_OPTIONS,
     SAMPLERS,
     SCHEDULER_KEYS,
+    SINGLE_OBJECTIVE_SAMPLERS,
     TARGET_METRICS,
     TEST_METRICS,
     TIME_ATTRS,
@@ -119,13 +124,14 @@ def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
             "ASHA stops single trials, leaving a recipe's methods and seeds unequal; remove it (or compare:/seeds:)",
         )
     _check_selection(objectives, scheduler, fixed, search, allow_test)
+    budget = _budget(data.get("budget") or {})
     return SweepSpec(
         name=sweep_name(data["name"], "name"),
         fixed=fixed,
         search=search,
         objectives=objectives,
-        budget=_budget(data.get("budget") or {}),
-        sampler=_sampler(data.get("sampler"), len(objectives)),
+        budget=budget,
+        sampler=_sampler(data.get("sampler"), len(objectives), budget.num_samples),
         scheduler=scheduler,
         allow_test_selection=allow_test,
         compare=compare,
@@ -275,21 +281,37 @@ def _budget(raw: Any) -> Budget:
     )
 
 
-def _sampler(raw: Any, n_objectives: int) -> SamplerSpec:
+def _sampler(raw: Any, n_objectives: int, num_samples: int) -> SamplerSpec:
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError("sampler", f"must be a mapping with keys {', '.join(SAMPLER_KEYS)}")
     _known(raw, SAMPLER_KEYS, "sampler.", "key")
-    kind = _choice(raw.get("kind", "nsga2" if n_objectives > 1 else "tpe"), SAMPLERS, "sampler.kind")
-    if kind == "nsga2" and n_objectives < 2:
-        raise ConfigError("sampler.kind", "nsga2 is for two objectives; use tpe or random for one")
+    default = "nsga2" if n_objectives > 1 and num_samples >= MANY_RECIPES else "tpe"
+    kind = _choice(raw.get("kind", default), SAMPLERS, "sampler.kind")
+    if kind in MULTI_OBJECTIVE_SAMPLERS and n_objectives < 2:
+        raise ConfigError("sampler.kind", f"{kind} is for two objectives; use tpe, gp, cmaes, qmc or random for one")
+    if kind in SINGLE_OBJECTIVE_SAMPLERS and n_objectives > 1:
+        raise ConfigError("sampler.kind", f"{kind} is for one objective; use tpe, gp, nsga2, qmc or random for two")
     seed = raw.get("seed")
     seed = None if seed is None else int_at_least("sampler.seed", seed, 0)
-    pop = raw.get("population_size")
-    pop = None if pop is None else int_at_least("sampler.population_size", pop, 2)
-    if pop is not None and kind != "nsga2":
-        raise ConfigError("sampler.population_size", "only applies to kind: nsga2")
-    return SamplerSpec(kind, seed, pop)
+    options = []
+    for key, kinds in SAMPLER_OPTIONS.items():
+        if key not in raw:
+            continue
+        where, value = f"sampler.{key}", raw[key]
+        if kind not in kinds:
+            raise ConfigError(where, f"only applies to kind: {' or '.join(kinds)}")
+        if key in ("multivariate", "group", "constant_liar", "scramble"):
+            if not isinstance(value, bool):
+                raise ConfigError(where, f"must be true or false, got {value!r}")
+        elif key == "qmc_type":
+            value = _choice(value, QMC_TYPES, where)
+        else:
+            value = int_at_least(where, value, 2 if key == "population_size" else 0)
+        options.append((key, value))
+    if dict(options).get("group") and not dict(options).get("multivariate"):
+        raise ConfigError("sampler.group", "needs multivariate: true (Optuna groups the multivariate TPE's parameters)")
+    return SamplerSpec(kind, seed, tuple(options))
 
 
 def _scheduler(

@@ -44,9 +44,25 @@ TARGET_METRICS = (
     "wall_at_target",
 )
 MODES = ("max", "min")
-SAMPLERS = ("tpe", "nsga2", "random")
+SAMPLERS = ("tpe", "gp", "cmaes", "qmc", "nsga2", "random")
+# each sampler option and the kinds it applies to (Optuna's own names, passed through as keyword arguments)
+SAMPLER_OPTIONS = {
+    "multivariate": ("tpe",),
+    "group": ("tpe",),
+    "constant_liar": ("tpe",),
+    "n_startup_trials": ("tpe", "gp", "cmaes"),
+    "population_size": ("nsga2",),
+    "qmc_type": ("qmc",),
+    "scramble": ("qmc",),
+}
+SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)  # Optuna's CmaEsSampler raises on a multi-objective study
+MULTI_OBJECTIVE_SAMPLERS = ("nsga2",)
+QMC_TYPES = ("sobol", "halton")
+# Optuna's guidance for two objectives (NSGAIIISampler's docs): Bayesian optimisation (TPE, GP) is sample
+# efficient below ~1,000 trials; a genetic algorithm needs generations of population_size trials
+MANY_RECIPES = 1000
 BUDGET_KEYS = ("num_samples", "max_concurrent", "max_failures")
-SAMPLER_KEYS = ("kind", "seed", "population_size")
+SAMPLER_KEYS = ("kind", "seed", *SAMPLER_OPTIONS)
 SCHEDULER_KEYS = ("kind", "metric", "mode", "time_attr", "grace_period", "reduction_factor", "max_t")
 # ASHA's progress axis, reported after every cycle: cycles done, or the ticket's sparsity in whole percent
 TIME_ATTRS = ("cycle", "sparsity_pct")
@@ -81,9 +97,13 @@ class Budget:
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    kind: str  # tpe | nsga2 | random
+    kind: str  # one of SAMPLERS
     seed: Optional[int] = None
-    population_size: Optional[int] = None  # nsga2 only
+    options: tuple = ()  # (name, value) pairs of SAMPLER_OPTIONS for this kind, as the space gave them
+
+    @property
+    def kwargs(self) -> dict:
+        return dict(self.options)
 
 
 @dataclass(frozen=True)

@@ -48,18 +48,22 @@ def objective_target(spec: SweepSpec) -> Optional[float]:
 
 
 def make_sampler(spec: SweepSpec) -> Any:
-    """The Optuna sampler: TPE (one or two objectives), NSGA-II (two) or random."""
+    """The Optuna sampler a space names (``sampler.kind``), with its options as Optuna's keyword arguments."""
     import optuna
 
     s = spec.sampler
     if s.kind == "nsga2":
-        kwargs = {"population_size": s.population_size} if s.population_size else {}
         from colt_ray.parallel.sweep.searchers import NSGAII
 
-        return NSGAII(seed=s.seed, **kwargs)
-    if s.kind == "random":
-        return optuna.samplers.RandomSampler(seed=s.seed)
-    return optuna.samplers.TPESampler(seed=s.seed)
+        return NSGAII(seed=s.seed, **s.kwargs)
+    classes = {
+        "tpe": optuna.samplers.TPESampler,
+        "gp": optuna.samplers.GPSampler,
+        "cmaes": optuna.samplers.CmaEsSampler,
+        "qmc": optuna.samplers.QMCSampler,
+        "random": optuna.samplers.RandomSampler,
+    }
+    return classes[s.kind](seed=s.seed, **s.kwargs)
 
 
 def optuna_storage(out: str) -> Any:
