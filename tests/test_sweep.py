@@ -8,6 +8,7 @@ under a private RAY_TMPDIR, and every process carrying that tag is killed afterw
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import signal
@@ -17,10 +18,12 @@ import sys
 import time
 import uuid
 
+import optuna
 import pytest
 import yaml
 
 from colt_ray.parallel.sweep.cli import main
+from colt_ray.parallel.sweep.tuner import OPTUNA_JOURNAL
 from colt_ray.results import layout
 from colt_ray.results.reader import load_results
 
@@ -113,7 +116,9 @@ def count_snapshots(monkeypatch) -> list[float]:
 def test_small_optuna_sweep_completes_with_one_ticket_row_per_trial_cycle(tmp_path, ray_cluster, monkeypatch):
     storage = tmp_path / "st"
     snapshots = count_snapshots(monkeypatch)
-    assert main([write_space(tmp_path, tiny_space("small")), "--storage", str(storage), "--quiet"]) == 0
+    point = {"prune_rate": 0.25, "lr": 0.1, "shards": 2, "split": "random"}  # tried first, then the GP's own choices
+    space = tiny_space("small", sampler={"kind": "gp", "seed": 0, "n_startup_trials": 1}, points_to_evaluate=[point])
+    assert main([write_space(tmp_path, space), "--storage", str(storage), "--quiet"]) == 0
     # Tune's own period (at least 10 s apart) and the end, not one snapshot per reported cycle (9 here)
     span = snapshots[-1] - snapshots[0]
     assert len(snapshots) <= 2 + span / 10 and len(snapshots) < 9, (len(snapshots), span)
@@ -127,6 +132,15 @@ def test_small_optuna_sweep_completes_with_one_ticket_row_per_trial_cycle(tmp_pa
     best = res.trials.loc[res.trials["objective"].idxmax()]
     assert best["pareto"] and best["final_acc_best"] == best["objective"]
     assert (res.trials["sample_epochs"] > 0).all() and (res.trials["cycles_done"] == 2).all()
+    # the study in its journal: each trial once, complete, with its settings and objective value
+    journal = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(storage.joinpath("small", *OPTUNA_JOURNAL)))
+    )
+    study = optuna.load_study(study_name="small", storage=journal)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3 and study.trials[0].params == point
+    configs = [json.loads(c) for c in res.trials["config_json"]]
+    by_settings = {tuple(c[k] for k in point): v for c, v in zip(configs, res.trials["objective"])}
+    assert {tuple(t.params[k] for k in point): t.value for t in study.trials} == by_settings
 
 
 @pytest.mark.slow

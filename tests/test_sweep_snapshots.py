@@ -154,6 +154,26 @@ def test_every_sampler_and_option_reaches_optuna_pickles_as_tune_pickles_it_and_
     assert len(trials) == 5 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
 
 
+def test_points_to_evaluate_are_tried_first_a_logint_draws_integers_and_a_resume_queues_no_point_again(tmp_path):
+    points = [{"prune_rate": 0.2, "lr": 0.1, "shards": 3}, {"prune_rate": 0.3, "lr": 0.05, "shards": 1}]
+    search_space = {"prune_rate": {"float": [0.1, 0.4]}, "lr": {"logfloat": [0.01, 0.2]}, "shards": {"logint": [1, 8]}}
+    spec = spec_of(search=search_space, points_to_evaluate=points)
+    search = new_searcher(spec, tmp_path)
+    configs = []
+    for i in range(3):  # at most 2 at once (budget.max_concurrent): each ends before the next is asked
+        configs.append(search.suggest(f"t{i}"))
+        search.on_trial_complete(f"t{i}", result={"val_acc": 0.5, "search_done": True})
+    assert [{k: c[k] for k in p} for c, p in zip(configs, points)] == points
+    assert isinstance(configs[2]["shards"], int) and 1 <= configs[2]["shards"] <= 8
+    shards = optuna_search(search)._ot_study.trials[2].distributions["shards"]
+    assert shards.log and (shards.low, shards.high) == (1, 8)
+
+    resumed = new_searcher(spec, tmp_path)  # Tune's restore sets the search properties again: same study
+    trials = optuna_search(resumed)._ot_study.trials
+    assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert resumed.suggest("t3")["shards"] in range(1, 9)
+
+
 def test_a_resumed_searcher_continues_the_same_study_from_a_stale_snapshot(tmp_path):
     """The snapshot was saved with t0 finished and t1, t2 running; then t1 finished and t3 was asked before
     the driver was killed. Restored: t1's repeated completion is not told twice, t3 (unknown to Tune) is

@@ -95,6 +95,14 @@ def test_parse_reads_every_section():
     assert not single.multi and single.sampler.kind == "tpe" and single.scheduler is None
 
 
+def test_logint_and_points_to_evaluate_parse():
+    point = {"prune_rate": 0.2, "shards": 2, "split": "class"}
+    spec = parse_spec(space(search={**space()["search"], "shards": {"logint": [1, 8]}}, points_to_evaluate=[point]))
+    assert spec.search["shards"].kind == "logint" and spec.search["shards"].values == (1, 8)
+    assert spec.points_to_evaluate == (point,)
+    assert parse_spec(space()).points_to_evaluate == ()
+
+
 def test_acc_at_target_takes_the_fixed_target_sparsity():
     fixed = {**space()["fixed"], "target_sparsity": 0.5}
     fixed.pop("cycles")
@@ -175,6 +183,29 @@ BAD = {
         "sampler.kind: cmaes is for one objective",
     ),
     "nsga2_for_one_objective": (space(sampler={"kind": "nsga2"}), "sampler.kind: nsga2 is for two objectives"),
+    "logint_from_zero": (space(search={"shards": {"logint": [0, 4]}}), "search.shards: logint needs lo > 0"),
+    "logint_with_float_bounds": (space(search={"shards": {"logint": [1, 2.5]}}), "logint needs integer bounds"),
+    "points_not_a_list": (space(points_to_evaluate={"shards": 1}), "points_to_evaluate: must be a list of mappings"),
+    "point_of_a_fixed_setting": (
+        space(points_to_evaluate=[{"prune_rate": 0.2, "shards": 1, "split": "class", "epochs": 3}]),
+        "points_to_evaluate[0].epochs: unknown searched setting; valid: prune_rate, shards, split",
+    ),
+    "point_missing_a_setting": (
+        space(points_to_evaluate=[{"prune_rate": 0.2, "shards": 1}]),
+        "points_to_evaluate[0]: gives no value for split",
+    ),
+    "point_outside_the_range": (
+        space(points_to_evaluate=[{"prune_rate": 0.5, "shards": 1, "split": "class"}]),
+        "points_to_evaluate[0].prune_rate: 0.5 is outside the searched range [0.1, 0.4]",
+    ),
+    "point_not_a_choice": (
+        space(points_to_evaluate=[{"prune_rate": 0.2, "shards": 1, "split": "label"}]),
+        "points_to_evaluate[0].split:",
+    ),
+    "point_float_for_an_int": (
+        space(points_to_evaluate=[{"prune_rate": 0.2, "shards": 1.5, "split": "class"}]),
+        "points_to_evaluate[0].shards: must be an integer in [1, 2], got 1.5",
+    ),
 }
 
 

@@ -17,6 +17,7 @@ from colt_ray.parallel.sweep.spec import (
     ACC_METRICS,
     BUDGET_KEYS,
     DIST_KINDS,
+    INT_KINDS,
     MANY_RECIPES,
     METRICS,
     MODES,
@@ -136,6 +137,7 @@ def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
         allow_test_selection=allow_test,
         compare=compare,
         seeds=seeds,
+        points_to_evaluate=_points(data.get("points_to_evaluate"), search),
         description=str(data.get("description") or ""),
         source=source,
     )
@@ -159,7 +161,9 @@ def _dist(name: str, raw: Any) -> Dist:
     where = f"search.{name}"
     if not isinstance(raw, dict) or len(raw) != 1:
         raise ConfigError(
-            where, "must be one of {float: [lo, hi]}, {logfloat: [lo, hi]}, {int: [lo, hi]}, {choice: [a, b, ...]}"
+            where,
+            "must be one of {float: [lo, hi]}, {logfloat: [lo, hi]}, {int: [lo, hi]}, {logint: [lo, hi]}, "
+            "{choice: [a, b, ...]}",
         )
     kind, values = next(iter(raw.items()))
     if kind not in DIST_KINDS:
@@ -169,20 +173,54 @@ def _dist(name: str, raw: Any) -> Dist:
     if not isinstance(values, list) or len(values) != 2 or not all(is_number(v) for v in values):
         raise ConfigError(where, f"{kind} needs [lo, hi] with two numbers, got {values!r}")
     lo, hi = values
-    if kind == "int" and not all(isinstance(v, int) for v in values):
-        raise ConfigError(where, f"int needs integer bounds, got {values!r}")
+    if kind in INT_KINDS and not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ConfigError(where, f"{kind} needs integer bounds, got {values!r}")
     if lo == hi:
         raise ConfigError(where, f"empty range [{lo}, {hi}]; put a single value under fixed:")
     if lo > hi:
         raise ConfigError(where, f"inverted range [{lo}, {hi}]: lo must be below hi")
-    if kind == "logfloat" and lo <= 0:
-        raise ConfigError(where, f"logfloat needs lo > 0, got {lo}")
-    if kind != "int" and value_type(name) is int:
-        raise ConfigError(where, f"{name} is an integer setting; use {{int: [lo, hi]}}")
+    if kind in ("logfloat", "logint") and lo <= 0:
+        raise ConfigError(where, f"{kind} needs lo > 0, got {lo}")
+    if kind not in INT_KINDS and value_type(name) is int:
+        raise ConfigError(where, f"{name} is an integer setting; use {{int: [lo, hi]}} or {{logint: [lo, hi]}}")
     for v in values:
         check_type(name, v, where)
         check_value(name, v, where)
     return Dist(kind, (lo, hi))
+
+
+def _points(raw: Any, search: dict[str, Dist]) -> tuple[dict[str, Any], ...]:
+    """``points_to_evaluate``: recipes Optuna tries first, each giving every searched setting a value its
+    distribution can draw (Ray's OptunaSearch enqueues them as they are, and refuses a partial one)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(p, dict) for p in raw):
+        raise ConfigError("points_to_evaluate", "must be a list of mappings {setting: value}, one per recipe")
+    points = []
+    for i, point in enumerate(raw):
+        where = f"points_to_evaluate[{i}]"
+        point = {RENAMED.get(k, k): v for k, v in point.items()}  # former names, as under search:
+        _known(point, tuple(search), f"{where}.", "searched setting")
+        missing = [k for k in search if k not in point]
+        if missing:
+            raise ConfigError(where, f"gives no value for {', '.join(missing)}: a point names every searched setting")
+        out = {}
+        for name, value in point.items():
+            dist, at = search[name], f"{where}.{name}"
+            if dist.kind == "choice":
+                (value,) = _choices(at, [value], name)
+                if value not in dist.values:
+                    raise ConfigError(at, f"{value!r} is not one of the choices {list(dist.values)!r}")
+            else:
+                lo, hi = dist.values
+                if not is_number(value) or (dist.kind in INT_KINDS and not isinstance(value, int)):
+                    kind = "an integer" if dist.kind in INT_KINDS else "a number"
+                    raise ConfigError(at, f"must be {kind} in [{lo}, {hi}], got {value!r}")
+                if not lo <= value <= hi:
+                    raise ConfigError(at, f"{value} is outside the searched range [{lo}, {hi}]")
+            out[name] = value
+        points.append(out)
+    return tuple(points)
 
 
 def _choices(where: str, values: Any, name: str) -> tuple:

@@ -49,6 +49,20 @@ class OptunaPruning(OptunaSearch):
     """``OptunaSearch`` telling trials that end without ``search_done`` (stopped early) as PRUNED, reporting
     intermediate values at their cycle, and saving only what a resume needs when the study has a storage."""
 
+    def _setup_study(self, mode: Any) -> None:
+        # points_to_evaluate are enqueued into the study when it is made; a resume re-attaches to a study in
+        # its storage that has them queued or tried already, and must not queue them a second time
+        points = self._points_to_evaluate
+        if points and self._storage is not None:
+            import optuna
+
+            if self._study_name in optuna.study.get_all_study_names(storage=self._storage):
+                self._points_to_evaluate = []
+        try:
+            super()._setup_study(mode)
+        finally:
+            self._points_to_evaluate = points
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         # the step is the cycle, not Tune's training_iteration: a trial restored from its own checkpoint file
         # restarts Tune's count at 1 but continues its cycles

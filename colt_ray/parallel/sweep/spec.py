@@ -14,9 +14,10 @@ from colt_ray.core.errors import ConfigError
 
 TOP_KEYS = (
     "name", "description", "fixed", "search", "compare", "seeds", "objectives", "budget", "sampler", "scheduler",
-    "allow_test_selection",
+    "allow_test_selection", "points_to_evaluate",
 )  # fmt: skip
-DIST_KINDS = ("float", "logfloat", "int", "choice")
+DIST_KINDS = ("float", "logfloat", "int", "logint", "choice")
+INT_KINDS = ("int", "logint")
 # metric reported after every cycle -> its natural direction
 METRICS = {
     "val_acc": "max",  # the ticket's best validation accuracy (needs val_fraction > 0)
@@ -71,7 +72,8 @@ OBJECTIVE_KEYS = ("metric", "mode", "target")
 
 @dataclass(frozen=True)
 class Dist:
-    """One searched setting: ``float``/``logfloat``/``int`` over ``[lo, hi]`` (inclusive) or ``choice``."""
+    """One searched setting: ``float``/``logfloat``/``int``/``logint`` over ``[lo, hi]`` (inclusive) or
+    ``choice``."""
 
     kind: str
     values: tuple  # (lo, hi) for ranges, the choices for ``choice``
@@ -134,6 +136,8 @@ class SweepSpec:
     allow_test_selection: bool = False
     compare: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> its own fixed settings
     seeds: int = 1  # each sampled recipe runs once per seed (and per compared method)
+    # settings Optuna tries first (each names every searched setting), e.g. a paper's defaults
+    points_to_evaluate: tuple[dict[str, Any], ...] = ()
 
     @property
     def multi(self) -> bool:

@@ -33,6 +33,8 @@ def to_tune(dist: Dist) -> Any:
     lo, hi = dist.values
     if dist.kind == "int":
         return tune.randint(lo, hi + 1)
+    if dist.kind == "logint":
+        return tune.lograndint(lo, hi + 1)  # Optuna's IntDistribution(lo, hi, log=True)
     return tune.loguniform(lo, hi) if dist.kind == "logfloat" else tune.uniform(lo, hi)
 
 
@@ -101,6 +103,7 @@ def make_searcher(spec: SweepSpec, out: Optional[str] = None) -> Any:
         sampler=make_sampler(spec),
         storage=storage,
         study_name=spec.name if storage is not None else None,
+        points_to_evaluate=[dict(p) for p in spec.points_to_evaluate] or None,
     )
     if spec.replicated:
         search = Replicates(search, trial_variants(spec), metrics)
