@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -170,6 +171,73 @@ def test_two_objectives_asha_and_mixed_k_on_the_ray_backend(tmp_path, ray_cluste
     runs = res.runs.set_index("run_id")
     for _, t in trials.iterrows():
         assert runs.loc[t["run_id"], "status"] == {"completed": "completed", "stopped_early": "stopped"}[t["status"]]
+
+
+def http_json(url: str, timeout: float = 10.0):
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def answers(url: str) -> bool:
+    try:
+        http_json(url, timeout=2.0)
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_optuna_dashboard_serves_the_study_of_a_sweep_kept_in_an_rdb_storage(tmp_path, ray_cluster, capsys):
+    """--optuna-storage sqlite:///...: the sweep prints the optuna-dashboard command; that command, run on
+    127.0.0.1, serves the study (named after the sweep) with every trial, its settings and both objective values
+    as trials.parquet has them; and a real browser renders the study's name."""
+    db = f"sqlite:///{tmp_path / 'studies.db'}"
+    space = tiny_space("dash", objectives=[{"metric": "acc", "mode": "max"}, {"metric": "sparsity", "mode": "max"}])
+    storage = tmp_path / "st"
+    assert main([write_space(tmp_path, space), "--storage", str(storage), "--optuna-storage", db, "--quiet"]) == 0
+    assert f"watch it live: optuna-dashboard {db}" in capsys.readouterr().err
+    assert not (storage / "dash" / "optuna" / "journal.log").exists()  # the study is in the database only
+    trials = load_results(str(storage / "dash")).trials
+    port = free_ports(1)[0]
+    server = subprocess.Popen(
+        [os.path.join(VENV_BIN, "optuna-dashboard"), db, "--host", "127.0.0.1", "--port", str(port), "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: answers(f"{base}/api/studies"), 60, "optuna-dashboard to answer", server)
+        (study,) = [s for s in http_json(f"{base}/api/studies")["study_summaries"] if s["study_name"] == "dash"]
+        assert study["directions"] == ["maximize", "maximize"]
+        shown = http_json(f"{base}/api/studies/{study['study_id']}")["trials"]
+        assert len(shown) == len(trials) == 3 and {t["state"] for t in shown} == {"Complete"}
+        configs = [json.loads(c) for c in trials["config_json"]]
+        expected = sorted(
+            (c["prune_rate"], c["shards"], acc, sparsity)
+            for c, acc, sparsity in zip(configs, trials["final_acc_best"], trials["final_sparsity"])
+        )
+        got = []
+        for t in shown:
+            params = {p["name"]: p["param_external_value"] for p in t["params"]}
+            assert set(params) == {"prune_rate", "lr", "shards", "split"}
+            got.append((float(params["prune_rate"]), int(params["shards"]), *t["values"]))
+        assert sorted(got) == expected
+
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        if chromium is None:
+            pytest.skip("no chromium on PATH for the browser check (.ci/run installs Debian's chromium)")
+        page = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'chromium'}",
+             "--virtual-time-budget=15000", "--dump-dom", f"{base}/dashboard"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert page.returncode == 0, page.stderr[-2000:]
+        # the study list as the page's scripts render it from the API ("1. dash"; not in the served HTML)
+        assert re.search(r">\d+\. dash<", page.stdout), page.stdout[-3000:]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 # ---- subprocess drivers with their own Ray ---------------------------------------------------------------

@@ -183,6 +183,10 @@ BAD = {
         "sampler.kind: cmaes is for one objective",
     ),
     "nsga2_for_one_objective": (space(sampler={"kind": "nsga2"}), "sampler.kind: nsga2 is for two objectives"),
+    "study_storage_on_an_object_store": (
+        space(sampler={"kind": "tpe", "storage": "s3://bucket/studies"}),
+        "sampler.storage: s3:// cannot hold an Optuna study",
+    ),
     "logint_from_zero": (space(search={"shards": {"logint": [0, 4]}}), "search.shards: logint needs lo > 0"),
     "logint_with_float_bounds": (space(search={"shards": {"logint": [1, 2.5]}}), "logint needs integer bounds"),
     "points_not_a_list": (space(points_to_evaluate={"shards": 1}), "points_to_evaluate: must be a list of mappings"),
@@ -218,6 +222,41 @@ def test_bad_input_is_one_line_exit_2_nothing_written(case, tmp_path, capsys, no
     assert rc == 2, err
     assert len(err) == 1 and err[0].startswith("colt-ray: error: ") and expected in err[0], err
     assert not storage.exists()
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("gs://bucket/studies", "optuna-storage: gs:// cannot hold an Optuna study"),
+        ("sqlite:////nonexistent-colt-ray/studies.db", "optuna_storage: cannot open sqlite:////nonexistent-colt-ray"),
+    ],
+)
+def test_an_optuna_storage_that_cannot_work_is_one_line_exit_2(tmp_path, capsys, no_ray, url, expected):
+    storage = tmp_path / "st"
+    rc = main([write(tmp_path, space()), "--storage", str(storage), "--optuna-storage", url])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("colt-ray: error: ") and expected in err[0], err
+    assert not storage.exists()
+
+
+def test_a_resume_keeps_the_study_storage_the_sweep_started_with(tmp_path):
+    from colt_ray.parallel.sweep.driver import check_study_storage
+    from colt_ray.parallel.sweep.tuner import OPTUNA_RECORD, dashboard_line
+    from colt_ray.results.writer import write_bytes_atomic
+
+    out, db = str(tmp_path / "sweep"), f"sqlite:///{tmp_path / 'studies.db'}"
+    spec = parse_spec(space())
+    write_bytes_atomic(out, OPTUNA_RECORD, db.encode())
+    resumed = check_study_storage(spec, out, resume=True)  # no --optuna-storage: the recorded one
+    assert resumed.sampler.storage == db and f"optuna-dashboard {db}" in dashboard_line(resumed, out)
+    other = spec.with_overrides(optuna_storage=str(tmp_path / "other.log"))
+    with pytest.raises(ConfigError, match="keeps its study in sqlite:///"):
+        check_study_storage(other, out, resume=True)
+    fresh = str(tmp_path / "fresh")  # started with the default journal: another storage on resume is refused
+    with pytest.raises(ConfigError, match="the sweep's default storage"):
+        check_study_storage(other, fresh, resume=True)
+    assert check_study_storage(spec, fresh, resume=True).sampler.storage is None
+    assert "optuna-dashboard " + os.path.join(fresh, "optuna", "journal.log") in dashboard_line(spec, fresh)
 
 
 def test_unwritable_storage_is_one_line_exit_2(tmp_path, capsys, no_ray):

@@ -72,6 +72,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "an error when the cluster declares none. The same as --set allow_cpu_fallback=true/false. Default: yes "
         "on a local Ray this command starts, no on a cluster it joins",
     )
+    p.add_argument(
+        "--optuna-storage",
+        dest="optuna_storage",
+        default=None,
+        metavar="URL",
+        help="the Optuna storage of the sweep's study (named after the sweep), over the YAML's sampler.storage: an "
+        "RDB URL (sqlite:///sweeps/studies.db, postgresql://user@host/db) or a journal file. Default: "
+        "STORAGE/NAME/optuna/journal.log on a local disk; in memory for an object-store STORAGE. The sweep prints "
+        "the optuna-dashboard command that opens it; --resume keeps the storage the sweep started with",
+    )
     p.add_argument("--quiet", action="store_true", help="no Tune status tables, only the summary")
     p.add_argument(
         "--smoke-test",
@@ -110,6 +120,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         max_concurrent=args.max_concurrent,
         smoke_test=args.smoke_test,
         settings=[*args.settings, *fallback_setting(args.allow_cpu_fallback)],
+        optuna_storage=args.optuna_storage,
     )
     rows = run_sweep(plan, address=args.address, verbose=0 if args.quiet else 1, since=since)
     from colt_ray.parallel.sweep.trials import interrupted

@@ -47,6 +47,7 @@ def plan_sweep(
     max_concurrent: Optional[int] = None,
     smoke_test: bool = False,
     settings: Sequence[str] = (),
+    optuna_storage: Optional[str] = None,
 ) -> SweepPlan:
     """Load and check the search space ``space`` (``settings``: ``KEY=VALUE`` fixed over the file's) and the
     storage; raises ConfigError before anything starts. ``smoke_test`` shrinks the sweep (see
@@ -56,7 +57,7 @@ def plan_sweep(
 
     spec = load_spec(space, settings)
     spec = (spec.smoke() if smoke_test else spec).with_overrides(
-        name=name, num_samples=num_samples, max_concurrent=max_concurrent
+        name=name, num_samples=num_samples, max_concurrent=max_concurrent, optuna_storage=optuna_storage
     )
     check_spec(spec)
     out = layout.sweep_dir(storage_location(storage), spec.name)
@@ -72,7 +73,31 @@ def plan_sweep(
             "name",
             f"sweep {spec.name!r} already exists at {out}; pass --resume to continue it, or choose another --name",
         )
+    spec = check_study_storage(spec, out, resume)
     return SweepPlan(spec, out, resume)
+
+
+def check_study_storage(spec: SweepSpec, out: str, resume: bool) -> SweepSpec:
+    """``spec`` with the Optuna storage its study is in: a resume keeps the one the sweep started with (its
+    record in ``optuna/storage.txt``) and refuses another; a storage named by the space or ``--optuna-storage``
+    must open now, before Ray starts (a one-line ConfigError otherwise)."""
+    import dataclasses
+
+    from colt_ray.parallel.sweep.tuner import OPTUNA_RECORD, open_storage
+    from colt_ray.results.writer import read_bytes
+
+    recorded = read_bytes(out, OPTUNA_RECORD).decode() if resume and read_bytes(out, OPTUNA_RECORD) else None
+    asked = spec.sampler.storage
+    if resume and asked != recorded and (asked is not None or recorded is None):
+        where = recorded or "the sweep's default storage"
+        raise ConfigError(
+            "optuna-storage", f"sweep {spec.name!r} keeps its study in {where}, not {asked}; resume it with that one"
+        )
+    if recorded:
+        spec = dataclasses.replace(spec, sampler=dataclasses.replace(spec.sampler, storage=recorded))
+    if spec.sampler.storage:
+        open_storage(spec.sampler.storage)
+    return spec
 
 
 def trial_count_text(spec: SweepSpec) -> str:
@@ -161,8 +186,9 @@ def run_sweep(
         summary_lines,
         write_trials,
     )
-    from colt_ray.parallel.sweep.tuner import build_tuner, restore_tuner
+    from colt_ray.parallel.sweep.tuner import OPTUNA_RECORD, build_tuner, dashboard_line, restore_tuner
     from colt_ray.results.compact import compact
+    from colt_ray.results.writer import write_bytes_atomic
 
     # no CSV/JSON/TensorBoard files per trial: the sweep's results are its Parquet tables, and TensorBoard
     # prints a warning for every infinite *_at_target cost (a ticket not yet at the target)
@@ -183,6 +209,9 @@ def run_sweep(
             f"sweep {spec.name}: {'resuming' if plan.resume else 'starting'}, {trial_count_text(spec)}, "
             f"at most {spec.budget.max_concurrent} at once -> {out}"
         )
+        if spec.sampler.storage and not plan.resume:  # --resume reads it back (check_study_storage)
+            write_bytes_atomic(out, OPTUNA_RECORD, spec.sampler.storage.encode())
+        stderr_line(dashboard_line(spec, out))
         if plan.resume:
             drop_orphan_runs(spec, out)
         data = put_datasets(spec)  # each distinct dataset once for the whole sweep, not once per trial

@@ -42,6 +42,7 @@ from colt_ray.parallel.sweep.spec import (
     check_type,
     int_at_least,
     is_number,
+    storage_url,
     sweep_name,
 )
 
@@ -349,7 +350,9 @@ def _sampler(raw: Any, n_objectives: int, num_samples: int) -> SamplerSpec:
         options.append((key, value))
     if dict(options).get("group") and not dict(options).get("multivariate"):
         raise ConfigError("sampler.group", "needs multivariate: true (Optuna groups the multivariate TPE's parameters)")
-    return SamplerSpec(kind, seed, tuple(options))
+    storage = raw.get("storage")
+    storage = None if storage is None else storage_url("sampler.storage", storage)
+    return SamplerSpec(kind, seed, tuple(options), storage)
 
 
 def _scheduler(

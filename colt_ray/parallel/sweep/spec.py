@@ -6,6 +6,7 @@ The format is documented in ``docs/sweeps.md``. Pure Python: nothing here starts
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -63,7 +64,7 @@ QMC_TYPES = ("sobol", "halton")
 # efficient below ~1,000 trials; a genetic algorithm needs generations of population_size trials
 MANY_RECIPES = 1000
 BUDGET_KEYS = ("num_samples", "max_concurrent", "max_failures")
-SAMPLER_KEYS = ("kind", "seed", *SAMPLER_OPTIONS)
+SAMPLER_KEYS = ("kind", "seed", "storage", *SAMPLER_OPTIONS)
 SCHEDULER_KEYS = ("kind", "metric", "mode", "time_attr", "grace_period", "reduction_factor", "max_t")
 # ASHA's progress axis, reported after every cycle: cycles done, or the ticket's sparsity in whole percent
 TIME_ATTRS = ("cycle", "sparsity_pct")
@@ -102,6 +103,7 @@ class SamplerSpec:
     kind: str  # one of SAMPLERS
     seed: Optional[int] = None
     options: tuple = ()  # (name, value) pairs of SAMPLER_OPTIONS for this kind, as the space gave them
+    storage: Optional[str] = None  # the study's Optuna storage (tuner.optuna_storage); None: the default
 
     @property
     def kwargs(self) -> dict:
@@ -164,16 +166,24 @@ class SweepSpec:
         return {"progress": False, **self.fixed}
 
     def with_overrides(
-        self, name: Optional[str] = None, num_samples: Optional[int] = None, max_concurrent: Optional[int] = None
+        self,
+        name: Optional[str] = None,
+        num_samples: Optional[int] = None,
+        max_concurrent: Optional[int] = None,
+        optuna_storage: Optional[str] = None,
     ) -> SweepSpec:
-        """A copy with the command line's ``--name``, ``--num-samples`` and ``--max-concurrent`` applied."""
+        """A copy with the command line's ``--name``, ``--num-samples``, ``--max-concurrent`` and
+        ``--optuna-storage`` applied."""
+        sampler = self.sampler
+        if optuna_storage is not None:
+            sampler = dataclasses.replace(sampler, storage=storage_url("optuna-storage", optuna_storage))
         budget = self.budget
         if num_samples is not None:
             budget = dataclasses.replace(budget, num_samples=int_at_least("num-samples", num_samples, 1))
         if max_concurrent is not None:
             budget = dataclasses.replace(budget, max_concurrent=int_at_least("max-concurrent", max_concurrent, 1))
         return dataclasses.replace(
-            self, name=sweep_name(name, "name") if name is not None else self.name, budget=budget
+            self, name=sweep_name(name, "name") if name is not None else self.name, budget=budget, sampler=sampler
         )
 
     def smoke(self) -> SweepSpec:
@@ -209,6 +219,29 @@ def check_type(name: str, value: Any, where: str) -> None:
     if not ok:
         shown = {tuple: "list"}.get(kind, kind.__name__)
         raise ConfigError(where, f"{name} must be a {shown}, got {value!r}")
+
+
+RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")  # SQLAlchemy dialects (+driver allowed)
+
+
+def storage_url(where: str, value: Any) -> str:
+    """An Optuna storage a sweep's driver can open: an RDB URL (``sqlite:///path``, ``postgresql://...``) or
+    the path of a journal file (made absolute); any other URL (an object store) is a ConfigError at ``where``:
+    Optuna appends to its storage at every ask and tell, which an object store cannot do."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(where, "must be an Optuna storage URL (sqlite:///..., postgresql://...) or a journal file")
+    value = value.strip()
+    if "://" in value:
+        scheme = value.split("://", 1)[0].split("+", 1)[0].lower()
+        if scheme not in RDB_SCHEMES:
+            raise ConfigError(
+                where,
+                f"{scheme}:// cannot hold an Optuna study (it is appended to at every ask and tell); use an RDB URL "
+                "(postgresql://user@host/db, sqlite:///path on a local disk) or a journal file on a shared "
+                "filesystem",
+            )
+        return value
+    return os.path.abspath(os.path.expanduser(value))
 
 
 def int_at_least(where: str, value: Any, minimum: int) -> int:

@@ -3,20 +3,26 @@
 Tune's own state lives in ``<storage>/<name>/tune/`` (``RunConfig(storage_path=<storage>/<name>,
 name="tune")``); the results tables sit next to it in ``<storage>/<name>/`` in the layout of
 ``colt_ray.results.layout``. ``Tuner.restore`` on that path continues an interrupted sweep. On a local disk the
-Optuna study lives in ``<storage>/<name>/optuna/journal.log`` (:func:`optuna_storage`).
+Optuna study lives in ``<storage>/<name>/optuna/journal.log``, or in the storage a space names
+(:func:`study_location`).
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 from typing import Any, Optional
 
+from colt_ray.core.errors import ConfigError, one_line
 from colt_ray.parallel.sweep.bundles import TrialResources
 from colt_ray.parallel.sweep.spec import Dist, SweepSpec
 from colt_ray.parallel.sweep.trainable import train_trial
 from colt_ray.results import layout
 
 TUNE_DIR = layout.TUNE_DIR
-OPTUNA_JOURNAL = ("optuna", "journal.log")  # the study of a sweep on a local disk (see optuna_storage)
+OPTUNA_JOURNAL = ("optuna", "journal.log")  # the study of a sweep on a local disk (see study_location)
+# the storage a sweep started with (sampler.storage / --optuna-storage), read back by --resume
+OPTUNA_RECORD = ("optuna", "storage.txt")
 
 
 def tune_path(out: str) -> str:
@@ -68,21 +74,51 @@ def make_sampler(spec: SweepSpec) -> Any:
     return classes[s.kind](seed=s.seed, **s.kwargs)
 
 
-def optuna_storage(out: str) -> Any:
-    """The Optuna storage of the sweep in ``out``: a journal file in ``out`` on a local disk (appended at
-    each ask, report and tell, readable by ``optuna-dashboard <out>/optuna/journal.log`` or
-    ``optuna.load_study(study_name=<sweep name>, storage=JournalStorage(JournalFileBackend(path)))``), else
-    None (an object store: the study is kept in memory and pickled with Tune's snapshots)."""
+def study_location(spec: SweepSpec, out: str) -> Optional[str]:
+    """Where the sweep's Optuna study lives: ``sampler.storage``/``--optuna-storage`` (an RDB URL or a journal
+    file), else on a local disk the journal ``<out>/optuna/journal.log``, else None (an object store: the study
+    is kept in memory and pickled with Tune's snapshots)."""
+    if spec.sampler.storage:
+        return spec.sampler.storage
     if layout.is_uri(out):
         return None
-    import os
+    return os.path.join(layout.local_path(out), *OPTUNA_JOURNAL)
 
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
-    path = os.path.join(layout.local_path(out), *OPTUNA_JOURNAL)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    return JournalStorage(JournalFileBackend(path))
+def open_storage(location: str) -> Any:
+    """The Optuna storage at ``location`` (as :func:`study_location` gives it): an RDB URL or a journal file,
+    appended to at each ask, report and tell and readable meanwhile by ``optuna-dashboard <location>`` or
+    ``optuna.load_study(study_name=<sweep name>, storage=<location>)`` (a journal: ``JournalStorage(
+    JournalFileBackend(path))``). A ConfigError (one line) when it cannot be opened."""
+    import optuna
+
+    try:
+        if "://" in location:
+            return optuna.storages.RDBStorage(location)
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        os.makedirs(os.path.dirname(location), exist_ok=True)
+        return JournalStorage(JournalFileBackend(location))
+    except Exception as exc:  # a driver package missing, a server that does not answer, a read-only folder
+        raise ConfigError("optuna_storage", f"cannot open {location}: {one_line(exc, 300)}") from None
+
+
+def optuna_storage(spec: SweepSpec, out: str) -> Any:
+    """The opened Optuna storage of the sweep in ``out`` (None for an in-memory study); see study_location."""
+    location = study_location(spec, out)
+    return None if location is None else open_storage(location)
+
+
+def dashboard_line(spec: SweepSpec, out: str) -> str:
+    """The line a sweep prints at its start: the command that opens its study in optuna-dashboard."""
+    location = study_location(spec, out)
+    if location is None:
+        return (
+            f"sweep {spec.name}: its Optuna study is kept in memory (results on an object store); pass "
+            "--optuna-storage postgresql://... to watch it live in optuna-dashboard"
+        )
+    return f"sweep {spec.name}: watch it live: optuna-dashboard {shlex.quote(location)}  (study {spec.name!r})"
 
 
 def make_searcher(spec: SweepSpec, out: Optional[str] = None) -> Any:
@@ -96,7 +132,7 @@ def make_searcher(spec: SweepSpec, out: Optional[str] = None) -> Any:
 
     metrics = [o.metric for o in spec.objectives]
     modes = [o.mode for o in spec.objectives]
-    storage = optuna_storage(out) if out is not None else None
+    storage = optuna_storage(spec, out) if out is not None else None
     search = OptunaPruning(
         metric=metrics if spec.multi else metrics[0],
         mode=modes if spec.multi else modes[0],
