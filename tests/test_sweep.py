@@ -196,8 +196,18 @@ def test_optuna_dashboard_serves_the_study_of_a_sweep_kept_in_an_rdb_storage(tmp
     db = f"sqlite:///{tmp_path / 'studies.db'}"
     space = tiny_space("dash", objectives=[{"metric": "acc", "mode": "max"}, {"metric": "sparsity", "mode": "max"}])
     storage = tmp_path / "st"
-    assert main([write_space(tmp_path, space), "--storage", str(storage), "--optuna-storage", db, "--quiet"]) == 0
-    assert f"watch it live: optuna-dashboard {db}" in capsys.readouterr().err
+    assert main([write_space(tmp_path, space), "--storage", str(storage), "--optuna-storage", db]) == 0
+    printed = capsys.readouterr()
+    assert f"watch it live: optuna-dashboard {db}" in printed.err
+    # Tune's status table has a column per objective, trials sorted by the first (acc)
+    header = [line for line in printed.out.splitlines() if "Trial name" in line][-1]  # the last, with results
+    assert re.search(r"\bacc\b.*\bsparsity\b", header) and "prune_rate" in header, header
+    lines = printed.out.splitlines()
+    at = max(i for i, line in enumerate(lines) if "Trial name" in line)
+    names = [c.strip() for c in lines[at].split("|")]
+    rows = [[c.strip() for c in line.split("|")] for line in lines[at + 2 : at + 5]]
+    accs = [float(r[names.index("acc")]) for r in rows]
+    assert accs == sorted(accs, reverse=True), accs
     assert not (storage / "dash" / "optuna" / "journal.log").exists()  # the study is in the database only
     trials = load_results(str(storage / "dash")).trials
     port = free_ports(1)[0]
@@ -357,6 +367,18 @@ def test_interrupted_sweep_resumes_and_keeps_each_trial_cycle_once(tmp_path, ray
     res = load_results(str(out))
     assert len(res.trials) == 3 and set(res.trials["status"]) == {"completed"}, res.trials
     check_one_ticket_row_per_trial_cycle(res)
+    # the study in its journal: each finished trial once, with its settings and value; a trial asked after the
+    # snapshot (unknown to Tune, its run removed) is FAIL, not left RUNNING
+    journal = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out.joinpath(*OPTUNA_JOURNAL)))
+    )
+    study = optuna.load_study(study_name="resume", storage=journal)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert {t.state for t in study.trials} <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL}
+    configs = [json.loads(c) for c in res.trials["config_json"]]
+    assert sorted((t.params["prune_rate"], t.params["lr"], t.value) for t in done) == sorted(
+        (c["prune_rate"], c["lr"], v) for c, v in zip(configs, res.trials["objective"])
+    )
     after = ticket_rows(res)
     assert before.index.isin(after.index).all()
     assert after.loc[before.index, TICKET_KEYS].equals(

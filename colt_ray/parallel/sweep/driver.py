@@ -193,6 +193,9 @@ def run_sweep(
     # no CSV/JSON/TensorBoard files per trial: the sweep's results are its Parquet tables, and TensorBoard
     # prints a warning for every infinite *_at_target cost (a ticket not yet at the target)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Tune's status table as tuner.progress_table makes it (objective columns, sorted by the first objective):
+    # the newer output engine, Ray's default, ignores a progress reporter and is not told the objective
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     began, t0 = since or (dt.datetime.now(dt.timezone.utc), time.perf_counter())
     started = init_ray(address)
     spec, out = plan.spec, plan.out

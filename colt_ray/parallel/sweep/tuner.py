@@ -213,12 +213,31 @@ def build_tuner(
         # (TuneController.step -> checkpoint(); TUNE_GLOBAL_CHECKPOINT_S, "auto" by default: every
         # max(10 s, 19 x the time a snapshot takes), at most ~5% of the driver's time) and at the end.
         checkpoint_config=tune.CheckpointConfig(),
+        progress_reporter=progress_table(spec),
     )
     return tune.Tuner(
         make_trainable(spec, out, keep_gpus, data),
         param_space=param_space(spec),
         tune_config=tune_config,
         run_config=run_config,
+    )
+
+
+def progress_table(spec: SweepSpec) -> Any:
+    """Tune's status table for the sweep: a column per objective (and the cycle and sparsity a trial has
+    reached), the searched settings, trials sorted by the first objective. Tune's newer output engine ignores
+    a ``progress_reporter``; ``run_sweep`` selects the one that reads it (``RAY_AIR_NEW_OUTPUT=0``)."""
+    from ray.tune import CLIReporter
+
+    first = spec.objectives[0]
+    columns = dict.fromkeys([*(o.metric for o in spec.objectives), "cycle", "sparsity"])
+    return CLIReporter(
+        metric_columns={m: m for m in columns},
+        parameter_columns=list(spec.search),
+        metric=first.metric,
+        mode=first.mode,
+        sort_by_metric=True,
+        max_report_frequency=30,
     )
 
 
