@@ -1,5 +1,6 @@
 """The ``colt-ray`` command: find lottery tickets (``ticket``), evaluate them elsewhere (``transfer``), summarise
-(``report``), search settings (``sweep``), merge a results directory's parts into few files (``compact``).
+(``report``), search settings (``sweep``) and watch a sweep (``status``), merge a results directory's parts
+into few files (``compact``).
 
 Every bad input ends with one line ``colt-ray: error: <field>: <what is allowed>`` on stderr and exit
 status 2, before anything is written.
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     _compact_parser(sub)
     _export_parser(sub)
     add_sweep_parser(sub, HelpFormatter)
+    _status_parser(sub)
     return parser
 
 
@@ -258,6 +260,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     return report_main(args.results_dir, args.out, args.fmt)
 
 
+def _status_parser(sub: Any) -> None:
+    st = sub.add_parser(
+        "status",
+        formatter_class=HelpFormatter,
+        help="a running or finished sweep at a glance (trials, best so far, time left, resources)",
+        description="Print a sweep's progress from the files it keeps up to date while it runs (trials.parquet, "
+        "sweep_status.json, sweep_summary.json): trials done / running / failed / stopped early, the best "
+        "completed trial on each objective with its settings, elapsed time and an estimate of the time left, "
+        "and the CPUs and GPUs the running trials hold. Reads three small files; starts no Ray.",
+    )
+    st.add_argument("sweep_dir", metavar="SWEEP_DIR_OR_URI", help="a sweep directory, STORAGE/NAME (or s3://...)")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from colt_ray.parallel.sweep.status import status_main
+
+    return status_main(args.sweep_dir)
+
+
 def cmd_compact(args: argparse.Namespace) -> int:
     from colt_ray.results.compact import compact
 
@@ -278,6 +299,7 @@ COMMANDS = {
     "transfer": cmd_transfer,
     "report": cmd_report,
     "compact": cmd_compact,
+    "status": cmd_status,
     "export": cmd_export,
     "sweep": cmd_sweep,
 }

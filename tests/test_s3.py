@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -159,11 +160,17 @@ def test_a_sweep_on_s3_survives_an_interruption_and_resumes_with_every_cycle_onc
             wait_for(lambda: any("/resume/trial_" in k for k in keys(client, "sweeps/s3resume/tune/"))
                      and any("/experiment_state-" in k for k in keys(client, "sweeps/s3resume/tune/")), 300,
                      "a checkpoint in the bucket", proc)  # fmt: skip
+            wait_for(lambda: "sweeps/s3resume/trials.parquet" in keys(client, "sweeps/s3resume/"), 120,
+                     "the live trials table in the bucket", proc)  # fmt: skip
+            uri = f"s3://{BUCKET}/sweeps/s3resume"
+            live = subprocess.run([sys.executable, "-m", "colt_ray", "status", uri], env=env, capture_output=True,
+                                  text=True, timeout=120)  # fmt: skip
+            assert live.returncode == 0 and live.stdout.startswith(f"sweep s3resume at {uri} (updated "), live
+            assert "trials: 3 planned; " in live.stdout and re.search(r"\b[01] running", live.stdout), live.stdout
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     kill_tagged(ray_tag)
-    assert "sweeps/s3resume/trials.parquet" not in keys(client, "sweeps/s3resume/")
     resumed = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     for k, v in env.items():
@@ -172,6 +179,9 @@ def test_a_sweep_on_s3_survives_an_interruption_and_resumes_with_every_cycle_onc
     res = load_results(f"s3://{BUCKET}/sweeps/s3resume")
     assert len(res.trials) == 3 and set(res.trials["status"]) == {"completed"}
     check_one_ticket_row_per_trial_cycle(res)
+    final = subprocess.run([sys.executable, "-m", "colt_ray", "status", f"s3://{BUCKET}/sweeps/s3resume"], env=env,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert final.returncode == 0 and "(finished)" in final.stdout and "3 done (3 completed" in final.stdout, final
     stored = keys(client, "sweeps/s3resume/tickets/")
     for run_id in res.trials["run_id"]:
         assert {f"sweeps/s3resume/tickets/{run_id}/cycle-{c:04d}.safetensors" for c in range(3)} <= set(stored)

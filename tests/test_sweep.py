@@ -334,8 +334,8 @@ def test_interrupted_sweep_resumes_and_keeps_each_trial_cycle_once(tmp_path, ray
     runs = out / "runs"
 
     def ready():
-        if not glob.glob(str(out / "tune" / "experiment_state-*.json")):
-            return False
+        if not glob.glob(str(out / "tune" / "experiment_state-*.json")) or not (out / "trials.parquet").exists():
+            return False  # the live trials table is written from the first reported result on
         if not stale:  # the first trial's first cycle is written and checkpointed
             return bool(glob.glob(str(out / "tune" / "resume" / "trial_*.npz")))
         ids = snapshot_ids(out)
@@ -348,13 +348,21 @@ def test_interrupted_sweep_resumes_and_keeps_each_trial_cycle_once(tmp_path, ray
         try:
             wait_for(ready, 300, "a run the snapshot does not know" if stale else "the first checkpoint", proc)
             known = snapshot_ids(out)
+            # colt-ray status on the running sweep: what it has done and is doing, from its live files
+            live = subprocess.run(
+                [sys.executable, "-m", "colt_ray", "status", str(out)], capture_output=True, text=True
+            )
+            assert live.returncode == 0 and live.stdout.startswith(f"sweep resume at {out} (updated "), live
+            assert "trials: 3 planned; " in live.stdout and re.search(r"[12] running", live.stdout), live.stdout
+            assert "cluster: " in live.stdout and " of 2 CPUs held by the " in live.stdout, live.stdout
             before = ticket_rows(load_results(str(out)))
             before = before[[r.rsplit("-", 1)[-1] in known for r in before.index.get_level_values("run_id")]]
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     kill_tagged(ray_tag)
-    assert not (out / "trials.parquet").exists(), "the sweep finished before it could be interrupted"
+    shown = load_results(str(out)).trials  # the live table, as the killed driver left it
+    assert (shown["status"] == "running").any(), "the sweep finished before it could be interrupted"
     # compacted while interrupted: the resumed trials write their parts beside the compacted files
     compacted = subprocess.run([sys.executable, "-m", "colt_ray", "compact", str(out)], capture_output=True, text=True)
     assert compacted.returncode == 0 and os.listdir(out / "cycles") == ["compacted-g000001-0000.parquet"], compacted
@@ -367,6 +375,10 @@ def test_interrupted_sweep_resumes_and_keeps_each_trial_cycle_once(tmp_path, ray
     res = load_results(str(out))
     assert len(res.trials) == 3 and set(res.trials["status"]) == {"completed"}, res.trials
     check_one_ticket_row_per_trial_cycle(res)
+    final = subprocess.run([sys.executable, "-m", "colt_ray", "status", str(out)], capture_output=True, text=True)
+    assert final.returncode == 0 and f"sweep resume at {out} (finished)" in final.stdout, final
+    assert "3 done (3 completed, 0 stopped early, 0 failed), 0 running" in final.stdout, final.stdout
+    assert re.search(r"best acc \(max\): [0-9.]+, trial \w+: lr=[0-9.]+, prune_rate=", final.stdout), final.stdout
     # the study in its journal: each finished trial once, with its settings and value; a trial asked after the
     # snapshot (unknown to Tune, its run removed) is FAIL, not left RUNNING
     journal = optuna.storages.JournalStorage(

@@ -189,6 +189,8 @@ def build_tuner(
     datasets in the object store."""
     from ray import tune
 
+    from colt_ray.parallel.sweep.live import LiveTable
+
     tune_config = tune.TuneConfig(
         search_alg=make_searcher(spec, out),
         scheduler=make_scheduler(spec),
@@ -214,6 +216,7 @@ def build_tuner(
         # max(10 s, 19 x the time a snapshot takes), at most ~5% of the driver's time) and at the end.
         checkpoint_config=tune.CheckpointConfig(),
         progress_reporter=progress_table(spec),
+        callbacks=[LiveTable(spec, out)],  # trials.parquet and sweep_status.json while the sweep runs
     )
     return tune.Tuner(
         make_trainable(spec, out, keep_gpus, data),
