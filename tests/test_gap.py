@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 import test_sweep
 from test_compare_report import T0, _row  # the same hand-made ticket rows
-from test_sweep import kill_tagged, wait_for
+from test_sweep import finished_before_it_was_killed, kill_tagged, wait_for
 
 from colt_ray.cli import build_parser
 from colt_ray.core.config import RunConfig
@@ -199,7 +199,7 @@ def test_gap_space_on_digits_runs_resumes_after_an_interruption_and_reports_comm
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     kill_tagged(ray_tag)
-    assert not (out / "trials.parquet").exists(), "the sweep finished before it could be interrupted"
+    assert not finished_before_it_was_killed(out), "the sweep finished before it could be interrupted"
     resumed = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # the killed session never recorded its length: the figure says it leaves that time out

@@ -241,6 +241,8 @@ def progress_table(spec: SweepSpec) -> Any:
         mode=first.mode,
         sort_by_metric=True,
         max_report_frequency=30,
+        # else read from Tune's global verbosity when the reporter is made, i.e. off after a --quiet sweep
+        print_intermediate_tables=True,
     )
 
 
