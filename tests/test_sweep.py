@@ -172,6 +172,19 @@ def test_two_objectives_asha_and_mixed_k_on_the_ray_backend(tmp_path, ray_cluste
     runs = res.runs.set_index("run_id")
     for _, t in trials.iterrows():
         assert runs.loc[t["run_id"], "status"] == {"completed": "completed", "stopped_early": "stopped"}[t["status"]]
+    # the study: each trial once, a completed one COMPLETE with both values, one ASHA stopped PRUNED
+    journal = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(storage.joinpath("multi", *OPTUNA_JOURNAL)))
+    )
+    state = {"completed": optuna.trial.TrialState.COMPLETE, "stopped_early": optuna.trial.TrialState.PRUNED}
+    study = optuna.load_study(study_name="multi", storage=journal)
+    told = {(t.params["prune_rate"], t.params["lr"]): t for t in study.trials}
+    assert len(study.trials) == len(told) == 3
+    for _, t in trials.iterrows():
+        got = told[(t["prune_rate"], t["lr"])]
+        assert got.state == state[t["status"]], (t["status"], got.state)
+        if t["status"] == "completed":
+            assert got.values == [t["final_acc_best"], t["final_sparsity"]]
 
 
 def http_json(url: str, timeout: float = 10.0):
