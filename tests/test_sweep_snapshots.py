@@ -174,6 +174,30 @@ def test_points_to_evaluate_are_tried_first_a_logint_draws_integers_and_a_resume
     assert resumed.suggest("t3")["shards"] in range(1, 9)
 
 
+def test_a_trial_that_errored_before_a_resume_and_is_run_again_adds_its_result_to_the_study(tmp_path):
+    """--resume reruns errored trials (Tune's resume_errored / restart_errored): Tune tells the searcher their
+    completion again, for a trial the study has as FAIL; the searcher adds the rerun's result as a new trial
+    with the same settings instead of failing on a trial it no longer tracks."""
+    spec = spec_of()
+    search = new_searcher(spec, tmp_path)
+    config = search.suggest("t0")
+    search.on_trial_complete("t0", error=True)
+    optuna_search(search).save(str(tmp_path / "snapshot.pkl"))
+    limiter = search.get_state()
+
+    resumed = new_searcher(spec, tmp_path)
+    resumed.set_state(limiter)
+    optuna_search(resumed).restore(str(tmp_path / "snapshot.pkl"))
+    flat = {"val_acc": 0.75, "search_done": True, **{f"config/{k}": v for k, v in config.items()}}  # as Tune sends it
+    resumed.on_trial_complete("t0", result=flat)
+    trials = optuna_search(resumed)._ot_study.trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    assert trials[0].params == trials[1].params == {k: config[k] for k in spec.search}
+    assert trials[1].value == 0.75
+    resumed.on_trial_complete("t0", result=flat)
+    assert len(optuna_search(resumed)._ot_study.trials) == 2  # told once
+
+
 def test_a_resumed_searcher_continues_the_same_study_from_a_stale_snapshot(tmp_path):
     """The snapshot was saved with t0 finished and t1, t2 running; then t1 finished and t3 was asked before
     the driver was killed. Restored: t1's repeated completion is not told twice, t3 (unknown to Tune) is
@@ -250,6 +274,27 @@ def test_orphans_inside_compacted_files_are_dropped_too(tmp_path):
     assert list(res.runs["run_id"]) == ["colt-digits-1a2b-aaaa0001"]
     assert set(res.cycles["run_id"]) == set(res.layers["run_id"]) == {"colt-digits-1a2b-aaaa0001"}
     assert len(res.tickets()) == 3 and orphans.drop_orphans(str(out)) == []
+
+
+def test_restart_errored_removes_the_files_of_the_errored_trials_only(tmp_path):
+    """--resume --restart-errored: the trial the snapshot has as ERROR starts over, so its runs row, parts,
+    tickets and checkpoint file go (from compacted files too); a finished and a running trial keep theirs."""
+    out = tmp_path / "sweep"
+    kept = fake_run(out, "colt-digits-1a2b-aaaa0001", [0, 1, 2])
+    running = fake_run(out, "colt-digits-5e6f-cccc0003", [0])
+    compact(str(out))
+    gone = fake_run(out, "colt-digits-3c4d-bbbb0002", [0, 1])
+    (out / "tune").mkdir(exist_ok=True)
+    states = {"aaaa0001": "TERMINATED", "bbbb0002": "ERROR", "cccc0003": "RUNNING"}
+    trials = [[json.dumps({"trial_id": t, "status": st}), "{}"] for t, st in states.items()]
+    (out / "tune" / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": trials}))
+    assert orphans.snapshot_trials(str(out)) == states
+    assert orphans.drop_errored(str(out)) == ["colt-digits-3c4d-bbbb0002"]
+    assert not any(out.joinpath(*rel).exists() for rel in gone)
+    assert all(out.joinpath(*rel).exists() for rel in kept[-1:] + running[-1:])  # their checkpoint files
+    res = load_results(str(out))
+    assert sorted(res.runs["run_id"]) == ["colt-digits-1a2b-aaaa0001", "colt-digits-5e6f-cccc0003"]
+    assert orphans.drop_errored(str(out)) == []  # idempotent
 
 
 @pytest.mark.parametrize("run_id,trial", [("a-b-c-0123abcd", "0123abcd"), ("x-ffff0000", "ffff0000")])

@@ -274,6 +274,13 @@ def test_resume_without_a_sweep_and_rerun_of_an_existing_name_are_refused(tmp_pa
     assert not (tmp_path / "st").exists()
 
 
+def test_restart_errored_without_resume_is_refused(tmp_path, capsys, no_ray):
+    rc = main([write(tmp_path, space()), "--storage", str(tmp_path / "st"), "--restart-errored"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "restart-errored: only applies with --resume" in err[0], err
+    assert not (tmp_path / "st").exists()
+
+
 def test_bad_override_and_missing_file(tmp_path, capsys, no_ray):
     assert main([write(tmp_path, space()), "--num-samples", "0"]) == 2
     assert "num-samples: must be an integer >= 1" in capsys.readouterr().err

@@ -32,6 +32,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="sweep name, the directory under --storage (default: the YAML's name)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep STORAGE/NAME")
     p.add_argument(
+        "--restart-errored",
+        dest="restart_errored",
+        action="store_true",
+        help="with --resume: trials that errored start over from cycle 0 (their results and checkpoint files "
+        "removed first) instead of continuing from their last completed cycle",
+    )
+    p.add_argument(
         "--set",
         dest="settings",
         action="append",
@@ -121,6 +128,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         smoke_test=args.smoke_test,
         settings=[*args.settings, *fallback_setting(args.allow_cpu_fallback)],
         optuna_storage=args.optuna_storage,
+        restart_errored=args.restart_errored,
     )
     rows = run_sweep(plan, address=args.address, verbose=0 if args.quiet else 1, since=since)
     from colt_ray.parallel.sweep.trials import interrupted

@@ -31,6 +31,7 @@ class SweepPlan:
     spec: SweepSpec
     out: str
     resume: bool
+    restart_errored: bool = False  # --resume --restart-errored: errored trials start over from cycle 0
 
 
 def storage_location(storage: str) -> str:
@@ -48,6 +49,7 @@ def plan_sweep(
     smoke_test: bool = False,
     settings: Sequence[str] = (),
     optuna_storage: Optional[str] = None,
+    restart_errored: bool = False,
 ) -> SweepPlan:
     """Load and check the search space ``space`` (``settings``: ``KEY=VALUE`` fixed over the file's) and the
     storage; raises ConfigError before anything starts. ``smoke_test`` shrinks the sweep (see
@@ -55,6 +57,8 @@ def plan_sweep(
     from colt_ray.parallel.sweep.tuner import can_restore
     from colt_ray.results.writer import check_writable
 
+    if restart_errored and not resume:
+        raise ConfigError("restart-errored", "only applies with --resume (it restarts the errored trials of a sweep)")
     spec = load_spec(space, settings)
     spec = (spec.smoke() if smoke_test else spec).with_overrides(
         name=name, num_samples=num_samples, max_concurrent=max_concurrent, optuna_storage=optuna_storage
@@ -74,7 +78,7 @@ def plan_sweep(
             f"sweep {spec.name!r} already exists at {out}; pass --resume to continue it, or choose another --name",
         )
     spec = check_study_storage(spec, out, resume)
-    return SweepPlan(spec, out, resume)
+    return SweepPlan(spec, out, resume, restart_errored)
 
 
 def check_study_storage(spec: SweepSpec, out: str, resume: bool) -> SweepSpec:
@@ -163,6 +167,17 @@ def drop_orphan_runs(spec: SweepSpec, out: str) -> None:
         )
 
 
+def drop_errored_runs(spec: SweepSpec, out: str) -> None:
+    """``--restart-errored``: remove the results and checkpoint files of the errored trials, which start over."""
+    from colt_ray.parallel.sweep.orphans import drop_errored
+
+    dropped = drop_errored(out)
+    stderr_line(
+        f"sweep {spec.name}: restarting {len(dropped)} errored trial(s) from cycle 0"
+        + (f" (their runs removed: {', '.join(dropped)})" if dropped else "")
+    )
+
+
 def run_sweep(
     plan: SweepPlan,
     address: Optional[str] = None,
@@ -217,9 +232,11 @@ def run_sweep(
         stderr_line(dashboard_line(spec, out))
         if plan.resume:
             drop_orphan_runs(spec, out)
+        if plan.restart_errored:
+            drop_errored_runs(spec, out)
         data = put_datasets(spec)  # each distinct dataset once for the whole sweep, not once per trial
         tuner = (
-            restore_tuner(spec, out, keep_gpus, data)
+            restore_tuner(spec, out, keep_gpus, data, restart_errored=plan.restart_errored)
             if plan.resume
             else build_tuner(spec, out, keep_gpus, verbose=verbose, data=data)
         )

@@ -33,13 +33,36 @@ def list_names(out: str, *rel: str) -> list[str]:
 
 def snapshot_trial_ids(out: str) -> Optional[set[str]]:
     """The trial ids in the newest experiment snapshot of the sweep in ``out``, or None when there is none."""
+    trials = snapshot_trials(out)
+    return None if trials is None else set(trials)
+
+
+def snapshot_trials(out: str) -> Optional[dict[str, str]]:
+    """Trial id -> Tune status (``TERMINATED``, ``ERROR``, ...) in the newest experiment snapshot of the sweep
+    in ``out``, or None when there is none."""
     names = [n for n in list_names(out, TUNE_DIR) if n.startswith(SNAPSHOT_PREFIX) and n.endswith(SNAPSHOT_SUFFIX)]
     if not names:
         return None
     raw = read_bytes(out, (TUNE_DIR, max(names)))  # the name holds its session's start time: max is newest
     if raw is None:
         return None
-    return {json.loads(trial[0])["trial_id"] for trial in json.loads(raw)["trial_data"]}
+    states = [json.loads(trial[0]) for trial in json.loads(raw)["trial_data"]]
+    return {t["trial_id"]: t.get("status", "") for t in states}
+
+
+def drop_errored(out: str) -> list[str]:
+    """Remove every file of the runs of trials the newest snapshot has as errored (``--restart-errored``:
+    they start again from cycle 0, so their earlier cycles must not stay beside the new ones); returns
+    their run ids."""
+    errored = {t for t, status in (snapshot_trials(out) or {}).items() if status == "ERROR"}
+    runs = [r for r in orphan_runs(out, set()) if trial_of(r) in errored]  # every run, then those errored
+    for run_id in runs:
+        remove_run(out, run_id)
+    if runs and compacted(out):
+        from colt_ray.results.compact import compact
+
+        compact(out, drop_runs=frozenset(runs))
+    return runs
 
 
 def trial_of(run_id: str) -> str:

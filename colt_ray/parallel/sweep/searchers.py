@@ -12,6 +12,8 @@
 * :class:`NSGAII` - Optuna's NSGA-II sampler, made picklable again: Optuna 5.1's GA samplers hold a
   ``threading.Lock`` (``optuna/samplers/_ga/_base.py``), and Tune pickles the searcher into the Tuner's state
   and every experiment snapshot (``TypeError: cannot pickle '_thread.lock' object`` otherwise).
+* :class:`Limiter` - Ray's ``ConcurrencyLimiter``, passing on the completion of a trial rerun by ``--resume``
+  (it errored before), which Ray's drops; :meth:`OptunaPruning._tell_rerun` adds its result to the study.
 * :class:`Replicates` - each recipe the wrapped searcher suggests becomes one trial per (seed, method) of a
   ``compare:``/``seeds:`` sweep (``compare.trial_variants``); the searcher sees the recipe once and is told
   the outcome of the whole group (``compare.group_outcome``) when its last trial ends.
@@ -25,7 +27,7 @@ import threading
 from typing import Any, Optional
 
 import optuna
-from ray.tune.search import Searcher
+from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from colt_ray.parallel.sweep.compare import group_outcome
@@ -75,12 +77,38 @@ class OptunaPruning(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
         if result and not error and not result.get("search_done"):
             result = None  # OptunaSearch tells a trial without a result as PRUNED (FAIL with error=True)
+        if trial_id not in self._ot_trials and trial_id not in self._completed_trials:
+            self._tell_rerun(trial_id, result, error)
+            return
         ot_trial = self._ot_trials.get(trial_id)
         if self._storage is not None and ot_trial is not None and _finished(ot_trial):
             # told before the driver was killed, after its last snapshot: the study has it already
             self._completed_trials.add(trial_id)
             return
         super().on_trial_complete(trial_id, result=result, error=error)
+
+    def _tell_rerun(self, trial_id: str, result: Optional[dict], error: bool) -> None:
+        """A trial told before a resume (it errored) and run again by ``--resume``: the study keeps the failed
+        attempt, and the rerun's result becomes a new trial with the same settings (Optuna cannot tell a
+        finished trial again)."""
+        import optuna
+
+        self._completed_trials.add(trial_id)
+        result = result or {}  # Tune passes it flattened: config/<setting> keys
+        config = result.get("config") or {k[len("config/") :]: v for k, v in result.items() if k.startswith("config/")}
+        if error or not result or not all(k in config for k in self._space):
+            return  # failed again, stopped early, or no settings to add it with: the failed attempt stands
+        values = [result.get(m) for m in self.metric] if isinstance(self.metric, list) else [result.get(self.metric)]
+        if any(v is None for v in values):
+            return
+        self._ot_study.add_trial(
+            optuna.trial.create_trial(
+                params={k: config[k] for k in self._space},
+                distributions=dict(self._space),
+                values=values,
+                user_attrs={"tune_trial_id": trial_id, "rerun_after_resume": True},
+            )
+        )
 
     def save(self, checkpoint_path: str) -> None:
         if self._storage is None:  # an in-memory study: it is the state
@@ -124,6 +152,17 @@ def abandon_orphans(study: Any, running: set[int]) -> list[int]:
     for trial_id in lost:
         study._storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
     return lost
+
+
+class Limiter(ConcurrencyLimiter):
+    """Ray's ``ConcurrencyLimiter``, except that the completion of a trial it does not hold as live (told
+    before a resume, and run again by it: an errored trial) reaches the searcher instead of being dropped."""
+
+    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
+        if trial_id not in self.live_trials:
+            self.searcher.on_trial_complete(trial_id, result=result, error=error)
+            return
+        super().on_trial_complete(trial_id, result=result, error=error)
 
 
 class Replicates(Searcher):

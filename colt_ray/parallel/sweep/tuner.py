@@ -125,10 +125,8 @@ def make_searcher(spec: SweepSpec, out: Optional[str] = None) -> Any:
     """Optuna over the objectives (metric/mode lists for two; trials stopped early told as pruned), each
     recipe expanded over the methods and seeds of a ``compare:``/``seeds:`` sweep, at most ``max_concurrent``
     trials at once. With ``out`` the study is kept in :func:`optuna_storage`, named after the sweep."""
-    from ray.tune.search import ConcurrencyLimiter
-
     from colt_ray.parallel.sweep.compare import trial_variants
-    from colt_ray.parallel.sweep.searchers import OptunaPruning, Replicates
+    from colt_ray.parallel.sweep.searchers import Limiter, OptunaPruning, Replicates
 
     metrics = [o.metric for o in spec.objectives]
     modes = [o.mode for o in spec.objectives]
@@ -143,7 +141,7 @@ def make_searcher(spec: SweepSpec, out: Optional[str] = None) -> Any:
     )
     if spec.replicated:
         search = Replicates(search, trial_variants(spec), metrics)
-    return ConcurrencyLimiter(search, max_concurrent=spec.budget.max_concurrent)
+    return Limiter(search, max_concurrent=spec.budget.max_concurrent)
 
 
 def make_scheduler(spec: SweepSpec) -> Any:
@@ -256,10 +254,19 @@ def can_restore(out: str) -> bool:
         return False
 
 
-def restore_tuner(spec: SweepSpec, out: str, keep_gpus: bool = True, data: Optional[dict] = None) -> Any:
-    """The interrupted sweep in ``out``: unfinished and errored trials continue from their checkpoints (with
-    the datasets this session put, ``data``)."""
+def restore_tuner(
+    spec: SweepSpec, out: str, keep_gpus: bool = True, data: Optional[dict] = None, restart_errored: bool = False
+) -> Any:
+    """The interrupted sweep in ``out``: unfinished trials continue from their checkpoints (with the datasets
+    this session put, ``data``), errored ones too, or with ``restart_errored`` start over (Tune's
+    ``restart_errored``; ``driver.drop_errored_runs`` removed their files first)."""
     from ray.tune import Tuner
 
     trainable = make_trainable(spec, out, keep_gpus, data)
-    return Tuner.restore(tune_path(out), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    return Tuner.restore(
+        tune_path(out),
+        trainable=trainable,
+        resume_unfinished=True,
+        resume_errored=not restart_errored,
+        restart_errored=restart_errored,
+    )
