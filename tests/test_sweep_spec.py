@@ -228,7 +228,7 @@ def test_bad_input_is_one_line_exit_2_nothing_written(case, tmp_path, capsys, no
     "url, expected",
     [
         ("gs://bucket/studies", "optuna-storage: gs:// cannot hold an Optuna study"),
-        ("sqlite:////nonexistent-colt-ray/studies.db", "optuna_storage: cannot open sqlite:////nonexistent-colt-ray"),
+        ("sqlite:////nonexistent-colt-ray/studies.db", "optuna-storage: cannot open sqlite:////nonexistent-colt-ray"),
     ],
 )
 def test_an_optuna_storage_that_cannot_work_is_one_line_exit_2(tmp_path, capsys, no_ray, url, expected):

@@ -90,3 +90,27 @@ def test_status_of_a_folder_without_a_sweep_is_one_line_exit_2(tmp_path, capsys)
     assert main(["status", str(tmp_path / "missing")]) == 2
     assert "is not a directory" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_live_rows_of_a_resumed_sweep_keep_trials_that_ended_before_it_as_ended():
+    """The restored callback never hears again of trials that ended before the resume: Tune's status says."""
+    from types import SimpleNamespace
+
+    from colt_ray.parallel.sweep.live import live_rows
+
+    spec = two_objective_spec()
+    config = {**spec.base_config(), "prune_rate": 0.2, "lr": 0.05}
+    done = {"val_acc": 0.9, "sparsity": 0.5, "cycle": 2, "search_done": True}
+
+    def trial(tid, status, result):
+        return SimpleNamespace(trial_id=tid, status=status, last_result=result, config=config)
+
+    trials = [
+        trial("a", "TERMINATED", done),  # ended before the resume
+        trial("b", "ERROR", {"val_acc": 0.4, "cycle": 1}),  # errored before the resume
+        trial("c", "RUNNING", {"val_acc": 0.5, "cycle": 1}),
+        trial("d", "RUNNING", done),  # its completion just told to the callback; Tune's status not yet set
+        trial("e", "PENDING", {}),  # not started
+    ]
+    rows = {r["trial_id"]: r["status"] for r in live_rows(spec, trials, {"d": False})}
+    assert rows == {"a": "completed", "b": "failed", "c": "running", "d": "completed"}

@@ -90,7 +90,8 @@ def check_study_storage(spec: SweepSpec, out: str, resume: bool) -> SweepSpec:
     from colt_ray.parallel.sweep.tuner import OPTUNA_RECORD, open_storage
     from colt_ray.results.writer import read_bytes
 
-    recorded = read_bytes(out, OPTUNA_RECORD).decode() if resume and read_bytes(out, OPTUNA_RECORD) else None
+    raw = read_bytes(out, OPTUNA_RECORD) if resume else None
+    recorded = raw.decode() if raw else None
     asked = spec.sampler.storage
     if resume and asked != recorded and (asked is not None or recorded is None):
         where = recorded or "the sweep's default storage"

@@ -58,17 +58,25 @@ def live_rows(spec: SweepSpec, trials: list, ended: dict[str, bool]) -> list[dic
     ``running`` with their last result (Pareto flags over the completed ones)."""
     rows = []
     for t in trials:
-        metrics = dict(t.last_result or {})
-        if t.trial_id not in ended and not metrics:
+        metrics, errored = dict(t.last_result or {}), _errored(t, ended)
+        if errored is None and not metrics:
             continue  # not started yet
-        error = "the trial failed (see its Tune log)" if ended.get(t.trial_id) else None
+        error = "the trial failed (see its Tune log)" if errored else None
         row = trial_row(spec, t.trial_id, dict(t.config or {}), metrics, error)
-        if t.trial_id not in ended:
+        if errored is None:
             row.update(status="running", stopped_early=False)
         rows.append(row)
     rows.sort(key=lambda r: r["trial_id"])
     mark_pareto(spec, rows)
     return rows
+
+
+def _errored(trial: Any, ended: dict[str, bool]) -> Any:
+    """True (errored) / False (ended otherwise) / None (not ended): what this callback saw, else Tune's status
+    (a trial that ended before a resume is never reported to the restored callback again)."""
+    if trial.trial_id in ended:
+        return ended[trial.trial_id]
+    return {"TERMINATED": False, "ERROR": True}.get(getattr(trial, "status", ""))
 
 
 def status_record(spec: SweepSpec, trials: list, ended: dict[str, bool]) -> dict[str, Any]:
@@ -77,7 +85,7 @@ def status_record(spec: SweepSpec, trials: list, ended: dict[str, bool]) -> dict
 
     held: dict[str, float] = {}
     for t in trials:
-        if t.trial_id in ended or not t.last_result or getattr(t, "status", "") != "RUNNING":
+        if _errored(t, ended) is not None or not t.last_result or getattr(t, "status", "") != "RUNNING":
             continue
         for key, amount in t.placement_group_factory.required_resources.items():
             held[key] = held.get(key, 0.0) + float(amount)

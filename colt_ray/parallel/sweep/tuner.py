@@ -101,7 +101,7 @@ def open_storage(location: str) -> Any:
         os.makedirs(os.path.dirname(location), exist_ok=True)
         return JournalStorage(JournalFileBackend(location))
     except Exception as exc:  # a driver package missing, a server that does not answer, a read-only folder
-        raise ConfigError("optuna_storage", f"cannot open {location}: {one_line(exc, 300)}") from None
+        raise ConfigError("optuna-storage", f"cannot open {location}: {one_line(exc, 300)}") from None
 
 
 def optuna_storage(spec: SweepSpec, out: str) -> Any:
