@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import re
 import shutil
@@ -262,6 +263,118 @@ def test_optuna_dashboard_serves_the_study_of_a_sweep_kept_in_an_rdb_storage(tmp
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def wandb_records(path: str) -> list:
+    """The records of a W&B transaction log (``run-<id>.wandb``), decoded with W&B's own protobuf ``Record``:
+    a 7-byte header (``:W&B``, magic, version), then LevelDB-log records in 32 KiB blocks (crc32, length,
+    type: 1 full, 2 first, 3 middle, 4 last)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = open(path, "rb").read()
+    assert data[:4] == b":W&B", data[:7]
+    block, pos, parts, records = 32768, 7, b"", []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # a block's tail too short for a header is zero padding
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        parts += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(parts)
+            records.append(record)
+            parts = b""
+    return records
+
+
+def wandb_key(item) -> str:
+    """The name of a W&B history or config item (``key``, or its ``nested_key`` parts)."""
+    return item.key or "/".join(item.nested_key)
+
+
+def no_infinity(values) -> bool:
+    return all(math.isfinite(float(v)) for v in values)
+
+
+@pytest.mark.slow
+def test_trackers_get_each_trials_settings_and_finite_metrics(tmp_path, ray_cluster, capsys):
+    """callbacks: [mlflow, tensorboard, wandb offline]: each tracker, read back with its own reader, has one run per
+    trial with the trial's settings and its metrics per cycle as trials and tickets have them, every value finite:
+    the *_at_target costs (infinite for the searcher before a ticket reaches the target) are left out until then."""
+    import mlflow
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    fixed = {**tiny_space("x")["fixed"], "target_sparsity": 0.45}
+    space = tiny_space(
+        "track", fixed=fixed, search={"prune_rate": {"float": [0.2, 0.4]}, "lr": {"logfloat": [0.02, 0.2]}},
+        budget={"num_samples": 2, "max_concurrent": 2},
+        callbacks=["mlflow", "tensorboard", {"wandb": {"mode": "offline"}}],
+    )  # fmt: skip
+    storage = tmp_path / "st"
+    assert main([write_space(tmp_path, space), "--storage", str(storage), "--quiet"]) == 0
+    out = storage / "track"
+    err = capsys.readouterr().err
+    assert f"mlflow: mlflow ui --backend-store-uri sqlite:///{out / 'mlflow.db'}" in err
+    assert f"tensorboard: tensorboard --logdir {out / 'tune'}" in err and f"runs in {out / 'wandb'}" in err
+    res = load_results(str(out))
+    tickets = res.tickets().sort_values("cycle")
+    expected = {}  # trial id -> (its settings, its acc per cycle, the first cycle at or past the target)
+    for _, t in res.trials.iterrows():
+        accs = tickets[tickets["run_id"] == t["run_id"]]
+        reached = accs[accs["sparsity"] >= 0.45]["cycle"]
+        expected[t["trial_id"]] = (json.loads(t["config_json"]), list(accs["acc_best"]), int(reached.min()))
+    assert sorted(first for _, _, first in expected.values()) != [0, 0]  # some cycle had infinite costs
+
+    def steps_from(first):  # Tune's training_iteration of the cycles at or past the target
+        return list(range(first + 1, 4))
+
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("track").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == sorted(f"trial_{i}" for i in expected)
+    for r in runs:
+        config, accs, first = expected[r.info.run_name.removeprefix("trial_")]
+        assert r.info.status == "FINISHED"
+        assert r.data.params["prune_rate"] == str(config["prune_rate"]) and r.data.params["lr"] == str(config["lr"])
+        assert r.data.params["dataset"] == "digits" and r.data.params["target_sparsity"] == "0.45"
+        assert [m.value for m in client.get_metric_history(r.info.run_id, "acc")] == pytest.approx(accs)
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "rounds_at_target")] == steps_from(first)
+        assert no_infinity(r.data.metrics.values())
+
+    for trial_id, (_, accs, first) in expected.items():
+        events = EventAccumulator(str(out / "tune" / f"trial_{trial_id}"))
+        events.Reload()
+        assert [e.value for e in events.Scalars("ray/tune/acc")] == pytest.approx(accs)
+        assert [e.step for e in events.Scalars("ray/tune/rounds_at_target")] == steps_from(first)
+        for tag in events.Tags()["scalars"]:
+            assert no_infinity(e.value for e in events.Scalars(tag)), tag
+
+    logs = glob.glob(str(out / "wandb" / "offline-run-*" / "run-*.wandb"))
+    assert len(logs) == 2
+    for log in logs:
+        records = wandb_records(log)
+        kinds = [r.WhichOneof("record_type") for r in records]
+        assert kinds.count("run") == 1 and kinds[-1] == "exit", (log, os.path.getsize(log), kinds)
+        (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+        config, accs, first = expected[run.run_id]
+        assert run.project == "track" and run.run_group == "track"
+        settings = {}
+        for r in records:
+            if r.WhichOneof("record_type") == "config":
+                settings.update({wandb_key(u): json.loads(u.value_json) for u in r.config.update})
+        assert settings["prune_rate"] == config["prune_rate"] and settings["lr"] == config["lr"]
+        history = [
+            {wandb_key(i): json.loads(i.value_json) for i in r.history.item}
+            for r in records
+            if r.WhichOneof("record_type") == "history"
+        ]
+        assert [h.get("acc") for h in history] == pytest.approx(accs), history
+        assert [h["_step"] for h in history if "rounds_at_target" in h] == steps_from(first)
+        assert all(no_infinity(v for v in h.values() if isinstance(v, (int, float))) for h in history)
 
 
 # ---- subprocess drivers with their own Ray ---------------------------------------------------------------

@@ -3,7 +3,9 @@ nothing written, Ray never started), trial bundles, checkpoint state, trial stat
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import subprocess
 import sys
 
@@ -206,6 +208,23 @@ BAD = {
         space(points_to_evaluate=[{"prune_rate": 0.2, "shards": 1, "split": "label"}]),
         "points_to_evaluate[0].split:",
     ),
+    "unknown_tracker": (
+        space(callbacks=["comet"]),
+        "callbacks: unknown tracker 'comet'; valid: mlflow, tensorboard, wandb",
+    ),
+    "callbacks_not_a_list": (space(callbacks="mlflow"), "callbacks: must be a list of trackers"),
+    "tracker_named_twice": (
+        space(callbacks=["tensorboard", {"tensorboard": {}}]),
+        "callbacks.tensorboard: is named twice",
+    ),
+    "unknown_tracker_option": (
+        space(callbacks=[{"mlflow": {"uri": "sqlite:///x.db"}}]),
+        "callbacks.mlflow.uri: unknown option; valid: tracking_uri, experiment_name, tags",
+    ),
+    "unknown_wandb_mode": (
+        space(callbacks=[{"wandb": {"mode": "dryrun"}}]),
+        "callbacks.wandb.mode: unknown 'dryrun'; valid: online, offline, disabled",
+    ),
     "point_float_for_an_int": (
         space(points_to_evaluate=[{"prune_rate": 0.2, "shards": 1.5, "split": "class"}]),
         "points_to_evaluate[0].shards: must be an integer in [1, 2], got 1.5",
@@ -237,6 +256,57 @@ def test_an_optuna_storage_that_cannot_work_is_one_line_exit_2(tmp_path, capsys,
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("colt-ray: error: ") and expected in err[0], err
     assert not storage.exists()
+
+
+def test_a_tracker_that_cannot_work_is_one_line_exit_2_nothing_written(tmp_path, capsys, no_ray, monkeypatch):
+    """A missing package names the extra; an MLflow store that will not open, W&B online without a key, and a
+    tracker that writes into trial folders on an object-store sweep are refused before anything starts."""
+    storage = tmp_path / "st"
+
+    def refused(callbacks, expected, *extra):
+        rc = main([write(tmp_path, space(callbacks=callbacks)), "--storage", str(storage), *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and err[0].startswith("colt-ray: error: ") and expected in err[0], err
+        assert not storage.exists()
+
+    for module, tracker in (("mlflow", "mlflow"), ("tensorboardX", "tensorboard"), ("wandb", "wandb")):
+        with monkeypatch.context() as m:
+            m.setitem(sys.modules, module, None)  # `import module` raises ImportError
+            refused([tracker], f"callbacks.{tracker}: needs the {module} package (")
+            refused([tracker], "pip install 'colt_ray[track]'")
+    # MLflow 3 keeps file stores in maintenance mode and refuses them unless MLFLOW_ALLOW_FILE_STORE=true
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    file_store = [{"mlflow": {"tracking_uri": f"file://{tmp_path / 'mlruns'}"}}]
+    refused(file_store, "callbacks.mlflow.tracking_uri: cannot open file://")
+    for key in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc from `wandb login`
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    refused(["wandb"], "callbacks.wandb: no W&B API key: run `wandb login`, set WANDB_API_KEY, or use mode: offline")
+
+
+@pytest.mark.parametrize(
+    "callbacks, expected",
+    [
+        (["tensorboard"], "callbacks.tensorboard: writes event files into each trial's folder"),
+        ([{"wandb": {"mode": "offline"}}], "callbacks.wandb.mode: offline runs are written into each trial's folder"),
+        (["mlflow"], "callbacks.mlflow.tracking_uri: an object-store sweep has no local folder"),
+    ],
+)
+def test_trackers_that_need_a_local_sweep_are_refused_on_an_object_store(callbacks, expected, monkeypatch):
+    from colt_ray.parallel.sweep.trackers import check_trackers, parse_callbacks
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        check_trackers(parse_callbacks(callbacks), "s3://bucket/sweeps/x", "x", remote=True)
+
+
+def test_trackers_see_finite_metrics_only():
+    from colt_ray.parallel.sweep.trackers import finite
+
+    result = {"acc": 0.5, "rounds_at_target": math.inf, "wall_at_target": -math.inf, "x": math.nan, "cycle": 1,
+              "run_id": "r", "config": {"lr": 0.1, "bad": math.inf}}  # fmt: skip
+    assert finite(result) == {"acc": 0.5, "cycle": 1, "run_id": "r", "config": {"lr": 0.1}}
 
 
 def test_a_resume_keeps_the_study_storage_the_sweep_started_with(tmp_path):

@@ -18,6 +18,7 @@ from colt_ray.core.errors import ConfigError, stderr_line
 from colt_ray.parallel.sweep.checks import check_spec
 from colt_ray.parallel.sweep.parse import load_spec
 from colt_ray.parallel.sweep.spec import SweepSpec
+from colt_ray.parallel.sweep.trackers import check_trackers, tracker_lines
 from colt_ray.results import layout
 
 Echo = Callable[[str], None]
@@ -78,6 +79,7 @@ def plan_sweep(
             f"sweep {spec.name!r} already exists at {out}; pass --resume to continue it, or choose another --name",
         )
     spec = check_study_storage(spec, out, resume)
+    check_trackers(spec.callbacks, out, spec.name, remote=layout.is_uri(out))
     return SweepPlan(spec, out, resume, restart_errored)
 
 
@@ -206,8 +208,8 @@ def run_sweep(
     from colt_ray.results.compact import compact
     from colt_ray.results.writer import write_bytes_atomic
 
-    # no CSV/JSON/TensorBoard files per trial: the sweep's results are its Parquet tables, and TensorBoard
-    # prints a warning for every infinite *_at_target cost (a ticket not yet at the target)
+    # no CSV/JSON/TensorBoard files per trial unless a space names them (callbacks:, trackers.py, with the
+    # infinite *_at_target costs left out): the sweep's results are its Parquet tables
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # Tune's status table as tuner.progress_table makes it (objective columns, sorted by the first objective):
     # the newer output engine, Ray's default, ignores a progress reporter and is not told the objective
@@ -231,6 +233,8 @@ def run_sweep(
         if spec.sampler.storage and not plan.resume:  # --resume reads it back (check_study_storage)
             write_bytes_atomic(out, OPTUNA_RECORD, spec.sampler.storage.encode())
         stderr_line(dashboard_line(spec, out))
+        for line in tracker_lines(spec.callbacks, out, spec.name, layout.is_uri(out)):
+            stderr_line(line)
         if plan.resume:
             drop_orphan_runs(spec, out)
         if plan.restart_errored:

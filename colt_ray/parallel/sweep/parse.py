@@ -45,6 +45,7 @@ from colt_ray.parallel.sweep.spec import (
     storage_url,
     sweep_name,
 )
+from colt_ray.parallel.sweep.trackers import parse_callbacks
 
 
 # ---- loading --------------------------------------------------------------------------------------
@@ -139,6 +140,7 @@ def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
         compare=compare,
         seeds=seeds,
         points_to_evaluate=_points(data.get("points_to_evaluate"), search),
+        callbacks=parse_callbacks(data.get("callbacks")),
         description=str(data.get("description") or ""),
         source=source,
     )

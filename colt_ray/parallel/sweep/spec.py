@@ -15,7 +15,7 @@ from colt_ray.core.errors import ConfigError
 
 TOP_KEYS = (
     "name", "description", "fixed", "search", "compare", "seeds", "objectives", "budget", "sampler", "scheduler",
-    "allow_test_selection", "points_to_evaluate",
+    "allow_test_selection", "points_to_evaluate", "callbacks",
 )  # fmt: skip
 DIST_KINDS = ("float", "logfloat", "int", "logint", "choice")
 INT_KINDS = ("int", "logint")
@@ -140,6 +140,7 @@ class SweepSpec:
     seeds: int = 1  # each sampled recipe runs once per seed (and per compared method)
     # settings Optuna tries first (each names every searched setting), e.g. a paper's defaults
     points_to_evaluate: tuple[dict[str, Any], ...] = ()
+    callbacks: tuple = ()  # experiment trackers (trackers.TrackerSpec), as Tune's logger callbacks
 
     @property
     def multi(self) -> bool:

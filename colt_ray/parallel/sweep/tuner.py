@@ -188,6 +188,7 @@ def build_tuner(
     from ray import tune
 
     from colt_ray.parallel.sweep.live import LiveTable
+    from colt_ray.parallel.sweep.trackers import make_callbacks
 
     tune_config = tune.TuneConfig(
         search_alg=make_searcher(spec, out),
@@ -214,7 +215,8 @@ def build_tuner(
         # max(10 s, 19 x the time a snapshot takes), at most ~5% of the driver's time) and at the end.
         checkpoint_config=tune.CheckpointConfig(),
         progress_reporter=progress_table(spec),
-        callbacks=[LiveTable(spec, out)],  # trials.parquet and sweep_status.json while the sweep runs
+        # trials.parquet and sweep_status.json while the sweep runs; the trackers the space names
+        callbacks=[LiveTable(spec, out), *make_callbacks(spec.callbacks, out, spec.name, layout.is_uri(out))],
     )
     return tune.Tuner(
         make_trainable(spec, out, keep_gpus, data),
