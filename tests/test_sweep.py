@@ -303,16 +303,17 @@ def no_infinity(values) -> bool:
 
 @pytest.mark.slow
 def test_trackers_get_each_trials_settings_and_finite_metrics(tmp_path, ray_cluster, capsys):
-    """callbacks: [mlflow, tensorboard, wandb offline]: each tracker, read back with its own reader, has one run per
-    trial with the trial's settings and its metrics per cycle as trials and tickets have them, every value finite:
-    the *_at_target costs (infinite for the searcher before a ticket reaches the target) are left out until then."""
+    """A grid sweep with callbacks: [mlflow, tensorboard, wandb offline]: each tracker, read back with its own
+    reader, has one run per trial with the trial's settings and its metrics per cycle as trials and tickets have
+    them, every value finite: the *_at_target costs (infinite for the searcher before a ticket reaches the target)
+    are left out until then."""
     import mlflow
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     fixed = {**tiny_space("x")["fixed"], "target_sparsity": 0.45}
     space = tiny_space(
-        "track", fixed=fixed, search={"prune_rate": {"float": [0.2, 0.4]}, "lr": {"logfloat": [0.02, 0.2]}},
-        budget={"num_samples": 2, "max_concurrent": 2},
+        "track", fixed=fixed, search={"prune_rate": {"grid": [0.3, 0.4]}}, budget={"max_concurrent": 2},
+        sampler={"seed": 0},  # a grid: its 2 points, each in one trial, as many trials as points by default
         callbacks=["mlflow", "tensorboard", {"wandb": {"mode": "offline"}}],
     )  # fmt: skip
     storage = tmp_path / "st"
@@ -328,6 +329,7 @@ def test_trackers_get_each_trials_settings_and_finite_metrics(tmp_path, ray_clus
         accs = tickets[tickets["run_id"] == t["run_id"]]
         reached = accs[accs["sparsity"] >= 0.45]["cycle"]
         expected[t["trial_id"]] = (json.loads(t["config_json"]), list(accs["acc_best"]), int(reached.min()))
+    assert sorted(config["prune_rate"] for config, _, _ in expected.values()) == [0.3, 0.4]  # the grid, once each
     assert sorted(first for _, _, first in expected.values()) != [0, 0]  # some cycle had infinite costs
 
     def steps_from(first):  # Tune's training_iteration of the cycles at or past the target
@@ -339,7 +341,7 @@ def test_trackers_get_each_trials_settings_and_finite_metrics(tmp_path, ray_clus
     for r in runs:
         config, accs, first = expected[r.info.run_name.removeprefix("trial_")]
         assert r.info.status == "FINISHED"
-        assert r.data.params["prune_rate"] == str(config["prune_rate"]) and r.data.params["lr"] == str(config["lr"])
+        assert r.data.params["prune_rate"] == str(config["prune_rate"]) and r.data.params["epochs"] == "1"
         assert r.data.params["dataset"] == "digits" and r.data.params["target_sparsity"] == "0.45"
         assert [m.value for m in client.get_metric_history(r.info.run_id, "acc")] == pytest.approx(accs)
         assert [m.step for m in client.get_metric_history(r.info.run_id, "rounds_at_target")] == steps_from(first)
@@ -366,7 +368,7 @@ def test_trackers_get_each_trials_settings_and_finite_metrics(tmp_path, ray_clus
         for r in records:
             if r.WhichOneof("record_type") == "config":
                 settings.update({wandb_key(u): json.loads(u.value_json) for u in r.config.update})
-        assert settings["prune_rate"] == config["prune_rate"] and settings["lr"] == config["lr"]
+        assert settings["prune_rate"] == config["prune_rate"] and settings["dataset"] == "digits"
         history = [
             {wandb_key(i): json.loads(i.value_json) for i in r.history.item}
             for r in records

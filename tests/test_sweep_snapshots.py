@@ -121,7 +121,7 @@ SAMPLER_CASES = {  # every kind, and every option of SAMPLER_OPTIONS at least on
 
 
 def test_the_sampler_cases_cover_every_kind_and_option():
-    assert set(SAMPLER_CASES) == set(SAMPLERS)
+    assert set(SAMPLER_CASES) | {"grid"} == set(SAMPLERS)  # grid: its own test below
     assert {k for options, _ in SAMPLER_CASES.values() for k in options} == set(SAMPLER_OPTIONS)
 
 
@@ -152,6 +152,42 @@ def test_every_sampler_and_option_reaches_optuna_pickles_as_tune_pickles_it_and_
     play(copy, ["t3", "t4"])  # past the 2 startup trials; the restored copy (a new lock where it has one) too
     trials = optuna_search(copy)._ot_study.trials
     assert len(trials) == 5 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+
+@pytest.mark.parametrize("n_objectives", [1, 2])
+def test_a_grid_hands_out_every_point_once_with_trials_running_two_at_a_time_and_goes_on_after_a_resume(
+    tmp_path, n_objectives
+):
+    """{grid: [...]} for every searched setting: Optuna's GridSampler, each point to exactly one trial while two
+    run at once; the last point's tell does not stop the study (Study.stop raises outside Study.optimize), and a
+    searcher restored from the storage hands out only the points not yet given."""
+    import itertools
+
+    objectives = [{"metric": "val_acc", "mode": "max"}, {"metric": "sparsity", "mode": "max"}][:n_objectives]
+    grid = {"prune_rate": [0.1, 0.2, 0.3], "lr": [0.01, 0.1]}
+    spec = spec_of(
+        search={k: {"grid": v} for k, v in grid.items()},
+        objectives=objectives,
+        budget={"max_concurrent": 2},
+        sampler={"seed": 0},
+    )
+    assert spec.sampler.kind == "grid" and spec.budget.num_samples == spec.grid_size == 6
+    search = new_searcher(spec, tmp_path)
+    result = {"val_acc": 0.5, "sparsity": 0.3, "search_done": True}
+    first, second = search.suggest("t0"), search.suggest("t1")  # both running
+    search.on_trial_complete("t0", result=result)
+    third = search.suggest("t2")
+    search.on_trial_complete("t1", result=result)
+    search.on_trial_complete("t2", result=result)
+    resumed = new_searcher(spec, tmp_path)  # the same study, from its journal
+    rest = []
+    for tid in ("t3", "t4", "t5"):
+        rest.append(resumed.suggest(tid))
+        resumed.on_trial_complete(tid, result=result)  # the last one: no study.stop()
+    got = sorted((c["prune_rate"], c["lr"]) for c in [first, second, third, *rest])
+    assert got == sorted(itertools.product(*grid.values()))
+    trials = optuna_search(resumed)._ot_study.trials
+    assert len(trials) == 6 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
 
 
 def test_points_to_evaluate_are_tried_first_a_logint_draws_integers_and_a_resume_queues_no_point_again(tmp_path):

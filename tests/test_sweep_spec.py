@@ -21,6 +21,7 @@ from colt_ray.parallel.sweep.bundles import trial_bundles
 from colt_ray.parallel.sweep.checks import check_spec, corner_configs, dataset_classes
 from colt_ray.parallel.sweep.cli import main
 from colt_ray.parallel.sweep.parse import load_spec, parse_spec
+from colt_ray.parallel.sweep.spec import Dist
 from colt_ray.parallel.sweep.state import Totals, load_state, save_state
 from colt_ray.parallel.sweep.trials import mark_pareto, trial_row, trial_status
 
@@ -105,6 +106,20 @@ def test_logint_and_points_to_evaluate_parse():
     assert parse_spec(space()).points_to_evaluate == ()
 
 
+def test_a_grid_runs_each_point_once_by_default_and_num_samples_can_take_part_of_it(tmp_path, capsys, no_ray):
+    grid = space(search={"prune_rate": {"grid": [0.1, 0.2, 0.3]}, "split": {"grid": ["class", "random"]}}, budget={})
+    spec = parse_spec(grid)
+    assert spec.sampler.kind == "grid" and spec.grid_size == 6 and spec.trial_count == 6
+    assert spec.search["split"] == Dist("grid", ("class", "random"))
+    assert parse_spec({**grid, "seeds": 2}).trial_count == 12  # each point once per seed
+    assert spec.with_overrides(num_samples=4).trial_count == 4
+    with pytest.raises(ConfigError, match="num-samples: 7 recipes, but the grid has 6 points"):
+        spec.with_overrides(num_samples=7)
+    assert spec.smoke().trial_count == 2
+    rc = main([write(tmp_path, grid), "--storage", str(tmp_path / "st"), "--num-samples", "7"])
+    assert rc == 2 and "num-samples: 7 recipes" in capsys.readouterr().err and not (tmp_path / "st").exists()
+
+
 def test_acc_at_target_takes_the_fixed_target_sparsity():
     fixed = {**space()["fixed"], "target_sparsity": 0.5}
     fixed.pop("cycles")
@@ -160,7 +175,7 @@ BAD = {
     "asha_metric_without_target": (space(scheduler={"metric": "acc_at_target"}), "acc_at_target needs a target"),
     "unknown_sampler": (
         space(sampler={"kind": "bohb"}),
-        "sampler.kind: unknown 'bohb'; valid: tpe, gp, cmaes, qmc, nsga2, random",
+        "sampler.kind: unknown 'bohb'; valid: tpe, gp, cmaes, qmc, nsga2, random, grid",
     ),
     "unknown_sampler_option": (space(sampler={"kind": "tpe", "multivariat": True}), "sampler.multivariat: unknown key"),
     "option_of_another_sampler": (
@@ -224,6 +239,31 @@ BAD = {
     "unknown_wandb_mode": (
         space(callbacks=[{"wandb": {"mode": "dryrun"}}]),
         "callbacks.wandb.mode: unknown 'dryrun'; valid: online, offline, disabled",
+    ),
+    "grid_beside_a_sampled_setting": (
+        space(search={"prune_rate": {"grid": [0.1, 0.2]}, "shards": {"int": [1, 2]}}),
+        "search.shards: a grid search tries every combination of values: give it {grid: [a, b, ...]} too",
+    ),
+    "grid_with_another_sampler": (
+        space(search={"prune_rate": {"grid": [0.1, 0.2]}}, sampler={"kind": "tpe"}),
+        "sampler.kind: search.prune_rate is a grid",
+    ),
+    "grid_sampler_without_a_grid": (space(sampler={"kind": "grid"}), "search.prune_rate: a grid search tries every"),
+    "more_recipes_than_grid_points": (
+        space(
+            search={"prune_rate": {"grid": [0.1, 0.2]}, "split": {"grid": ["class", "random"]}},
+            budget={"num_samples": 5},
+        ),
+        "budget.num_samples: 5 recipes, but the grid has 4 points and each runs once; give at most 4",
+    ),
+    "empty_grid": (space(search={"prune_rate": {"grid": []}}), "search.prune_rate: grid needs a non-empty list"),
+    "grid_value_out_of_bounds": (
+        space(search={"prune_rate": {"grid": [0.1, 1.5]}}),
+        "search.prune_rate: must be in (0, 1), got 1.5",
+    ),
+    "points_with_a_grid": (
+        space(search={"prune_rate": {"grid": [0.1, 0.2]}}, points_to_evaluate=[{"prune_rate": 0.1}]),
+        "points_to_evaluate: a grid search tries every point of its grid",
     ),
     "point_float_for_an_int": (
         space(points_to_evaluate=[{"prune_rate": 0.2, "shards": 1.5, "split": "class"}]),

@@ -6,6 +6,8 @@ list the valid ones). The format is documented in ``docs/sweeps.md``. Pure Pytho
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from typing import Any, Optional
@@ -33,12 +35,14 @@ from colt_ray.parallel.sweep.spec import (
     TEST_METRICS,
     TIME_ATTRS,
     TOP_KEYS,
+    VALUE_KINDS,
     Budget,
     Dist,
     Objective,
     SamplerSpec,
     SchedulerSpec,
     SweepSpec,
+    check_grid_samples,
     check_type,
     int_at_least,
     is_number,
@@ -128,13 +132,18 @@ def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
         )
     _check_selection(objectives, scheduler, fixed, search, allow_test)
     budget = _budget(data.get("budget") or {})
-    return SweepSpec(
+    sampler = _sampler(data.get("sampler"), len(objectives), budget.num_samples, search)
+    if sampler.kind == "grid" and "num_samples" not in (data.get("budget") or {}):
+        budget = dataclasses.replace(budget, num_samples=math.prod(len(d.values) for d in search.values()))
+    if sampler.kind == "grid" and data.get("points_to_evaluate") is not None:
+        raise ConfigError("points_to_evaluate", "a grid search tries every point of its grid; remove it")
+    spec = SweepSpec(
         name=sweep_name(data["name"], "name"),
         fixed=fixed,
         search=search,
         objectives=objectives,
         budget=budget,
-        sampler=_sampler(data.get("sampler"), len(objectives), budget.num_samples),
+        sampler=sampler,
         scheduler=scheduler,
         allow_test_selection=allow_test,
         compare=compare,
@@ -144,6 +153,8 @@ def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
         description=str(data.get("description") or ""),
         source=source,
     )
+    check_grid_samples(spec, budget.num_samples, "budget.num_samples")
+    return spec
 
 
 # ---- pieces ---------------------------------------------------------------------------------------
@@ -166,13 +177,13 @@ def _dist(name: str, raw: Any) -> Dist:
         raise ConfigError(
             where,
             "must be one of {float: [lo, hi]}, {logfloat: [lo, hi]}, {int: [lo, hi]}, {logint: [lo, hi]}, "
-            "{choice: [a, b, ...]}",
+            "{choice: [a, b, ...]}, {grid: [a, b, ...]}",
         )
     kind, values = next(iter(raw.items()))
     if kind not in DIST_KINDS:
         raise ConfigError(where, f"unknown distribution {kind!r}; valid: {', '.join(DIST_KINDS)}")
-    if kind == "choice":
-        return Dist(kind, _choices(where, values, name))
+    if kind in VALUE_KINDS:
+        return Dist(kind, _choices(where, values, name, kind))
     if not isinstance(values, list) or len(values) != 2 or not all(is_number(v) for v in values):
         raise ConfigError(where, f"{kind} needs [lo, hi] with two numbers, got {values!r}")
     lo, hi = values
@@ -210,7 +221,7 @@ def _points(raw: Any, search: dict[str, Dist]) -> tuple[dict[str, Any], ...]:
         out = {}
         for name, value in point.items():
             dist, at = search[name], f"{where}.{name}"
-            if dist.kind == "choice":
+            if dist.kind in VALUE_KINDS:
                 (value,) = _choices(at, [value], name)
                 if value not in dist.values:
                     raise ConfigError(at, f"{value!r} is not one of the choices {list(dist.values)!r}")
@@ -226,11 +237,11 @@ def _points(raw: Any, search: dict[str, Dist]) -> tuple[dict[str, Any], ...]:
     return tuple(points)
 
 
-def _choices(where: str, values: Any, name: str) -> tuple:
+def _choices(where: str, values: Any, name: str, kind: str = "choice") -> tuple:
     """The choices of a searched setting. A list setting's choices are lists (``[[conv, linear], [linear]]``)
     or comma-separated strings; they are searched as the strings (Optuna's choices are scalars)."""
     if not isinstance(values, list) or not values:
-        raise ConfigError(where, "choice needs a non-empty list, e.g. {choice: [class, random]}")
+        raise ConfigError(where, f"{kind} needs a non-empty list, e.g. {{{kind}: [class, random]}}")
     if value_type(name) is tuple:
         values = [",".join(map(str, v)) if isinstance(v, list) else v for v in values]
     for v in values:
@@ -322,13 +333,29 @@ def _budget(raw: Any) -> Budget:
     )
 
 
-def _sampler(raw: Any, n_objectives: int, num_samples: int) -> SamplerSpec:
+def _sampler(raw: Any, n_objectives: int, num_samples: int, search: dict[str, Dist]) -> SamplerSpec:
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError("sampler", f"must be a mapping with keys {', '.join(SAMPLER_KEYS)}")
     _known(raw, SAMPLER_KEYS, "sampler.", "key")
-    default = "nsga2" if n_objectives > 1 and num_samples >= MANY_RECIPES else "tpe"
+    grids = [k for k, d in search.items() if d.kind == "grid"]
+    if grids:
+        default = "grid"
+    else:
+        default = "nsga2" if n_objectives > 1 and num_samples >= MANY_RECIPES else "tpe"
     kind = _choice(raw.get("kind", default), SAMPLERS, "sampler.kind")
+    if grids and kind != "grid":
+        raise ConfigError(
+            "sampler.kind", f"search.{grids[0]} is a grid, tried point by point by Optuna's GridSampler; remove kind"
+        )
+    if kind == "grid":
+        others = [k for k, d in search.items() if d.kind != "grid"]
+        if others:
+            raise ConfigError(
+                f"search.{others[0]}",
+                "a grid search tries every combination of values: give it {grid: [a, b, ...]} too (or use choice "
+                "everywhere to sample)",
+            )
     if kind in MULTI_OBJECTIVE_SAMPLERS and n_objectives < 2:
         raise ConfigError("sampler.kind", f"{kind} is for two objectives; use tpe, gp, cmaes, qmc or random for one")
     if kind in SINGLE_OBJECTIVE_SAMPLERS and n_objectives > 1:

@@ -47,6 +47,16 @@ class NSGAII(optuna.samplers.NSGAIISampler):
         self._thread_lock = threading.Lock()
 
 
+class Grid(optuna.samplers.GridSampler):
+    """``GridSampler`` without its ``study.stop()`` after the last point: Tune asks and tells outside
+    ``Study.optimize``, where ``stop`` raises, and the sweep's trial count (the grid's size, or fewer) ends it.
+    Running trials' points are not handed out again (``_get_unvisited_grid_ids``), so concurrent trials never
+    share a point."""
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        return None
+
+
 class OptunaPruning(OptunaSearch):
     """``OptunaSearch`` telling trials that end without ``search_done`` (stopped early) as PRUNED, reporting
     intermediate values at their cycle, and saving only what a resume needs when the study has a storage."""

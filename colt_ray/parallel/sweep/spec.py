@@ -6,6 +6,7 @@ The format is documented in ``docs/sweeps.md``. Pure Python: nothing here starts
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -17,7 +18,8 @@ TOP_KEYS = (
     "name", "description", "fixed", "search", "compare", "seeds", "objectives", "budget", "sampler", "scheduler",
     "allow_test_selection", "points_to_evaluate", "callbacks",
 )  # fmt: skip
-DIST_KINDS = ("float", "logfloat", "int", "logint", "choice")
+DIST_KINDS = ("float", "logfloat", "int", "logint", "choice", "grid")
+VALUE_KINDS = ("choice", "grid")  # listed values; a grid's are each tried (Optuna's GridSampler), a choice's sampled
 INT_KINDS = ("int", "logint")
 # metric reported after every cycle -> its natural direction
 METRICS = {
@@ -46,7 +48,7 @@ TARGET_METRICS = (
     "wall_at_target",
 )
 MODES = ("max", "min")
-SAMPLERS = ("tpe", "gp", "cmaes", "qmc", "nsga2", "random")
+SAMPLERS = ("tpe", "gp", "cmaes", "qmc", "nsga2", "random", "grid")
 # each sampler option and the kinds it applies to (Optuna's own names, passed through as keyword arguments)
 SAMPLER_OPTIONS = {
     "multivariate": ("tpe",),
@@ -73,11 +75,11 @@ OBJECTIVE_KEYS = ("metric", "mode", "target")
 
 @dataclass(frozen=True)
 class Dist:
-    """One searched setting: ``float``/``logfloat``/``int``/``logint`` over ``[lo, hi]`` (inclusive) or
-    ``choice``."""
+    """One searched setting: ``float``/``logfloat``/``int``/``logint`` over ``[lo, hi]`` (inclusive),
+    ``choice`` (values sampled) or ``grid`` (every value tried)."""
 
     kind: str
-    values: tuple  # (lo, hi) for ranges, the choices for ``choice``
+    values: tuple  # (lo, hi) for ranges, the values for ``choice`` and ``grid``
 
     def corners(self) -> tuple:
         """The values the up-front checks try: both ends of a range, every choice."""
@@ -153,6 +155,13 @@ class SweepSpec:
         return bool(self.compare) or self.seeds > 1
 
     @property
+    def grid_size(self) -> int:
+        """The points of a grid search (every searched setting a ``grid``); 0 for any other sweep."""
+        if self.sampler.kind != "grid":
+            return 0
+        return math.prod(len(d.values) for d in self.search.values())
+
+    @property
     def group_size(self) -> int:
         """Trials per sampled recipe: one per (seed, compared method)."""
         return max(1, len(self.compare)) * self.seeds
@@ -181,6 +190,7 @@ class SweepSpec:
         budget = self.budget
         if num_samples is not None:
             budget = dataclasses.replace(budget, num_samples=int_at_least("num-samples", num_samples, 1))
+            check_grid_samples(self, num_samples, "num-samples")
         if max_concurrent is not None:
             budget = dataclasses.replace(budget, max_concurrent=int_at_least("max-concurrent", max_concurrent, 1))
         return dataclasses.replace(
@@ -194,6 +204,8 @@ class SweepSpec:
         fixed.update(epochs=1, cycles=1)
         search = {k: d for k, d in self.search.items() if k not in fixed}
         samples = max(1, 2 // max(1, len(self.compare)))
+        if self.sampler.kind == "grid":
+            samples = min(samples, math.prod(len(d.values) for d in (search or self.search).values()))
         budget = dataclasses.replace(
             self.budget, num_samples=samples, max_concurrent=min(2, self.budget.max_concurrent)
         )
@@ -201,6 +213,17 @@ class SweepSpec:
 
 
 # ---- helpers shared with the parser ---------------------------------------------------------------
+def check_grid_samples(spec: SweepSpec, num_samples: int, where: str) -> None:
+    """A grid search runs each point at most once: ``num_samples`` no larger than the grid (fewer: a random part
+    of it; more runs of a point: ``seeds:``)."""
+    if spec.grid_size and num_samples > spec.grid_size:
+        raise ConfigError(
+            where,
+            f"{num_samples} recipes, but the grid has {spec.grid_size} points and each runs once; give at most "
+            f"{spec.grid_size} (or seeds: to run each point more than once)",
+        )
+
+
 def is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 

@@ -34,7 +34,7 @@ def to_tune(dist: Dist) -> Any:
     """A Tune search-space domain for ``dist`` (int ranges are inclusive of both ends)."""
     from ray import tune
 
-    if dist.kind == "choice":
+    if dist.kind in ("choice", "grid"):  # a grid's points are chosen by Optuna's GridSampler (make_sampler)
         return tune.choice(list(dist.values))
     lo, hi = dist.values
     if dist.kind == "int":
@@ -64,6 +64,10 @@ def make_sampler(spec: SweepSpec) -> Any:
         from colt_ray.parallel.sweep.searchers import NSGAII
 
         return NSGAII(seed=s.seed, **s.kwargs)
+    if s.kind == "grid":  # every searched setting a grid: each point once, in an order drawn from the seed
+        from colt_ray.parallel.sweep.searchers import Grid
+
+        return Grid({k: list(d.values) for k, d in spec.search.items()}, seed=s.seed)
     classes = {
         "tpe": optuna.samplers.TPESampler,
         "gp": optuna.samplers.GPSampler,
