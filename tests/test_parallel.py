@@ -380,3 +380,70 @@ def test_shards_per_actor_trains_shards_stacked_in_one_actor_with_the_local_mask
 def test_shards_per_actor_needs_the_ray_backend():
     with pytest.raises(ConfigError, match="shards-per-actor: groups the shard actors"):
         validate(small_cfg(backend="local", shards_per_actor=2))
+
+
+@pytest.mark.slow
+def test_restart_errored_reruns_an_errored_trial_from_cycle_0_and_keeps_each_cycle_once(ray_cluster, tmp_path):
+    """A sweep trial raises after cycle 1 (its cycle-1 results, checkpoint file and report done) and the sweep
+    ends with it errored. ``--resume --restart-errored`` runs it again from cycle 0 (as a new Tune trial, Tune's
+    reset): the errored attempt's sink took cycles 0, 1, the rerun's take 0, 1, 2; the other trial is not run
+    again; the results hold each trial's cycles once, both completed, and the study has the errored attempt as
+    FAIL and the rerun as a new COMPLETE trial with the same settings and its value at each cycle (its reports
+    crashed the restored searcher before: it had no Optuna trial for them)."""
+    import json
+
+    import optuna
+    import yaml
+
+    from colt_ray.parallel.sweep.cli import main
+    from colt_ray.parallel.sweep.tuner import OPTUNA_JOURNAL
+    from colt_ray.results.reader import load_results
+
+    space = {
+        "name": "restart",
+        "fixed": {"dataset": "digits", "arch": "conv2", "method": "colt", "epochs": 1, "cycles": 2,
+                  "backend": "local", "cpus_per_shard": 1},
+        "search": {"prune_rate": {"grid": [0.2, 0.3]}},
+        "objectives": [{"metric": "acc", "mode": "max"}],
+        "allow_test_selection": True,
+        "budget": {"max_concurrent": 1, "max_failures": 0},  # one at a time: the first trial is the one that errs
+        "sampler": {"seed": 0},
+    }  # fmt: skip
+    path = tmp_path / "restart.yaml"
+    path.write_text(yaml.safe_dump(space))
+    storage, out = tmp_path / "st", tmp_path / "st" / "restart"
+    faults.arm(ray_cluster, "sink", 1)
+    assert main([str(path), "--storage", str(storage), "--quiet"]) == 0  # the sweep ends; its summary: 1 failed
+    assert faults.taken(ray_cluster, "sink", 1)
+    trials = load_results(str(out)).trials.set_index("trial_id")
+    assert sorted(trials["status"]) == ["completed", "failed"]
+    errored = trials.index[trials["status"] == "failed"][0]
+    errored_rate = json.loads(trials.loc[errored, "config_json"])["prune_rate"]
+    first = faults.sink_calls(ray_cluster)
+    assert first[errored] == [0, 1] and sorted(map(len, first.values())) == [2, 3]
+
+    assert main([str(path), "--storage", str(storage), "--quiet", "--resume", "--restart-errored"]) == 0
+    calls = faults.sink_calls(ray_cluster)
+    (new,) = set(calls) - set(first)  # Tune's restart_errored resets the trial: a new trial id, the same settings
+    assert calls[new] == [0, 1, 2]  # from cycle 0 again, not from the errored attempt's cycle-1 checkpoint
+    assert {t: c for t, c in calls.items() if t != new} == first  # nothing else ran again
+    res = load_results(str(out))
+    trials = res.trials.set_index("trial_id")
+    assert sorted(trials.index) == sorted({new, *first} - {errored}) and set(trials["status"]) == {"completed"}
+    assert json.loads(trials.loc[new, "config_json"])["prune_rate"] == errored_rate
+    assert len(res.runs) == 2 and set(res.runs["status"]) == {"completed"}  # the errored attempt's run removed
+    assert not any(errored in r for r in res.runs["run_id"])
+    tickets = res.tickets()
+    assert not tickets.duplicated(["run_id", "cycle"]).any()
+    assert sorted(tickets.groupby("run_id")["cycle"].apply(list)) == [[0, 1, 2], [0, 1, 2]]
+    journal = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out.joinpath(*OPTUNA_JOURNAL)))
+    )
+    study = optuna.load_study(study_name="restart", storage=journal)
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["COMPLETE", "COMPLETE", "FAIL"], states
+    (failed,) = [t for t in study.trials if t.state.name == "FAIL"]
+    rerun = [t for t in study.trials if t.state.name == "COMPLETE" and t.params == failed.params]
+    assert failed.params == {"prune_rate": errored_rate}
+    assert len(rerun) == 1 and rerun[0].value == trials.loc[new, "objective"]
+    assert sorted(rerun[0].intermediate_values) == [0, 1, 2]  # its value at each cycle of the rerun

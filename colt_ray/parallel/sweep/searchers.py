@@ -80,7 +80,11 @@ class OptunaPruning(OptunaSearch):
         # restarts Tune's count at 1 but continues its cycles
         if isinstance(self.metric, list) or trial_id in self._completed_trials:
             return
-        ot_trial, step = self._ot_trials[trial_id], int(result["cycle"])
+        step = int(result["cycle"])
+        if trial_id not in self._ot_trials:  # a trial told before a resume, run again (see _tell_rerun)
+            self.__dict__.setdefault("_rerun_steps", {}).setdefault(trial_id, {})[step] = result[self.metric]
+            return
+        ot_trial = self._ot_trials[trial_id]
         if step not in ot_trial._cached_frozen_trial.intermediate_values:  # else a cycle redone after a resume
             ot_trial.report(result[self.metric], step)
 
@@ -104,6 +108,7 @@ class OptunaPruning(OptunaSearch):
         import optuna
 
         self._completed_trials.add(trial_id)
+        steps = self.__dict__.get("_rerun_steps", {}).pop(trial_id, {})
         result = result or {}  # Tune passes it flattened: config/<setting> keys
         config = result.get("config") or {k[len("config/") :]: v for k, v in result.items() if k.startswith("config/")}
         if error or not result or not all(k in config for k in self._space):
@@ -116,6 +121,7 @@ class OptunaPruning(OptunaSearch):
                 params={k: config[k] for k in self._space},
                 distributions=dict(self._space),
                 values=values,
+                intermediate_values=steps,  # its value at each cycle, as on_trial_result reports them
                 user_attrs={"tune_trial_id": trial_id, "rerun_after_resume": True},
             )
         )
