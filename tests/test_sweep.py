@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from colt_ray.parallel.sweep.cli import main
+from colt_ray.parallel.sweep.spec import SAMPLER_OPTIONS, SAMPLERS
 from colt_ray.parallel.sweep.tuner import OPTUNA_JOURNAL
 from colt_ray.results import layout
 from colt_ray.results.reader import load_results
@@ -186,6 +187,39 @@ def test_two_objectives_asha_and_mixed_k_on_the_ray_backend(tmp_path, ray_cluste
         assert got.state == state[t["status"]], (t["status"], got.state)
         if t["status"] == "completed":
             assert got.values == [t["final_acc_best"], t["final_sparsity"]]
+
+
+# the sampler kinds the other sweeps here do not run: gp (the small sweep), nsga2 (the ASHA sweep), grid (trackers)
+REAL_SAMPLERS = {
+    "tpe": {"multivariate": True, "group": True, "n_startup_trials": 1, "constant_liar": True},
+    "cmaes": {"n_startup_trials": 1},
+    "qmc": {"qmc_type": "halton", "scramble": True},
+    "random": {},
+}
+
+
+@pytest.mark.slow
+def test_each_sampler_kind_and_option_runs_a_two_trial_sweep(tmp_path, ray_cluster):
+    """Each kind with its options, in a real 2-trial sweep, the study told both trials with the sampler's own
+    draws (past n_startup_trials=1 for tpe and cmaes)."""
+    fixed = {**tiny_space("x")["fixed"], "cycles": 1}
+    for kind, options in REAL_SAMPLERS.items():
+        space = tiny_space(
+            f"s-{kind}", fixed=fixed, search={"prune_rate": {"float": [0.1, 0.4]}, "lr": {"logfloat": [0.02, 0.2]}},
+            budget={"num_samples": 2, "max_concurrent": 2}, sampler={"kind": kind, "seed": 0, **options},
+        )  # fmt: skip
+        storage = tmp_path / kind
+        assert main([write_space(tmp_path, space), "--storage", str(storage), "--quiet"]) == 0, kind
+        trials = load_results(str(storage / f"s-{kind}")).trials
+        assert len(trials) == 2 and set(trials["status"]) == {"completed"}, kind
+        journal = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(storage.joinpath(f"s-{kind}", *OPTUNA_JOURNAL)))
+        )
+        study = optuna.load_study(study_name=f"s-{kind}", storage=journal)
+        assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2, kind
+        assert sorted(t.value for t in study.trials) == sorted(trials["objective"]), kind
+    assert set(REAL_SAMPLERS) | {"gp", "nsga2", "grid"} == set(SAMPLERS)
+    assert {k for o in REAL_SAMPLERS.values() for k in o} | {"population_size"} == set(SAMPLER_OPTIONS)
 
 
 def http_json(url: str, timeout: float = 10.0):
