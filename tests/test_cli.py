@@ -157,3 +157,26 @@ def test_corrupt_ticket_and_ticket_of_another_arch_are_refused(colt_imp_out, tmp
     assert main(["transfer", str(ticket), "--dataset", "npz", "--data-root", str(npz)]) == 2
     err = capsys.readouterr().err
     assert "ticket:" in err and "shape" in err and err.count("\n") == 1
+
+
+def test_a_best_settings_command_reproduces_its_run_bit_for_bit(tmp_path):
+    """The report's "ready to run" line for a run with full-precision settings and a seed of its own, run as
+    printed, gives the same run id and the same tickets (``%g`` wrote lr 0.123457: another run)."""
+    import shlex
+
+    from colt_ray.results.commands import ticket_command
+    from colt_ray.results.reader import load_results
+
+    first, again = tmp_path / "first", tmp_path / "again"
+    settings = ["--lr", "0.1234567891", "--prune-rate", "0.2718281828", "--seed", "7", "--cycles", "1"]
+    run_ok(["ticket", "--method", "colt", "--shards", "2", *settings, "--out", str(first), *FAST])
+    res = load_results(str(first))
+    command = ticket_command(res.runs.iloc[0].to_dict(), out=str(again))
+    assert "--lr 0.1234567891" in command and "--seed 7" in command
+    argv = shlex.split(command)
+    assert argv[:2] == ["colt-ray", "ticket"]
+    run_ok([*argv[1:], "--dataset", "digits", "--backend", "local", "--no-progress"])  # as printed (+ quiet)
+    rerun = load_results(str(again))
+    assert list(rerun.runs["run_id"]) == list(res.runs["run_id"])
+    keys = ["run_id", "cycle", "sparsity", "kept_weights", "acc_best", "acc_final"]
+    assert rerun.tickets()[keys].equals(res.tickets()[keys])

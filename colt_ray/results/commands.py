@@ -1,9 +1,11 @@
 """A run's settings as the ``colt-ray ticket`` command line that reproduces them (the report's "best settings").
 
 Every setting that differs from its default becomes its flag (``flag_name``); booleans are ``--x``/``--no-x``,
-lists are comma-joined. Left out: the seed (a configuration is every seed of it; the line runs one) and the
-execution settings (backend, device, CPUs, address...: they never change the ticket, and a sweep picks them
-for its own throughput; where and how the line runs is the reader's choice).
+lists are comma-joined, floats are written in full (``repr``: the shortest text that reads back as the same
+float, so the line gives the same run id and the same ticket bit for bit; ``%g`` rounding to 6 digits gave
+another run). The seed is the run's own (no flag at the default). Left out: the execution settings (backend,
+device, CPUs, address...: they never change the ticket, and a sweep picks them for its own throughput; where
+and how the line runs is the reader's choice).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from colt_ray.core.config import RunConfig, default_of, flag_name, flat_field_owners
 from colt_ray.results.tables import plain
 
-LEFT_OUT = ("seed",)
+LEFT_OUT: tuple[str, ...] = ()
 EXECUTION = "resources"  # the config section of the execution settings
 
 
@@ -41,7 +43,7 @@ def _flag(name: str, value: Any) -> list[str]:
         return []  # a setting left at "none" where its default is a value: no flag says that
     if isinstance(value, (list, tuple)):
         return [flag, ",".join(map(str, value))]
-    return [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return [flag, repr(value) if isinstance(value, float) else str(value)]
 
 
 def _same(value: Any, default: Any) -> bool:

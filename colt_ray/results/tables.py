@@ -327,9 +327,10 @@ def best_settings(
     targets: pd.DataFrame = None,
 ) -> pd.DataFrame:
     """Per (dataset, arch, method): the best configuration and the ``colt-ray ticket`` command line that runs
-    it (``commands.ticket_command``). Where the runs stop at a target sparsity (``targets``, from
-    :func:`at_target`), the configuration with the best mean validation accuracy at the target (rule
-    ``best_at_target``); else the best-ticket rule on :func:`config_points` (validation averaged over seeds).
+    it (``commands.ticket_command``, for the configuration's run with the lowest seed). Where the runs stop at
+    a target sparsity (``targets``, from :func:`at_target`), the configuration with the best mean validation
+    accuracy at the target (rule ``best_at_target``); else the best-ticket rule on :func:`config_points`
+    (validation averaged over seeds).
     ``report_acc`` is the mean ± std over the configuration's runs at the chosen ticket."""
     from colt_ray.results.commands import ticket_command
 
@@ -345,8 +346,9 @@ def best_settings(
         else:
             pick, rule = _pick(g, tol, "config_id")
             config_id, fig = pick["config_id"], _pick_figures(points, pick, rule, trials)
-        run_id = points.loc[points["config_id"] == config_id, "run_id"].iloc[0]
-        run = runs[runs["run_id"] == run_id].iloc[0].to_dict()
+        ids = set(points.loc[points["config_id"] == config_id, "run_id"])
+        seeded = runs[runs["run_id"].isin(ids)]  # the configuration's runs; the line runs its first seed
+        run = seeded.sort_values(["seed", "run_id"] if "seed" in seeded else ["run_id"]).iloc[0].to_dict()
         rows.append({
             "dataset": dataset, "arch": arch, "method": method, "config_id": config_id, **fig,
             "command": ticket_command(run, out=f"results/best-{method}-{dataset}-{arch}"),
