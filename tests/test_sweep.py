@@ -222,6 +222,55 @@ def test_each_sampler_kind_and_option_runs_a_two_trial_sweep(tmp_path, ray_clust
     assert {k for o in REAL_SAMPLERS.values() for k in o} | {"population_size"} == set(SAMPLER_OPTIONS)
 
 
+@pytest.mark.slow
+def test_an_interrupted_sweep_prints_the_whole_command_that_finishes_it(tmp_path, ray_cluster, capsys, monkeypatch):
+    """Ctrl-C (SIGINT) after the first trial of a sweep started with --set and budget overrides: exit 130 and
+    the complete resume command, which, run as printed, finishes the sweep (exit 0) with the budget it started
+    with; run again, it says the sweep had finished and exits 0; a resume with another budget is refused."""
+    import shlex
+
+    from colt_ray.parallel.sweep.live import LiveTable
+
+    original, sent = LiveTable.on_trial_complete, []
+
+    def interrupt_once(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C in the driver's terminal: Tune stops the experiment
+
+    monkeypatch.setattr(LiveTable, "on_trial_complete", interrupt_once)
+    space = write_space(tmp_path, tiny_space("ctrlc"))  # the YAML's budget: 3 trials
+    storage = os.path.relpath(tmp_path / "st")  # as a person types it
+    argv = [space, "--storage", storage, "--set", "cycles=1", "--num-samples", "2", "--max-concurrent", "1"]
+    assert main([*argv, "--quiet"]) == 130
+    printed = capsys.readouterr().out
+    (line,) = [x for x in printed.splitlines() if "interrupted with" in x]
+    command = line.split("continue with: ", 1)[1]
+    assert command == shlex.join(
+        ["colt-ray", "sweep", space, "--storage", storage, "--name", "ctrlc", "--set", "cycles=1",
+         "--num-samples", "2", "--max-concurrent", "1", "--resume"]
+    )  # fmt: skip
+    monkeypatch.setattr(LiveTable, "on_trial_complete", original)
+    resumed = shlex.split(command)[2:]
+    assert main([*resumed, "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert "interrupted with" not in out.out + out.err and "nothing to resume" not in out.err
+    res = load_results(str(tmp_path / "st" / "ctrlc"))
+    assert len(res.trials) == 2 and set(res.trials["status"]) == {"completed"}
+    check_one_ticket_row_per_trial_cycle(res, cycles=(0, 1))
+    # the whole command again, on the finished sweep; then the short one (the record has the rest)
+    for again in (resumed, [space, "--storage", storage, "--name", "ctrlc", "--resume"]):
+        assert main([*again, "--quiet"]) == 0
+        assert "sweep ctrlc: every trial had finished already; nothing to resume" in capsys.readouterr().err
+    assert main([space, "--storage", storage, "--resume", "--num-samples", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "colt-ray: error: num-samples: the sweep was started with --num-samples 2; a resume keeps what it started "
+        "with: leave it out or give the same"
+    ]
+
+
 def http_json(url: str, timeout: float = 10.0):
     import urllib.request
 

@@ -8,6 +8,7 @@ anything is written. ``run_sweep`` then runs it.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -17,12 +18,17 @@ from typing import Any, Optional
 from colt_ray.core.errors import ConfigError, stderr_line
 from colt_ray.parallel.sweep.checks import check_spec
 from colt_ray.parallel.sweep.parse import load_spec
-from colt_ray.parallel.sweep.spec import SweepSpec
+from colt_ray.parallel.sweep.spec import SweepSpec, sweep_name
 from colt_ray.parallel.sweep.trackers import check_trackers, tracker_lines
 from colt_ray.results import layout
 
 Echo = Callable[[str], None]
 DEFAULT_STORAGE = "sweeps"
+
+
+PLAN_RECORD = ("sweep_plan.json",)  # what the sweep was started with; --resume reads it back (resume_plan)
+# the command-line choices that shape a sweep's spec, as the record keeps them (and their defaults)
+PLAN_KEYS = {"settings": [], "num_samples": None, "max_concurrent": None, "smoke_test": False}
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,51 @@ class SweepPlan:
     out: str
     resume: bool
     restart_errored: bool = False  # --resume --restart-errored: errored trials start over from cycle 0
+    # how it was started: space, storage, name and PLAN_KEYS (written once, read back by a resume)
+    record: Optional[dict] = None
+
+    def resume_command(self) -> str:
+        """The whole command that continues this sweep, as a person pastes it (every --set and override)."""
+        import shlex
+
+        r = self.record or {}
+        args = ["colt-ray", "sweep", r.get("space", self.spec.source), "--storage", r.get("storage", self.out)]
+        args += ["--name", self.spec.name]
+        for item in r.get("settings", []):
+            args += ["--set", item]
+        for key in ("num_samples", "max_concurrent"):
+            if r.get(key) is not None:
+                args += [f"--{key.replace('_', '-')}", str(r[key])]
+        if r.get("smoke_test"):
+            args.append("--smoke-test")
+        return shlex.join([*args, "--resume"])
+
+
+def resume_plan(out: str, asked: dict[str, Any]) -> dict[str, Any]:
+    """A resume's settings and budget: those the sweep started with (its ``sweep_plan.json``). One given again
+    must be the same (Tune's restored experiment keeps its trial count and param space whatever the command
+    says, so another would only mislead the driver's counts); a one-line ConfigError otherwise."""
+    import json
+
+    from colt_ray.results.writer import read_bytes
+
+    raw = read_bytes(out, PLAN_RECORD)
+    if raw is None:  # a sweep started before the record existed: the command line as given
+        return asked
+    started = json.loads(raw)
+    merged = {}
+    for key, default in PLAN_KEYS.items():
+        was, now = started.get(key, default), asked.get(key, default)
+        if now not in (default, was):
+            flag = "--set" if key == "settings" else f"--{key.replace('_', '-')}"
+            shown = " ".join(f"--set {s}" for s in was) if key == "settings" else f"{flag} {was}"
+            raise ConfigError(
+                key.replace("_", "-"),
+                f"the sweep was started with {shown if was not in (None, False, []) else f'no {flag}'}; a resume "
+                "keeps what it started with: leave it out or give the same",
+            )
+        merged[key] = was
+    return merged
 
 
 def storage_location(storage: str) -> str:
@@ -60,16 +111,28 @@ def plan_sweep(
 
     if restart_errored and not resume:
         raise ConfigError("restart-errored", "only applies with --resume (it restarts the errored trials of a sweep)")
+    asked = {
+        "settings": list(settings), "num_samples": num_samples, "max_concurrent": max_concurrent,
+        "smoke_test": smoke_test,
+    }  # fmt: skip
     spec = load_spec(space, settings)
-    spec = (spec.smoke() if smoke_test else spec).with_overrides(
-        name=name, num_samples=num_samples, max_concurrent=max_concurrent, optuna_storage=optuna_storage
-    )
-    check_spec(spec)
-    out = layout.sweep_dir(storage_location(storage), spec.name)
+    out = layout.sweep_dir(storage_location(storage), sweep_name(name, "name") if name is not None else spec.name)
     try:
         check_writable(out)
     except ConfigError as e:
         raise ConfigError("storage", str(e)[len(e.field) + 2 :]) from None
+    if resume:  # the settings and budget the sweep started with
+        started = resume_plan(out, asked)
+        if started["settings"] != asked["settings"]:
+            spec = load_spec(space, started["settings"])
+        asked = started
+    spec = (spec.smoke() if asked["smoke_test"] else spec).with_overrides(
+        name=name,
+        num_samples=asked["num_samples"],
+        max_concurrent=asked["max_concurrent"],
+        optuna_storage=optuna_storage,
+    )
+    check_spec(spec)
     exists = can_restore(out)
     if resume and not exists:
         raise ConfigError("resume", f"no sweep to resume at {out} (check --storage and --name)")
@@ -80,7 +143,18 @@ def plan_sweep(
         )
     spec = check_study_storage(spec, out, resume)
     check_trackers(spec.callbacks, out, spec.name, remote=layout.is_uri(out))
-    return SweepPlan(spec, out, resume, restart_errored)
+    record = {"space": space, "storage": storage, "name": spec.name, **asked}
+    return SweepPlan(spec, out, resume, restart_errored, record)
+
+
+def finished_already(out: str, spec: SweepSpec, restart_errored: bool) -> bool:
+    """Whether the newest snapshot of the sweep in ``out`` has every planned trial ended (errored ones count as
+    ended unless ``--restart-errored`` reruns them)."""
+    from colt_ray.parallel.sweep.orphans import snapshot_trials
+
+    states = snapshot_trials(out) or {}
+    ended = ("TERMINATED",) if restart_errored else ("TERMINATED", "ERROR")
+    return len(states) >= spec.trial_count and all(s in ended for s in states.values())
 
 
 def check_study_storage(spec: SweepSpec, out: str, resume: bool) -> SweepSpec:
@@ -232,6 +306,10 @@ def run_sweep(
         )
         if spec.sampler.storage and not plan.resume:  # --resume reads it back (check_study_storage)
             write_bytes_atomic(out, OPTUNA_RECORD, spec.sampler.storage.encode())
+        if not plan.resume:  # --resume reads it back (resume_plan)
+            write_bytes_atomic(out, PLAN_RECORD, json.dumps(plan.record, indent=1).encode())
+        elif finished_already(out, spec, plan.restart_errored):
+            stderr_line(f"sweep {spec.name}: every trial had finished already; nothing to resume")
         stderr_line(dashboard_line(spec, out))
         for line in tracker_lines(spec.callbacks, out, spec.name, layout.is_uri(out)):
             stderr_line(line)
@@ -254,7 +332,7 @@ def run_sweep(
         if not interrupted(spec, rows):  # an interrupted sweep keeps its parts: its --resume appends more
             compacted = compact(out)
             stderr_line(f"sweep {spec.name}: compacted {compacted.summary()}")
-        for line in summary_lines(spec, rows, out):
+        for line in summary_lines(spec, rows, out, resume=plan.resume_command()):
             echo(line)
         return rows
     finally:

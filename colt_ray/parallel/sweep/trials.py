@@ -155,8 +155,9 @@ def mark_interrupted(spec: SweepSpec, rows: list[dict[str, Any]]) -> None:
             r.update(status="running", stopped_early=False, pareto=False)
 
 
-def summary_lines(spec: SweepSpec, rows: list[dict[str, Any]], out: str) -> list[str]:
-    """What the command prints at the end: counts, the best trial or the Pareto front, where results are."""
+def summary_lines(spec: SweepSpec, rows: list[dict[str, Any]], out: str, resume: str = "") -> list[str]:
+    """What the command prints at the end: counts, the best trial or the Pareto front, where results are;
+    ``resume``: the command that continues the sweep, printed when it was interrupted."""
     statuses = ("completed", "stopped_early", "failed", "running")
     count = {s: sum(r["status"] == s for r in rows) for s in statuses}
     lines = [
@@ -168,8 +169,8 @@ def summary_lines(spec: SweepSpec, rows: list[dict[str, Any]], out: str) -> list
     if interrupted(spec, rows):
         lines.append(
             f"sweep {spec.name}: interrupted with {spec.trial_count - count['completed'] - count['failed']} of "
-            f"{spec.trial_count} trials to go; continue with: colt-ray sweep {spec.source} --resume"
-            f" --storage <the same> (and the same --set)"
+            f"{spec.trial_count} trials to go; continue with: "
+            + (resume or f"colt-ray sweep {spec.source} --name {spec.name} --resume")
         )
     front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["final_sparsity"] or 0.0)
     title = "Pareto front" if spec.multi else "best"
