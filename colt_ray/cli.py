@@ -56,6 +56,12 @@ def _ticket_parser(sub: Any) -> None:
     add_legacy(t)
     t.add_argument("--list", dest="list_names", action="store_true", help="list the names each setting accepts")
     t.add_argument("--out", default="results", help="results directory")
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="run again when --out already holds a completed run of these settings (same run id); by default "
+        "that run is reused and the command says so",
+    )
 
 
 def _transfer_parser(sub: Any) -> None:
@@ -146,12 +152,35 @@ def cmd_ticket(args: argparse.Namespace) -> int:
     cfg = config_from_args(args).resolved()
     validate(cfg, registries=False)  # every check that needs no torch import, before anything starts
     check_writable(args.out)
+    done = None if args.overwrite else completed_run(args.out, cfg.run_id())
+    if done is not None:
+        acc = "n/a" if done["final_acc_best"] is None else f"{done['final_acc_best']:.4f}"
+        sparsity = "n/a" if done["final_sparsity"] is None else f"{done['final_sparsity']:.4f}"
+        print(
+            f"run {done['run_id']}: already completed in {args.out} (sparsity {sparsity}, ticket accuracy {acc}); "
+            "reusing it, nothing run (pass --overwrite to run it again)"
+        )
+        return 0
     if cfg.backend == "ray":
         return _search_on_ray(cfg, args.out)
     validate(cfg)
     from colt_ray.core.tickets.search import run_local
 
     return _search(cfg, args.out, run_local)
+
+
+def completed_run(out: str, run_id: str) -> Optional[dict]:
+    """The runs row of ``run_id`` in the results directory ``out`` when that run completed, else None (as
+    open_lth reuses a finished experiment of the same hash)."""
+    from colt_ray.results.reader import read_table, table_files
+
+    try:
+        fs, files = table_files(out)
+    except ConfigError:  # no results there yet
+        return None
+    rows = read_table(fs, files["runs"], "runs", ["status", "final_sparsity", "final_acc_best"]).to_pylist()
+    found = [r for r in rows if r["run_id"] == run_id and r["status"] == "completed"]
+    return found[0] if found else None
 
 
 def _search_on_ray(cfg: RunConfig, out: str) -> int:

@@ -1,6 +1,7 @@
 """End-to-end `colt-ray ticket` / `transfer` on digits, and every bad input -> one line, exit 2, nothing written."""
 
 import json
+import re
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -180,3 +181,20 @@ def test_a_best_settings_command_reproduces_its_run_bit_for_bit(tmp_path):
     assert list(rerun.runs["run_id"]) == list(res.runs["run_id"])
     keys = ["run_id", "cycle", "sparsity", "kept_weights", "acc_best", "acc_final"]
     assert rerun.tickets()[keys].equals(res.tickets()[keys])
+
+
+def test_a_completed_run_is_reused_and_overwrite_runs_it_again(tmp_path, capsys):
+    out = tmp_path / "r"
+    argv = ["ticket", "--method", "colt", "--cycles", "1", "--out", str(out), *FAST]
+    run_ok(argv)
+    (part,) = (out / "runs").glob("*.parquet")
+    first, stamp = capsys.readouterr().out, part.stat().st_mtime_ns
+    run_id = re.search(r"done: run (\w+)", first).group(1)
+    run_ok(argv)
+    again = capsys.readouterr().out
+    assert again.startswith(f"run {run_id}: already completed in {out} (sparsity ") and "--overwrite" in again
+    assert "done:" not in again and part.stat().st_mtime_ns == stamp  # nothing trained, nothing written
+    run_ok([*argv, "--overwrite"])
+    assert f"done: run {run_id}," in capsys.readouterr().out and part.stat().st_mtime_ns != stamp
+    run_ok([*argv[: -len(FAST)], *FAST, "--seed", "1"])  # other settings: another run id, trained
+    assert "done: run " in capsys.readouterr().out and len(list((out / "runs").glob("*.parquet"))) == 2
