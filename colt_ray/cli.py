@@ -29,8 +29,21 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError("arguments", message)
 
 
+DESCRIPTION = (
+    "Find sparse lottery tickets with COLT, IMP and their relatives (ticket), evaluate a ticket on other data "
+    "(transfer), summarise results as tables and plots (report), search settings in parallel with Ray Tune and "
+    "Optuna (sweep), watch a running sweep (status), merge a results directory's parts into few files (compact), "
+    "and write a ticket as one file (export). Bad input ends with one line and exit status 2."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="colt-ray", description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    from colt_ray import __version__
+
+    import textwrap
+
+    parser = _Parser(prog="colt-ray", description=textwrap.fill(DESCRIPTION, 100), formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"colt-ray {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _ticket_parser(sub)
     _transfer_parser(sub)

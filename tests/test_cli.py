@@ -198,3 +198,18 @@ def test_a_completed_run_is_reused_and_overwrite_runs_it_again(tmp_path, capsys)
     assert f"done: run {run_id}," in capsys.readouterr().out and part.stat().st_mtime_ns != stamp
     run_ok([*argv[: -len(FAST)], *FAST, "--seed", "1"])  # other settings: another run id, trained
     assert "done: run " in capsys.readouterr().out and len(list((out / "runs").glob("*.parquet"))) == 2
+
+
+def test_version_and_a_whole_top_level_description_without_markup(capsys):
+    from colt_ray import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"colt-ray {__version__}"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    description = text.split("\n\n")[1]
+    assert "``" not in description and description.rstrip().endswith("exit status 2.")
+    for command in ("ticket", "transfer", "report", "sweep", "status", "compact", "export"):
+        assert f"({command})" in description.replace("\n", " "), command
