@@ -38,9 +38,9 @@ DESCRIPTION = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from colt_ray import __version__
-
     import textwrap
+
+    from colt_ray import __version__
 
     parser = _Parser(prog="colt-ray", description=textwrap.fill(DESCRIPTION, 100), formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"colt-ray {__version__}")
