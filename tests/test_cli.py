@@ -213,3 +213,16 @@ def test_version_and_a_whole_top_level_description_without_markup(capsys):
     assert "``" not in description and description.endswith("exit status 2.")
     for command in ("ticket", "transfer", "report", "sweep", "status", "compact", "export"):
         assert f"({command})" in description, command
+
+
+def test_an_imp_level_retrained_by_a_tweak_records_which_training_proposed_the_next_mask(tmp_path):
+    from colt_ray.results.reader import load_results
+
+    plain, tweaked = tmp_path / "plain", tmp_path / "tweaked"
+    run_ok(["ticket", "--method", "imp", "--cycles", "1", "--out", str(plain), *FAST])
+    run_ok(["ticket", "--method", "imp", "--cycles", "1", "--tweaks", "label-smoothing", "--out", str(tweaked), *FAST])
+    level = load_results(str(plain)).cycles
+    both = load_results(str(tweaked)).cycles
+    assert level["mask_sample_epochs"].isna().all()
+    assert list(both["mask_sample_epochs"]) == list(level["sample_epochs"])  # the level training's share
+    assert list(both["sample_epochs"]) == [2 * s for s in level["sample_epochs"]]  # + the retraining

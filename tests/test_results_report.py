@@ -239,3 +239,31 @@ def test_best_ticket_is_chosen_on_validation_and_reports_test_at_the_best_valida
     assert pick["selected_by"] == "val_acc_best" and pick["select_acc"] == 0.895 and pick["report_acc"] == 0.79
     text = report(str(tmp_path), str(tmp_path / "rep")).text
     assert "Selection: a run with a validation split is selected on validation accuracy" in text
+
+
+def test_search_compute_charges_a_ticket_its_mask_chain_and_one_training_by_hand():
+    """IMP, 100 sample-epochs per level: ticket c cost 100 (c + 1). IMP whose tickets a tweak retrains apart
+    (50 more per level, the row's sample_epochs 150, mask_sample_epochs 100): ticket c cost 100 c (the level
+    trainings that formed its mask) + 50 (its own retraining), not 150 (c + 1): earlier retrainings formed no
+    mask. COLT (2 shards x 40 per cycle >= 1, its ticket row 100) is unchanged: shards of cycles < c + 100."""
+    import pandas as pd
+
+    from colt_ray.results.tables import _cumulative_compute
+
+    rows = []
+    for c in range(3):
+        rows.append(dict(run_id="imp", cycle=c, shard=None, sample_epochs=100, mask_sample_epochs=None))
+        rows.append(dict(run_id="tweaked", cycle=c, shard=None, sample_epochs=150, mask_sample_epochs=100))
+        rows.append(dict(run_id="colt", cycle=c, shard=None, sample_epochs=100, mask_sample_epochs=None))
+        if c:
+            rows += [dict(run_id="colt", cycle=c, shard=s, sample_epochs=40, mask_sample_epochs=None) for s in (0, 1)]
+    cycles = pd.DataFrame(rows).assign(wall_seconds=1.0)
+    cycles["shard"] = cycles["shard"].astype("Int64")
+    cycles["mask_sample_epochs"] = cycles["mask_sample_epochs"].astype("Int64")
+    got = _cumulative_compute(cycles).set_index(["run_id", "cycle"])
+    search = {r: list(got.loc[r, "search_sample_epochs"]) for r in ("imp", "tweaked", "colt")}
+    assert search == {"imp": [100, 200, 300], "tweaked": [50, 150, 250], "colt": [100, 100, 180]}
+    assert list(got.loc["tweaked", "cum_sample_epochs"]) == [150, 300, 450]  # the run's whole cost is unchanged
+    # files written before the column: every row is one training, as before
+    old = _cumulative_compute(cycles.drop(columns="mask_sample_epochs")).set_index(["run_id", "cycle"])
+    assert list(old.loc["imp", "search_sample_epochs"]) == [100, 200, 300]

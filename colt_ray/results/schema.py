@@ -73,6 +73,9 @@ CYCLES = pa.schema(
         _f("loss", pa.float64(), True),
         _f("overlap", pa.float64(), True),
         _f("sample_epochs", pa.int64()),
+        # the part of sample_epochs that proposed the next mask, where the row holds more than that training (an
+        # IMP level whose ticket a tweak retrains apart: the plain level training; null: all of sample_epochs)
+        _f("mask_sample_epochs", pa.int64(), True),
         _f("wall_seconds", pa.float64()),
         _f("cpu_seconds", pa.float64(), True),  # CPU time of the training's process (null: not trained)
         _f("finished_at", UTC_US),

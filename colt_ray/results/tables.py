@@ -152,15 +152,28 @@ def _cumulative_compute(cycles: pd.DataFrame) -> pd.DataFrame:
 def _search_compute(c: pd.DataFrame, index: pd.MultiIndex) -> pd.Series:
     """What it cost to find the ticket of cycle c and train it once: the trainings whose masks formed it
     (COLT: shard rows of cycles < c; IMP, which has no shard rows: its level trainings < c) plus the
-    ticket's own training. COLT's evaluations of earlier tickets are not part of the search."""
+    ticket's own training. COLT's evaluations of earlier tickets are not part of the search. An IMP level
+    whose ticket a tweak retrains apart holds both trainings (``mask_sample_epochs``: the level training's
+    part): a later ticket's chain counts only the level trainings, and ticket c's own training is its
+    retraining; earlier levels' retrainings formed no mask."""
     keys = ["run_id", "cycle"]
     has_shards = set(c.loc[c["shard"].notna(), "run_id"])
+    tickets = c[c["shard"].isna()]
+    if "mask_sample_epochs" in tickets:
+        mask_se = tickets["mask_sample_epochs"].astype("float64")
+    else:  # files written before the column: every row is one training
+        mask_se = pd.Series(np.nan, index=tickets.index)
+    level = mask_se.fillna(tickets["se"])  # what proposed the next mask
+    own = (tickets["se"] - mask_se).where(mask_se.notna(), tickets["se"])  # the ticket's own training
+
+    def per_cycle(values: pd.Series) -> pd.Series:
+        return values.groupby([tickets["run_id"], tickets["cycle"]]).sum().reindex(index, fill_value=0.0)
+
     shard_se = c[c["shard"].notna()].groupby(keys)["se"].sum().reindex(index, fill_value=0.0)
-    ticket_se = c[c["shard"].isna()].groupby(keys)["se"].sum().reindex(index, fill_value=0.0)
     is_imp_like = ~index.get_level_values("run_id").isin(has_shards)
-    search_step = shard_se + ticket_se.where(is_imp_like, 0.0)
+    search_step = shard_se + per_cycle(level).where(is_imp_like, 0.0)
     before = search_step.groupby(level="run_id").cumsum() - search_step
-    return before + ticket_se
+    return before + per_cycle(own)
 
 
 def best_tickets(points: pd.DataFrame, tol: float = TOL) -> pd.DataFrame:

@@ -275,9 +275,12 @@ def run_imp(ctx: Context, backend: Backend, sink: Sink, resume: Optional[Resume]
 
 
 def retrained(search: dict, retraining: dict) -> dict:
-    """A level's metrics when its ticket is retrained apart: the retraining's accuracies, both trainings' cost."""
+    """A level's metrics when its ticket is retrained apart: the retraining's accuracies, both trainings' cost,
+    and (``mask_sample_epochs``) the level training's own, which alone proposed the next level's mask: the
+    cost of a later ticket counts it, not this level's retraining (``results.tables._search_compute``)."""
     cost = ("sample_epochs", "wall_seconds", "cpu_seconds")
-    return {**retraining, **{k: (search.get(k) or 0) + (retraining.get(k) or 0) for k in cost}}
+    summed = {k: (search.get(k) or 0) + (retraining.get(k) or 0) for k in cost}
+    return {**retraining, **summed, "mask_sample_epochs": search.get("sample_epochs") or 0}
 
 
 def run_jackpot(ctx: Context, backend: Backend, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:

@@ -103,6 +103,7 @@ def _metric_cols(metrics: Optional[dict]) -> dict:
         "test_acc_at_best_val",
         "loss",
         "sample_epochs",
+        "mask_sample_epochs",
         "wall_seconds",
         "cpu_seconds",
     )
