@@ -13,6 +13,7 @@ from torch import nn
 
 from colt_ray.cli import main
 from colt_ray.core.config import (
+    TWEAKS,
     DataConfig,
     ModelConfig,
     RecipeConfig,
@@ -173,6 +174,51 @@ def test_tweaks_never_change_the_masks_only_the_retrained_tickets(method):
         assert [r.ticket_row["sample_epochs"] for r in tweaked] == [2 * r.ticket_row["sample_epochs"] for r in plain]
 
 
+# every retraining tweak with non-default values of every setting it reads (the activation: a tweak of its own)
+TWEAK_SETTINGS = {
+    "label-smoothing": {"tweak_label_smoothing": 0.3},
+    "distill": {"distill_temperature": 2.0, "distill_weight": 0.5, "distill_reduction": "batchmean"},
+    "density-rescale": {},
+    "skip-paths": {},
+    "activation": {"activation": "swish"},
+}
+
+
+def test_the_tweak_table_covers_every_tweak_and_every_tweak_setting():
+    assert set(TWEAK_SETTINGS) == {*TWEAKS, "activation"}
+    read = {k for settings in TWEAK_SETTINGS.values() for k in settings}
+    assert read == {f.name for f in dataclasses.fields(TweaksConfig)} - {"tweaks"}
+
+
+@pytest.mark.parametrize(
+    "tweak, recipe_smoothing",
+    [*((t, 0.0) for t in sorted(TWEAK_SETTINGS)), ("label-smoothing", 0.2)],
+    ids=[*sorted(TWEAK_SETTINGS), "label-smoothing-over-a-smoothed-recipe"],
+)
+def test_masks_never_depend_on_a_retraining_tweak_or_its_settings(tweak, recipe_smoothing):
+    """IMP's masks with a tweak and each setting it reads at a non-default value equal, bit for bit, those of
+    the same run without the tweak; with the recipe's own label smoothing on both sides too (it is every
+    training's, the mask search's included; the tweak's alpha is tweak_label_smoothing)."""
+    arch = "resnet20" if tweak == "skip-paths" else "conv2"
+
+    def masks(**retrain):
+        cfg = small_cfg(arch, method="imp", **retrain)
+        cfg = cfg.replace(
+            ticket=TicketConfig(method="imp", cycles=2),
+            recipe=dataclasses.replace(cfg.recipe, label_smoothing=recipe_smoothing),
+        )
+        records = []
+        prepared = prepare(cfg)
+        run_method(prepared, LocalBackend(prepared).callables(), records.append)
+        return [r.mask for r in records], records[-1].ticket_row["acc_best"]
+
+    settings = dict(TWEAK_SETTINGS[tweak])
+    tweaks = [] if tweak == "activation" else [tweak]
+    (plain, plain_acc), (tweaked, tweaked_acc) = masks(), masks(tweaks=tweaks, **settings)
+    assert tweaked == plain
+    assert tweaked_acc != plain_acc or tweak == "density-rescale"  # the tickets were retrained otherwise
+
+
 def test_imp_level_reports_the_tweaked_retraining_of_its_ticket():
     cfg = small_cfg("lenet300", ["label-smoothing"]).replace(ticket=TicketConfig(method="imp", cycles=1))
     prepared = prepare(cfg)
@@ -196,12 +242,16 @@ def test_label_smoothed_loss_equals_the_hand_computed_value():
     assert float(smoothed_cross_entropy(logits, torch.tensor([0]), 0.1)) == pytest.approx(expected, abs=1e-5)
 
 
-def test_label_smoothing_tweak_defaults_to_0_1_and_keeps_an_explicit_alpha():
+def test_label_smoothing_tweak_retrains_with_its_own_alpha_and_the_search_keeps_the_recipes():
     assert retrain_recipe(small_cfg()).label_smoothing == 0.0
     assert retrain_recipe(small_cfg(tweaks=["label-smoothing"])).label_smoothing == 0.1
-    explicit = small_cfg(tweaks=["label-smoothing"])
-    explicit = explicit.replace(recipe=dataclasses.replace(explicit.recipe, label_smoothing=0.2))
-    assert retrain_recipe(explicit).label_smoothing == 0.2
+    both = small_cfg(tweaks=["label-smoothing"])
+    both = both.replace(
+        recipe=dataclasses.replace(both.recipe, label_smoothing=0.2),
+        retrain=dataclasses.replace(both.retrain, tweak_label_smoothing=0.3),
+    )
+    assert retrain_recipe(both).label_smoothing == 0.3  # the tickets' retraining: the tweak's alpha
+    assert retrain_recipe(both.search_config()).label_smoothing == 0.2  # the mask search: the recipe's own
     from colt_ray.core.data import load_dataset
 
     bundle = load_dataset(DataConfig(dataset="digits"), 42)

@@ -42,7 +42,7 @@ DISTILL_REDUCTIONS = ("mean", "batchmean")
 BACKENDS = ("auto", "local", "ray", "batched")
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_CYCLES = 5
-TWEAK_LABEL_SMOOTHING = 0.1  # alpha of the label-smoothing tweak when label_smoothing is left at 0
+TWEAK_LABEL_SMOOTHING = 0.1  # default alpha of the label-smoothing tweak (tweak_label_smoothing)
 JACKPOT_SPARSITY = 0.9  # jackpot target when target_sparsity is not given
 
 
@@ -206,16 +206,16 @@ class TweaksConfig:
     """Retraining tweaks for sparse tickets (docs/algorithms.md section 3); every default is "no change".
 
     ``tweaks`` switches on any of ``TWEAKS``, comma-separated ("" = none; a string, so that a sweep can
-    search over combinations as choices); ``activation`` replaces every ReLU. Label smoothing uses the
-    recipe's ``label_smoothing`` when it is > 0, else ``TWEAK_LABEL_SMOOTHING``. Distillation retrains a sparse
+    search over combinations as choices); ``activation`` replaces every ReLU. The label-smoothing tweak
+    retrains with alpha ``tweak_label_smoothing`` (the recipe's ``label_smoothing`` is every training's own,
+    the mask search's too, tweak or not: one meaning per setting). Distillation retrains a sparse
     full-data ticket on the run's dense trained model: ``distill_weight * T^2 * KL + (1 - distill_weight) * CE``.
     """
 
     tweaks: str = setting(
         "",
-        f"comma-separated, from {', '.join(TWEAKS)} (label-smoothing: alpha = "
-        "--label-smoothing, or 0.1 when that is 0; distill: sparse full-data retraining "
-        "against the run's dense model)",
+        f"comma-separated, from {', '.join(TWEAKS)} (label-smoothing: retrain with alpha "
+        "--tweak-label-smoothing; distill: sparse full-data retraining against the run's dense model)",
         metavar="LIST",
     )
     activation: str = setting(
@@ -230,6 +230,14 @@ class TweaksConfig:
         "distill: how the KL term is averaged: mean (over batch and classes, the reference's "
         "nn.KLDivLoss default) or batchmean (over the batch only: C times heavier)",
         choices=DISTILL_REDUCTIONS,
+    )
+    tweak_label_smoothing: float = setting(
+        TWEAK_LABEL_SMOOTHING,
+        "label-smoothing tweak: the alpha tickets are retrained with (the mask search keeps --label-smoothing)",
+        lo=0.0,
+        lo_open=True,
+        hi=1.0,
+        hi_open=True,
     )
 
     @property

@@ -6,7 +6,7 @@ never to the mask search: ``RunConfig.search_config`` switches them off for shar
 * ``activation``: every ReLU replaced by swish, mish, GELU, ELU or softplus (``swap_activations``);
 * ``skip-paths``: two 1x1 conv + BN paths per residual block, after the block's BNs, never pruned
   (``add_skip_paths``);
-* ``label-smoothing``: alpha = the recipe's ``label_smoothing``, or 0.1 when that is 0 (``retrain_recipe``);
+* ``label-smoothing``: tickets retrained with alpha ``tweak_label_smoothing`` (default 0.1; ``retrain_recipe``);
 * ``distill``: sparse full-data retraining against the run's dense trained model (``Distiller``);
 * ``density-rescale`` (formerly ``rescale-init``): surviving initial weights scaled by
   ``1/sqrt(layer density)`` (``rescale_to_density``); a fixed rule, not GradInit.
@@ -22,7 +22,7 @@ import dataclasses
 
 from torch import nn
 
-from colt_ray.core.config import TWEAK_LABEL_SMOOTHING, RecipeConfig, RunConfig
+from colt_ray.core.config import RecipeConfig, RunConfig
 from colt_ray.core.tweaks.activations import make_activation, swap_activations
 from colt_ray.core.tweaks.init import rescale_to_density
 from colt_ray.core.tweaks.losses import Distiller, distillation_loss
@@ -76,8 +76,10 @@ def skip_parameters(cfg: RunConfig, in_shape: tuple[int, int, int], num_classes:
 
 
 def retrain_recipe(cfg: RunConfig) -> RecipeConfig:
-    """The recipe every training of the run uses: ``cfg.recipe`` with the label-smoothing tweak resolved."""
+    """The recipe a training of ``cfg`` uses: ``cfg.recipe``, with the label-smoothing tweak's alpha
+    (``tweak_label_smoothing``) where the tweak is on (the mask search's config has it off:
+    ``RunConfig.search_config``, so it trains with the recipe's own ``label_smoothing``)."""
     recipe = cfg.recipe
-    if uses(cfg, "label-smoothing") and recipe.label_smoothing == 0.0:
-        return dataclasses.replace(recipe, label_smoothing=TWEAK_LABEL_SMOOTHING)
+    if uses(cfg, "label-smoothing"):
+        return dataclasses.replace(recipe, label_smoothing=cfg.retrain.tweak_label_smoothing)
     return recipe
