@@ -218,6 +218,11 @@ def _search_on_ray(cfg: RunConfig, out: str) -> int:
             # the runs row says what ran: a GPU share the GPU policy dropped is 0 there, on the CPU
             used = {"gpus_per_shard": coord.cfg.resources.gpus_per_shard, "device": coord.cfg.resources.device}
             return _search(cfg, out, lambda prepared, sink: coord.attach(prepared).run(sink), ahead["prepared"], used)
+    except BaseException:
+        if started:  # the error's one line is printed after Ray's workers are gone, and nothing of theirs
+            stop_ray(quiet=True)
+            started = False
+        raise
     finally:
         if started:
             stop_ray()

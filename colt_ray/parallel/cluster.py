@@ -140,11 +140,22 @@ def on_loopback(address: str) -> bool:
         return False
 
 
-def stop_ray() -> None:
+def stop_ray(quiet: bool = False) -> None:
     """``ray.shutdown()``, a second sooner when this process started the Ray: Ray stops its processes one after
     another, each given a second to exit on SIGTERM, and its autoscaler monitor always takes that second (its
     SIGTERM handler reports to the GCS, which Ray stopped just before it). A local Ray's monitor has nothing to
-    save, so it is killed outright first. Falls back to the plain shutdown if Ray's internals differ."""
+    save, so it is killed outright first. Falls back to the plain shutdown if Ray's internals differ.
+
+    ``quiet``: on the way out after an error, what Ray's workers print while they are stopped (a worker still
+    starting dumps its stack on SIGTERM, 5-20 lines that the driver forwards) is not shown, so the error stays
+    the one line after it."""
+    if quiet:
+        import contextlib
+        import io
+
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            stop_ray()
+        return
     node = _started_node()
     try:
         if node is not None:

@@ -296,7 +296,7 @@ def run_sweep(
         keep_gpus = check_cluster(spec)
     except BaseException:
         if started:
-            stop_ray()
+            stop_ray(quiet=True)  # the error stays one line: nothing of the workers stopped with it
         raise
     earlier = open_session(out, began, cores)
     try:
