@@ -7,6 +7,9 @@ coordinator runs in the same process as its sink: records never cross a process 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
+import os
 import platform
 import sys
 import time
@@ -28,6 +31,35 @@ def _versions() -> dict[str, Any]:
     return {"torch_version": torch.__version__, "python_version": platform.python_version(), "ray_version": ray_version}
 
 
+@functools.lru_cache(maxsize=64)
+def _fingerprint(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def data_identity(data_root: Optional[str]) -> dict[str, Optional[str]]:
+    """``data_file`` and ``data_fingerprint`` of the runs row: for a data file, its name and the first 12 hex
+    of its content's sha256 (read once per process and file version); for a folder, its name and the sha256 of
+    its listing (relative paths and sizes: a folder of images is not read whole); nulls for an embedded dataset
+    or a root this process cannot read (an object-store URI)."""
+    if not data_root or "://" in data_root or not os.path.exists(data_root):
+        return {"data_file": None, "data_fingerprint": None}
+    root = os.path.abspath(data_root)
+    if os.path.isfile(root):
+        st = os.stat(root)
+        return {"data_file": os.path.basename(root), "data_fingerprint": _fingerprint(root, st.st_size, st.st_mtime_ns)}
+    listing = hashlib.sha256()
+    for folder, dirs, files in sorted(os.walk(root)):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            listing.update(f"{os.path.relpath(path, root)}\t{os.path.getsize(path)}\n".encode())
+    return {"data_file": os.path.basename(root.rstrip(os.sep)) + "/", "data_fingerprint": listing.hexdigest()[:12]}
+
+
 class ResultsSink:
     """Receives one ``CycleRecord`` per cycle: writes its Parquet rows and ticket file, keeps run totals,
     and rewrites the ``runs`` row as the run starts, finishes or fails."""
@@ -42,6 +74,7 @@ class ResultsSink:
         self.prepared, self.out = prepared, out
         self.writer = ResultsWriter(out)
         self.extra = dict(extra or {})
+        self.data = data_identity(prepared.cfg.data.data_root)  # which file or folder the run read
         self.echo = echo
         self.started = dt.datetime.now(dt.timezone.utc)
         self._t0 = time.perf_counter()
@@ -55,7 +88,7 @@ class ResultsSink:
     # ---- run row --------------------------------------------------------------------------------
     def run_row(self, status: str, error: Optional[str] = None) -> dict[str, Any]:
         p = self.prepared
-        row = {"run_id": p.run_id, **p.cfg.to_flat(), **_versions(), **self.extra}
+        row = {"run_id": p.run_id, **p.cfg.to_flat(), **_versions(), **self.data, **self.extra}
         row.update(
             status=status, error=error, started_at=self.started, num_classes=p.num_classes, dense_acc=self.dense_acc
         )

@@ -250,3 +250,30 @@ def test_an_error_found_after_ray_started_is_one_line_whatever_its_workers_print
             "colt-ray: error: arch: vgg16 does not fit input 1x8x8 of this dataset: needs at least 32x32"
         ], done.stderr
         assert not (tmp_path / "out").exists()
+
+
+def test_runs_on_two_data_files_of_one_dataset_kind_stay_apart_in_the_report(tmp_path):
+    """Each run records the file it read and a fingerprint of its content; the report groups and titles by
+    them where one dataset name covers different files (not pooled into one npz group)."""
+    import numpy as np
+
+    from colt_ray.results.reader import load_results
+    from colt_ray.results.report import build_tables
+
+    out = tmp_path / "r"
+    for name, seed in (("a.npz", 0), ("b.npz", 1)):
+        rng = np.random.default_rng(seed)
+        np.savez(tmp_path / name, x_train=rng.random((90, 8, 8), dtype=np.float32), y_train=np.arange(90) % 3,
+                 x_test=rng.random((30, 8, 8), dtype=np.float32), y_test=np.arange(30) % 3)  # fmt: skip
+        run_ok(["ticket", "--method", "imp", "--cycles", "1", "--dataset", "npz", "--data-root",
+                str(tmp_path / name), "--arch", "lenet300", "--out", str(out), *FAST[2:]])  # fmt: skip
+    runs = load_results(str(out)).runs.set_index("data_file")
+    assert sorted(runs.index) == ["a.npz", "b.npz"]
+    fps = runs["data_fingerprint"]
+    assert fps.str.fullmatch(r"[0-9a-f]{12}").all() and fps["a.npz"] != fps["b.npz"]
+    best = build_tables(load_results(str(out)))["best_tickets"]
+    assert sorted(best["dataset"]) == [f"npz (a.npz@{fps['a.npz'][:6]})", f"npz (b.npz@{fps['b.npz'][:6]})"]
+    run_ok(["ticket", "--method", "imp", "--cycles", "1", "--out", str(tmp_path / "digits"), *FAST])
+    plain = load_results(str(tmp_path / "digits"))
+    assert plain.runs["data_file"].isna().all()  # an embedded dataset
+    assert list(build_tables(plain)["best_tickets"]["dataset"]) == ["digits"]

@@ -61,7 +61,7 @@ class ReportOutput:
 
 def build_tables(results: Results, tol: float = tables.TOL) -> dict[str, pd.DataFrame]:
     """The four report tables (plus the ``points`` and ``pareto_points`` frames the plots use)."""
-    points = tables.ticket_points(results.runs, results.cycles)
+    points = tables.ticket_points(results.runs, results.cycles)  # "dataset" names the data file where two differ
     best = tables.best_tickets(points, tol)
     pareto_pts = tables.pareto_points(points, results.trials)
     targets = tables.at_target(points, results.runs, results.trials)

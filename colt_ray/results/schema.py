@@ -121,6 +121,11 @@ RUN_EXTRA_FIELDS = [
     _f("python_version", pa.string()),
     _f("ray_version", pa.string(), True),
     _f("hostname", pa.string(), True),
+    # which data the run read, for a dataset loaded from a file or folder (null: an embedded dataset): the
+    # file's (or folder's) name and a fingerprint (runner.data_identity), so the report keeps apart two files
+    # of one dataset kind
+    _f("data_file", pa.string(), True),
+    _f("data_fingerprint", pa.string(), True),
     _f("sweep", pa.string(), True),
     _f("trial_id", pa.string(), True),
 ]

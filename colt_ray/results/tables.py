@@ -94,7 +94,7 @@ def ticket_points(runs: pd.DataFrame, cycles: pd.DataFrame) -> pd.DataFrame:
     tickets["cycle"] = tickets["cycle"].astype("int64")
     tickets = tickets.merge(per, on=["run_id", "cycle"], how="left")
     info = runs[["run_id", "method", "dataset", "arch", "dense_acc", "sweep", "trial_id"]]
-    info = info.assign(config_id=config_ids(runs).to_numpy())
+    info = info.assign(config_id=config_ids(runs).to_numpy(), dataset=data_labels(runs).to_numpy())
     pts = tickets.merge(info, on="run_id", how="inner")
     cycle0 = pts[pts["cycle"] == 0].set_index("run_id")["acc_best"]
     pts["dense_acc"] = pts["dense_acc"].astype("float64").fillna(pts["run_id"].map(cycle0))
@@ -102,6 +102,20 @@ def ticket_points(runs: pd.DataFrame, cycles: pd.DataFrame) -> pd.DataFrame:
         pts[col] = pts[col].astype("float64")
     _selection(pts)
     return pts[POINT_COLUMNS].sort_values(["dataset", "arch", "method", "run_id", "cycle"]).reset_index(drop=True)
+
+
+def data_labels(runs: pd.DataFrame) -> pd.Series:
+    """The dataset each run is grouped and titled by (aligned with ``runs``): its ``dataset`` name, and where
+    runs of one dataset name read different data (``data_fingerprint``), ``name (file@fingerprint)``: two
+    ``.npz`` files are two datasets in every table and plot, never pooled (nor their dense lines averaged)."""
+    names = runs["dataset"].astype(object)
+    if "data_fingerprint" not in runs:
+        return names
+    fp = runs["data_fingerprint"].astype(object).where(runs["data_fingerprint"].notna(), None)
+    files = runs["data_file"].astype(object) if "data_file" in runs else pd.Series(None, index=runs.index)
+    distinct = fp.groupby(names).transform(lambda f: f.dropna().nunique())
+    label = names + " (" + files.fillna("?").astype(str) + "@" + fp.fillna("").astype(str).str[:6] + ")"
+    return label.where((distinct > 1) & fp.notna(), names)
 
 
 def config_ids(runs: pd.DataFrame) -> pd.Series:
