@@ -267,3 +267,26 @@ def test_search_compute_charges_a_ticket_its_mask_chain_and_one_training_by_hand
     # files written before the column: every row is one training, as before
     old = _cumulative_compute(cycles.drop(columns="mask_sample_epochs")).set_index(["run_id", "cycle"])
     assert list(old.loc["imp", "search_sample_epochs"]) == [100, 200, 300]
+
+
+def test_the_report_answers_whether_colt_is_worth_it_at_the_sparsest_matched_point():
+    import pandas as pd
+
+    from colt_ray.results.report import answer_lines
+
+    matched = pd.DataFrame(
+        [
+            dict(dataset="digits", arch="conv2", sparsity=0.5, colt_acc=0.90, imp_acc=0.91, acc_diff=-0.01,
+                 compute_ratio=0.6, colt_n=2, imp_n=2),
+            dict(dataset="digits", arch="conv2", sparsity=0.8, colt_acc=0.88, imp_acc=0.86, acc_diff=0.02,
+                 compute_ratio=0.55, colt_n=2, imp_n=1),
+        ]
+    )  # fmt: skip
+    best = pd.DataFrame({"method": ["colt", "imp"]})
+    assert answer_lines({"matched_sparsity": matched, "best_tickets": best}) == [
+        "answer: COLT vs IMP on digits/conv2 at 80.0% sparsity: COLT 0.8800 vs IMP 0.8600 (+2.00 points, above "
+        "IMP), at 0.55x IMP's search compute (n = 2 / 1 runs; see matched sparsity)"
+    ]
+    none = answer_lines({"matched_sparsity": matched.iloc[:0], "best_tickets": best})
+    assert none == ["answer: COLT and IMP were both run, but at no sparsity that both reach (see matched sparsity)"]
+    assert answer_lines({"matched_sparsity": matched.iloc[:0], "best_tickets": best.iloc[:1]}) == []

@@ -109,8 +109,31 @@ def report_main(results_dir: PathLike, out: Optional[PathLike] = None, fmt: str 
     """
     output = report(results_dir, out, fmt)
     sys.stdout.write(output.text if output.text.endswith("\n") else output.text + "\n")
+    for line in answer_lines(output.tables):
+        print(line)
     print(f"report: wrote {len(output.files)} files to {output.out_dir}", file=sys.stderr)
     return 0
+
+
+def answer_lines(t: dict[str, pd.DataFrame]) -> list[str]:
+    """The report's one-line answer per (dataset, arch) where COLT and IMP were both run: is COLT worth it
+    here? At the sparsest point of the matched-sparsity table, COLT's accuracy against IMP's (as that table
+    reports it: test accuracy at the best-validation epoch where runs have a split) and its search compute."""
+    matched, best = t.get("matched_sparsity"), t.get("best_tickets")
+    lines = []
+    if matched is not None and len(matched):
+        for (dataset, arch), g in matched.groupby(["dataset", "arch"], sort=True):
+            row = g.loc[g["sparsity"].idxmax()]
+            diff = 100 * row["acc_diff"]
+            verdict = "as accurate as" if abs(diff) < 0.05 else ("above" if diff > 0 else "below")
+            lines.append(
+                f"answer: COLT vs IMP on {dataset}/{arch} at {row['sparsity']:.1%} sparsity: COLT {row['colt_acc']:.4f}"
+                f" vs IMP {row['imp_acc']:.4f} ({diff:+.2f} points, {verdict} IMP), at {row['compute_ratio']:.2f}x "
+                f"IMP's search compute (n = {int(row['colt_n'])} / {int(row['imp_n'])} runs; see matched sparsity)"
+            )
+    elif best is not None and {"colt", "imp"} <= set(best["method"]):
+        lines.append("answer: COLT and IMP were both run, but at no sparsity that both reach (see matched sparsity)")
+    return lines
 
 
 def _out_dir(results_dir: PathLike, out_dir: Optional[PathLike]) -> str:
