@@ -1,5 +1,6 @@
 """Model zoo: every arch builds and runs, fit checks, seeded determinism, heads and parameter groups."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -225,3 +226,53 @@ def test_model_sources_use_no_functional_or_inplace_relu():
     for path in Path(models_pkg.__file__).parent.glob("*.py"):
         text = path.read_text()
         assert "F.relu" not in text and "inplace=True" not in text and "relu_(" not in text, path.name
+
+
+# ---- weight initialisation (--init) ---------------------------------------------------------------------
+def _weights(init: str, seed: int = 3):
+    from colt_ray.core.models import build_model
+
+    model = build_model("lenet300", (1, 28, 28), 10, seed=seed, init=init)
+    return {n: m.weight.detach() for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
+
+
+@pytest.mark.parametrize("init", ["kaiming_normal", "kaiming_uniform", "pytorch"])
+def test_each_init_draws_every_layer_with_the_std_of_its_formula(init):
+    """Per layer, on a fixed seed: mean ~ 0 and std against the formula (kaiming: sqrt(2 / fan_in), as open_lth's
+    torch.nn.init defaults; pytorch: U(+-1/sqrt(fan_in)), std 1/sqrt(3 fan_in)); kaiming_normal is Gaussian
+    (|w| never bounded as the uniform ones are)."""
+    for name, w in _weights(init).items():
+        fan_in = w.shape[1]
+        expected = math.sqrt(2 / fan_in) if init != "pytorch" else 1 / math.sqrt(3 * fan_in)
+        assert abs(float(w.mean())) < 4 * expected / math.sqrt(w.numel()), name
+        assert float(w.std()) == pytest.approx(expected, rel=0.1 if w.numel() < 5000 else 0.02), name
+        bound = float(w.abs().max()) / expected
+        assert (bound > 2.5) if init == "kaiming_normal" else (bound <= math.sqrt(3) + 1e-6), (name, bound)
+
+
+def test_orthogonal_and_binary_inits_and_the_default_is_the_layers_own():
+    for name, w in _weights("orthogonal").items():
+        rows = w.reshape(w.shape[0], -1)
+        small = rows @ rows.T if rows.shape[0] <= rows.shape[1] else rows.T @ rows
+        assert torch.allclose(small, torch.eye(small.shape[0]), atol=1e-4), name
+    for name, w in _weights("binary").items():
+        assert torch.unique(w.abs()).numel() == 1, name  # sign(w) x the layer's std
+    from colt_ray.core.models import build_model
+
+    plain = build_model("lenet300", (1, 28, 28), 10, seed=3).state_dict()
+    named = build_model("lenet300", (1, 28, 28), 10, seed=3, init="pytorch").state_dict()
+    assert all(torch.equal(plain[k], named[k]) for k in plain)
+    assert not torch.equal(_weights("kaiming_normal")["layers.1"], _weights("pytorch")["layers.1"])
+    assert torch.equal(
+        _weights("kaiming_normal", 5)["layers.1"], _weights("kaiming_normal", 5)["layers.1"]
+    )  # same seed
+
+
+def test_init_is_a_setting_in_the_run_id_and_a_bad_name_lists_the_valid_ones():
+    from colt_ray.core.config import ModelConfig, RunConfig, validate
+    from colt_ray.core.errors import ConfigError
+
+    assert RunConfig().run_id() == RunConfig(model=ModelConfig(init="pytorch")).run_id()  # old ids stay
+    assert RunConfig(model=ModelConfig(init="kaiming_normal")).run_id() != RunConfig().run_id()
+    with pytest.raises(ConfigError, match="init: unknown 'xavier'; valid: pytorch, kaiming_normal"):
+        validate(RunConfig(model=ModelConfig(init="xavier")))

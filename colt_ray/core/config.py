@@ -65,6 +65,12 @@ class ModelConfig:
     arch: str = setting(
         "conv2", "architecture (see `colt-ray ticket --list`)", choices=registry_names("colt_ray.core.models:MODELS")
     )
+    init: str = setting(
+        "pytorch",
+        "weight initialisation of every Linear and Conv2d: pytorch (the layers' defaults, as the COLT code), "
+        "kaiming_normal (open_lth's), kaiming_uniform, orthogonal, binary",
+        choices=registry_names("colt_ray.core.models.init:INITS"),
+    )
 
 
 @dataclass(frozen=True)

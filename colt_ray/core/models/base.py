@@ -67,19 +67,22 @@ def check_fits(arch: str, in_shape: Sequence[int]) -> None:
         raise ConfigError("arch", f"{arch} does not fit input {c}x{h}x{w} of this dataset: needs at least {n}x{n}")
 
 
-def build_model(arch: str, in_shape: Sequence[int], num_classes: int, seed: int) -> nn.Module:
-    """Build ``arch`` for inputs ``in_shape = (C, H, W)`` and ``num_classes`` outputs, initialised from ``seed``.
+def build_model(arch: str, in_shape: Sequence[int], num_classes: int, seed: int, init: str = "pytorch") -> nn.Module:
+    """Build ``arch`` for inputs ``in_shape = (C, H, W)`` and ``num_classes`` outputs, initialised from ``seed``
+    with the weight initialisation ``init`` (``models.init.INITS``; ``pytorch``: the layers' own defaults).
 
     Construction runs inside ``torch.random.fork_rng(devices=[])`` after ``torch.manual_seed(seed)``: the same
     seed gives bit-identical parameters and the caller's CPU RNG state is left untouched. The model is on CPU.
     """
+    from colt_ray.core.models.init import initialise
+
     check_fits(arch, in_shape)
     if int(num_classes) < 1:
         raise ConfigError("num_classes", f"must be at least 1, got {num_classes}")
     spec = MODELS.get(arch)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        model = spec.builder(_shape(in_shape), int(num_classes))
+        model = initialise(spec.builder(_shape(in_shape), int(num_classes)), init)
     if not isinstance(getattr(model, "head_name", None), str):
         raise TypeError(f"model {arch!r} does not set head_name")
     return model

@@ -67,7 +67,7 @@ def build_run_model(cfg: RunConfig, in_shape: tuple[int, int, int], num_classes:
     Raises ConfigError for a tweak the architecture cannot take."""
     from colt_ray.core.models import build_model
 
-    return apply_tweaks(build_model(cfg.model.arch, in_shape, num_classes, seed=seed), cfg)
+    return apply_tweaks(build_model(cfg.model.arch, in_shape, num_classes, seed=seed, init=cfg.model.init), cfg)
 
 
 def skip_parameters(cfg: RunConfig, in_shape: tuple[int, int, int], num_classes: int) -> int:
