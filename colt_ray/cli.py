@@ -162,7 +162,7 @@ def cmd_ticket(args: argparse.Namespace) -> int:
 
     if args.list_names:
         return _list_names()
-    cfg = config_from_args(args).resolved()
+    cfg = bars_where_watched(config_from_args(args).resolved())
     validate(cfg, registries=False)  # every check that needs no torch import, before anything starts
     check_writable(args.out)
     done = None if args.overwrite else completed_run(args.out, cfg.run_id())
@@ -180,6 +180,16 @@ def cmd_ticket(args: argparse.Namespace) -> int:
     from colt_ray.core.tickets.search import run_local
 
     return _search(cfg, args.out, run_local)
+
+
+def bars_where_watched(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with progress bars off unless this command's stderr is a terminal: on every backend, bars in a
+    terminal (a Ray run's actors draw theirs in it through Ray) and plain per-cycle lines in a log."""
+    import dataclasses
+
+    if cfg.resources.progress and not sys.stderr.isatty():
+        return cfg.replace(resources=dataclasses.replace(cfg.resources, progress=False))
+    return cfg
 
 
 def completed_run(out: str, run_id: str) -> Optional[dict]:

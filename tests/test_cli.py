@@ -277,3 +277,50 @@ def test_runs_on_two_data_files_of_one_dataset_kind_stay_apart_in_the_report(tmp
     plain = load_results(str(tmp_path / "digits"))
     assert plain.runs["data_file"].isna().all()  # an embedded dataset
     assert list(build_tables(plain)["best_tickets"]["dataset"]) == ["digits"]
+
+
+def in_a_terminal(argv: list[str], env: dict) -> str:
+    """Run ``colt-ray argv`` with stdout and stderr on a pseudo-terminal of 120 x 40; what the terminal got."""
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "colt_ray", *argv], stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=300) == 0, b"".join(chunks)[-3000:]
+    os.close(master)
+    return b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_progress_bars_in_a_terminal_on_every_backend_and_plain_lines_in_a_log(tmp_path, ray_tag):
+    """In a terminal, each training's bar, its accuracy named by split (test_acc here: no validation split),
+    on the local backend and on Ray (the actors' bars drawn in the driver's terminal); in a log (stderr a
+    file), no bar frames at all, only the per-cycle lines."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RAY_TMPDIR": ray_tag}
+    run = ["ticket", "--method", "colt", "--shards", "2", "--cycles", "1", "--epochs", "2", "--dataset", "digits"]
+    local = in_a_terminal([*run, "--backend", "local", "--out", str(tmp_path / "l")], env)
+    assert re.search(r"cycle 0 shard 1 *:.*\d+/2 .*epoch.*test_acc=0\.\d{3}", local), local[-2000:]
+    on_ray = in_a_terminal([*run, "--backend", "ray", "--address", "local", "--out", str(tmp_path / "r")], env)
+    assert re.search(r"cycle 0 shard [01] loss=[0-9.]+ test_acc=0\.\d{3}", on_ray), on_ray[-2000:]
+    logged = subprocess.run([sys.executable, "-m", "colt_ray", *run, "--backend", "local", "--out",
+                             str(tmp_path / "f")], env=env, capture_output=True, text=True)  # fmt: skip
+    assert logged.returncode == 0 and "\r" not in logged.stderr and "epoch/s" not in logged.stderr
+    assert re.search(r"^cycle 1 \| sparsity ", logged.stderr, re.M), logged.stderr

@@ -10,6 +10,7 @@ run is bit-identical for a given seed.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -77,17 +78,37 @@ class Evaluation(BaseCallback):
             self.best_val, self.test_at_best_val = val, self.acc
 
 
+# the bar class of trainings in this process: tqdm's, or one a host process sets (a Ray actor renders its bars
+# in the driver's terminal through Ray's tqdm_ray; ``parallel.actors``), so that the core never imports Ray
+BAR_FACTORY: Optional[Callable[..., Any]] = None
+
+
+def bars_wanted(asked: bool) -> bool:
+    """Progress bars only where a person watches a terminal: asked for, and this process's stderr is a TTY
+    (or a host process renders them, ``BAR_FACTORY``); in a log file tqdm's carriage-return frames are noise
+    and the per-cycle lines say the same."""
+    return asked and (BAR_FACTORY is not None or sys.stderr.isatty())
+
+
 class Progress(BaseCallback):
-    """A tqdm bar over epochs with the last loss and accuracy (off unless asked)."""
+    """A bar over epochs with the last loss and accuracy, named by split (``val_acc`` where the run holds out
+    a validation split, else ``test_acc``); shown only where :func:`bars_wanted`."""
 
     def __init__(self, epochs: int, desc: str, enabled: bool):
-        from tqdm.auto import tqdm
+        enabled = bars_wanted(enabled)
+        if BAR_FACTORY is not None and enabled:
+            self.bar = BAR_FACTORY(total=epochs, desc=desc, unit="epoch")
+        else:
+            from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=epochs, desc=desc, unit="epoch", leave=False, disable=not enabled)
+            self.bar = tqdm(total=epochs, desc=desc, unit="epoch", leave=False, disable=not enabled)
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], model: nn.Module) -> None:
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['acc']:.3f}")
+        split = (
+            {"val_acc": f"{metrics['val_acc']:.3f}"} if "val_acc" in metrics else {"test_acc": f"{metrics['acc']:.3f}"}
+        )
+        self.bar.set_postfix(loss=f"{metrics['loss']:.3f}", **split)
 
     def on_train_end(self, model: nn.Module) -> None:
         self.bar.close()

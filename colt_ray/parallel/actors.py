@@ -113,6 +113,25 @@ def cap_gpu_memory(share: float, device: torch.device) -> None:
         torch.cuda.set_per_process_memory_fraction(share, device)
 
 
+class RayBar:
+    """A training's progress bar drawn in the driver's terminal (Ray's ``tqdm_ray``, which has no postfix:
+    the last loss and accuracy go into its description)."""
+
+    def __init__(self, total: int, desc: str, unit: str):
+        from ray.experimental.tqdm_ray import tqdm
+
+        self.desc, self.bar = desc, tqdm(total=total, desc=desc, unit=unit)
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def set_postfix(self, **values: Any) -> None:
+        self.bar.set_description(f"{self.desc} " + " ".join(f"{k}={v}" for k, v in values.items()))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 class ShardTrainer:
     """One trainer of a run, alive for the whole run: COLT shard ``index`` (>= 0), or the full-data trainer
     (``FULL``: IMP's levels, a jackpot, COLT's ticket evaluations). Starts without data (so the process and
@@ -128,6 +147,10 @@ class ShardTrainer:
         # "cuda" in this process is cuda:0, the GPU Ray assigned (see actor_device)
         cfg = cfg.replace(resources=dataclasses.replace(cfg.resources, device=self.device.type))
         self.cfg, self.index = cfg, index
+        if cfg.resources.progress:  # the driver has a terminal (cli.bars_where_watched): bars render there
+            from colt_ray.core import train
+
+            train.BAR_FACTORY = RayBar
         self.trainer: Any = None
         self.evaluator: Any = None
         self.bundle: Any = None  # the full-data trainer's bundle (its evaluations retrain on it too)

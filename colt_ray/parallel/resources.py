@@ -117,11 +117,12 @@ def local_num_cpus(cfg: RunConfig, machine_cpus: int) -> int:
 
 def fit_to_cluster(cfg: RunConfig, keep_gpus: bool) -> RunConfig:
     """``cfg`` as its trainer actors get it: the GPU share dropped unless ``keep_gpus`` (decided, and said on
-    stderr, by the GPU policy: ``colt_ray.parallel.gpus.settle_gpus``), no progress bars, and a trainer without
-    a GPU share on the CPU even where its node has GPUs.
+    stderr, by the GPU policy: ``colt_ray.parallel.gpus.settle_gpus``), and a trainer without a GPU share on
+    the CPU even where its node has GPUs.
 
-    Actors never see the progress bars (``progress=False``): k interleaved bars would be unreadable; the
-    driver prints one line per cycle instead.
+    Progress bars stay as the driver decided (``cli.bars_where_watched``: on only where its stderr is a
+    terminal): each actor's bar is drawn in the driver's terminal by Ray's ``tqdm_ray``, which stacks the k
+    bars in their own rows (``actors.RayBar``); the driver prints one line per cycle either way.
     """
     res = cfg.resources
     if res.gpus_per_shard > 0 and not keep_gpus:
@@ -130,4 +131,4 @@ def fit_to_cluster(cfg: RunConfig, keep_gpus: bool) -> RunConfig:
         # Ray leaves CUDA_VISIBLE_DEVICES alone for a worker that reserved no GPU: "auto" would put every such
         # actor on cuda:0 of its node, unaccounted for. A trainer without a GPU share never touches CUDA.
         res = dataclasses.replace(res, device="cpu")
-    return cfg.replace(resources=dataclasses.replace(res, progress=False))
+    return cfg.replace(resources=res)
