@@ -30,14 +30,20 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (
 
 class Callback(Protocol):
     """Hooks into ``train``; every method is optional (see ``BaseCallback``). ``on_epoch_end`` may add to
-    ``metrics``; callbacks run in order, so the standard ones (evaluation first) fill it for the rest."""
+    ``metrics``; callbacks run in order, so the standard ones (evaluation first) fill it for the rest.
+    ``on_step_start`` sees each trained step before it runs: its global step (0-based), its learning rate and
+    the training-set indices of its batch; ``on_step_end`` gets the number of steps done (1-based)."""
 
+    def on_step_start(self, step: int, lr: float, indices: torch.Tensor) -> None: ...
     def on_step_end(self, step: int, model: nn.Module) -> None: ...
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], model: nn.Module) -> None: ...
     def on_train_end(self, model: nn.Module) -> None: ...
 
 
 class BaseCallback:
+    def on_step_start(self, step: int, lr: float, indices: torch.Tensor) -> None:
+        pass
+
     def on_step_end(self, step: int, model: nn.Module) -> None:
         pass
 
@@ -144,7 +150,7 @@ def resolve_device(name: str) -> torch.device:
 def lr_factor(step: int, steps_per_epoch: int, recipe: RecipeConfig) -> float:
     """Multiplier of ``recipe.lr`` at ``step`` (0-based): linear warm-up, then the schedule."""
     epoch = step / steps_per_epoch
-    warm = recipe.warmup_epochs * steps_per_epoch
+    warm = recipe.warmup * steps_per_epoch
     factor = min(1.0, (step + 1) / warm) if warm > 0 else 1.0
     if recipe.schedule == "step":
         factor *= recipe.gamma ** math.floor(epoch / recipe.milestones[0])
@@ -246,12 +252,21 @@ def train(
     loss_fn: Optional[LossFn] = None,
     progress: bool = False,
     desc: str = "train",
+    start_step: int = 0,
+    fresh_optimizer_at: int = 0,
 ) -> TrainResult:
     """Train ``model`` in place on ``data.train`` with ``recipe``; pruned weights (``mask`` False) stay 0.
 
     ``generator`` drives shuffling and augmentation. ``loss_fn(logits, targets, inputs)`` replaces the
     default (label-smoothed) cross-entropy, e.g. for distillation. Evaluation and the progress bar are the
     standard callbacks (open_lth's ``standard_callbacks``); ``callbacks`` run after them.
+
+    ``start_step`` k trains global steps k..T only, as open_lth's ``train(start_step=k)`` (IMP after a late
+    rewind): the data stream of steps 0..k-1 is drawn and dropped (each epoch's permutation, each batch's
+    augmentation), so step k trains on the batch and with the learning rate an uninterrupted training has
+    there; epochs that end before k are neither trained nor evaluated, and the cost counts steps k..T.
+    ``fresh_optimizer_at`` k > 0 replaces the optimizer by a new one (no momentum or Adam moments) before step
+    k: open_lth's level 0 under rewinding, a pre-training to step k and a training from k, each its own optimizer.
     """
     start = time.perf_counter()
     model.to(device).train()
@@ -264,23 +279,39 @@ def train(
     steps_per_epoch = max(1, math.ceil(n / recipe.batch_size))
     loss_fn = loss_fn or (lambda logits, y, _x: smoothed_cross_entropy(logits, y, recipe.label_smoothing))
     evaluation = Evaluation(data, device)
-    hooks = [evaluation, Progress(recipe.epochs, desc, progress), *callbacks]
+    first_epoch = start_step // steps_per_epoch
+    hooks = [evaluation, Progress(max(0, recipe.epochs - first_epoch), desc, progress), *callbacks]
+    starts = [cb.on_step_start for cb in hooks if hasattr(cb, "on_step_start")]
     history: list[dict[str, float]] = []
-    step, last_loss = 0, None
+    step, last_loss, trained = 0, None, 0
     for epoch in range(recipe.epochs):
         order = torch.randperm(n, generator=generator).to(device)
-        total_loss = torch.zeros((), device=device)
+        total_loss, seen = torch.zeros((), device=device), 0
         for lo in range(0, n, recipe.batch_size):
             idx = order[lo : lo + recipe.batch_size]
+            if step < start_step:  # before the start: only the augmentation's draws, to keep the stream in step
+                if prep.augment.active:
+                    prep(x_all[idx], generator)
+                step += 1
+                continue
             x = prep(x_all[idx], generator)
+            if fresh_optimizer_at and step == fresh_optimizer_at:
+                opt = make_optimizer(model.parameters(), recipe)
+            lr = recipe.lr * lr_factor(step, steps_per_epoch, recipe)
             for group in opt.param_groups:
-                group["lr"] = recipe.lr * lr_factor(step, steps_per_epoch, recipe)
+                group["lr"] = lr
+            for begin in starts:
+                begin(step, lr, idx)
             loss = train_step(model, opt, applier, loss_fn, x, y_all[idx], recipe.amp)
             total_loss += loss * len(idx)
+            seen += len(idx)
             step += 1
             for cb in hooks:
                 cb.on_step_end(step, model)
-        last_loss = float(total_loss) / n
+        if epoch < first_epoch:
+            continue
+        trained += seen
+        last_loss = float(total_loss) / max(1, seen)
         metrics = {"epoch": epoch + 1, "loss": last_loss}
         for cb in hooks:
             cb.on_epoch_end(epoch + 1, metrics, model)
@@ -293,8 +324,8 @@ def train(
         val_acc_best=evaluation.best_val,
         test_acc_at_best_val=evaluation.test_at_best_val,
         loss=last_loss,
-        sample_epochs=n * recipe.epochs,
+        sample_epochs=trained,
         wall_seconds=time.perf_counter() - start,
-        steps=step,
+        steps=max(0, step - start_step),
         history=history,
     )

@@ -115,7 +115,8 @@ class TicketTrainer:
         epochs: Optional[int] = None,
     ) -> TrainOutcome:
         """Train from ``theta`` under ``mask``; if ``prune_next``, prune the run's rate of the survivors.
-        ``loss_fn`` replaces the recipe's loss (distillation); ``epochs`` the recipe's epochs."""
+        ``loss_fn`` replaces the recipe's loss (distillation); ``epochs`` the recipe's epochs. ``capture_step``
+        k > 0 keeps the state after k steps (``captured``); where the training starts: :func:`rewind_start`."""
         start, cpu = time.perf_counter(), time.process_time()
         mask = mask if mask is not None else Mask.ones_like(self.weights())
         self.load(theta)
@@ -123,17 +124,21 @@ class TicketTrainer:
             rescale_to_density(self.model, mask)
         capture = _Capture(capture_step) if capture_step > 0 else None
         recipe = self.recipe if epochs is None else dataclasses.replace(self.recipe, epochs=epochs)
+        start_step = rewind_start(self.cfg, cycle)
         result: TrainResult = train(
             self.model,
             self.bundle,
             recipe,
             mask,
-            generator=generator(self.cfg.ticket.seed, "train", cycle, self.index),
+            # after a late rewind a level carries on the first training's data stream from step k
+            generator=generator(self.cfg.ticket.seed, "train", 0 if start_step else cycle, self.index),
             device=self.device,
             callbacks=[capture] if capture else [],
             loss_fn=loss_fn,
             progress=self.cfg.resources.progress,
             desc=self.label(cycle),
+            start_step=start_step,
+            fresh_optimizer_at=capture_step if continues_after_rewind(self.cfg) else 0,
         )
         proposal = self.prune(mask) if prune_next else None
         metrics = result.metrics()
@@ -162,6 +167,21 @@ class TicketTrainer:
     def label(self, cycle: int) -> str:
         who = "full" if self.index == FULL else f"shard {self.index}"
         return f"cycle {cycle} {who}"
+
+
+def continues_after_rewind(cfg: RunConfig) -> bool:
+    """Whether IMP's late rewinding is open_lth's (``rewind_schedule`` continue, a rewind step k > 0): the
+    first level trains steps 0..k and k..T with an optimizer each (open_lth's pre-training, then level 0),
+    every later level steps k..T from theta_k with a fresh optimizer (``lottery/runner.py``)."""
+    t = cfg.ticket
+    return cfg.method.late_rewind and t.rewind_step > 0 and t.rewind_schedule == "continue"
+
+
+def rewind_start(cfg: RunConfig, cycle: int) -> int:
+    """The global step a training of ``cycle`` starts at: the rewind step k for IMP's levels after the first
+    under :func:`continues_after_rewind` (their rewind point is theta_k), else 0. Derived here rather than
+    passed in, so every backend's trainers (local, Ray actors) start the same levels at the same step."""
+    return cfg.ticket.rewind_step if cycle >= 1 and continues_after_rewind(cfg) else 0
 
 
 def shard_head_seed(cfg: RunConfig, index: int) -> int:

@@ -28,6 +28,7 @@ METHOD_SETTINGS: dict[str, Callable[[MethodSpec], bool]] = {
     "vote": lambda m: m.uses_shards,
     "shards_per_actor": lambda m: m.uses_shards,
     "rewind_step": lambda m: m.late_rewind,
+    "rewind_schedule": lambda m: m.late_rewind,
     "prune_rate": lambda m: m.default_prune_rate is not None,
 }
 # the training recipe (data, model, optimisation, retraining): the same for every compared method
