@@ -14,6 +14,7 @@ import os
 
 MARKER = "{method}-{cycle}"  # the armed kill's file in the hook's folder; ``.taken`` once it went off
 SINK_LOG = "sink.log"  # every sweep trial's cycles as its sink took them, one "trial_id cycle" line each
+TEACHER_LOG = "teacher.log"  # one "pid" line per distillation teacher trained in a worker
 
 
 def kill_hook(folder: str):
@@ -43,6 +44,19 @@ def kill_hook(folder: str):
 
         wrap("evaluate")
         wrap("run")
+
+        from colt_ray.core.tickets import teacher
+
+        train_teacher = teacher.DistillingTrainer.train_teacher
+
+        @functools.wraps(train_teacher)
+        def counted(self, *args, **kwargs):
+            """Every teacher a worker trains, logged (``teacher.log``): a run on Ray trains one, whoever evaluates."""
+            with open(os.path.join(folder, TEACHER_LOG), "a") as fh:
+                fh.write(f"{os.getpid()}\n")
+            return train_teacher(self, *args, **kwargs)
+
+        teacher.DistillingTrainer.train_teacher = counted
 
         from colt_ray.parallel.sweep import trainable
 
@@ -89,3 +103,9 @@ def sink_calls(folder: str) -> dict[str, list[int]]:
             trial_id, cycle = line.split()
             calls.setdefault(trial_id, []).append(int(cycle))
     return calls
+
+
+def teacher_trainings(folder: str) -> int:
+    """How many distillation teachers the session's workers have trained so far."""
+    path = os.path.join(folder, TEACHER_LOG)
+    return len(open(path).read().splitlines()) if os.path.exists(path) else 0

@@ -157,8 +157,10 @@ def test_colt_on_ray_equals_local_bitwise(ray_cluster, colt_local):
     assert_same_records(collect(run_on_ray, p), want)
 
 
-def test_imp_on_ray_equals_imp_local(ray_cluster):
-    p = prepare(small_cfg("imp"))
+@pytest.mark.parametrize("rewind_step", [0, 5])  # 5: late rewinding, the levels after the first from step 5
+def test_imp_on_ray_equals_imp_local(ray_cluster, rewind_step):
+    cfg = small_cfg("imp")
+    p = prepare(cfg.replace(ticket=dataclasses.replace(cfg.ticket, rewind_step=rewind_step)))
     assert_same_records(collect(run_on_ray, p), collect(run_local, p))
 
 
@@ -168,6 +170,52 @@ def test_tweaked_retraining_on_ray_equals_local(ray_cluster, method):
     cfg = cfg.replace(retrain=dataclasses.replace(cfg.retrain, tweaks="label-smoothing", activation="swish"))
     p = prepare(cfg)
     assert_same_records(collect(run_on_ray, p), collect(run_local, p))
+
+
+def distilled(method: str, cycles: int = 2) -> RunConfig:
+    cfg = small_cfg(method, cycles=cycles)
+    return cfg.replace(retrain=dataclasses.replace(cfg.retrain, tweaks="distill,label-smoothing"))
+
+
+@pytest.mark.parametrize("method", ["colt", "imp"])
+def test_distilled_runs_on_ray_train_one_teacher_and_equal_local(ray_cluster, method):
+    """Counted in the workers (``faults.teacher_trainings``): COLT on Ray trains the plain dense teacher once,
+    and its first distilled row carries the cost, as on the local backend; IMP's level 0 is the teacher."""
+    p = prepare(distilled(method))
+    before = faults.teacher_trainings(ray_cluster)
+    got = collect(run_on_ray, p)
+    assert faults.teacher_trainings(ray_cluster) - before == (1 if method == "colt" else 0)
+    assert_same_records(got, collect(run_local, p))
+    carried = [r.ticket_row["teacher_sample_epochs"] for r in got]
+    assert carried == ([None, len(p.bundle.train.x) * p.cfg.recipe.epochs, None] if method == "colt" else [None] * 3)
+
+
+def test_every_actor_evaluating_after_the_mask_chain_uses_the_one_teacher(ray_cluster):
+    """Once the mask chain is over the shard actors take evaluations too: three distilled evaluations at once
+    go to three actors, one teacher is trained for all of them, and each equals the local evaluation."""
+    import numpy as np
+
+    from colt_ray.core.pruning import Mask
+    from colt_ray.core.tickets.search import make_ticket_trainer
+
+    p = prepare(distilled("colt", cycles=1))
+    theta0 = p.ctx.theta0
+    masks = [
+        Mask.from_numpy({n: np.random.default_rng(c).random(theta0[n].shape) > 0.2 * c for n in p.ctx.groups})
+        for c in (1, 2, 3)
+    ]
+    local = make_ticket_trainer(p.cfg, p.bundle)
+    want = [local.run(theta0, m, c, False).metrics for c, m in enumerate(masks, start=1)]
+    before = faults.teacher_trainings(ray_cluster)
+    with Coordinator(p.cfg, prepared=p) as coord:
+        coord.chain_done()
+        pending = [coord.evaluate(theta0, m, c) for c, m in enumerate(masks, start=1)]
+        actors = {(id(pool), position) for pool, position, _ in coord.scheduler.running.values()}
+        got = [x.result() for x in pending]
+    assert len(actors) == 3 and faults.teacher_trainings(ray_cluster) - before == 1
+    strip = lambda m: {k: v for k, v in m.items() if k not in TIMING}  # noqa: E731
+    assert [strip(g) for g in got] == [strip(w) for w in want]
+    assert [g.get("teacher_sample_epochs") for g in got] == [len(p.bundle.train.x) * p.cfg.recipe.epochs, None, None]
 
 
 def test_jackpot_on_ray_equals_jackpot_local(ray_cluster):

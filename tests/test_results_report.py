@@ -269,6 +269,35 @@ def test_search_compute_charges_a_ticket_its_mask_chain_and_one_training_by_hand
     assert list(old.loc["imp", "search_sample_epochs"]) == [100, 200, 300]
 
 
+def test_search_compute_charges_every_distilled_ticket_the_one_teacher_by_hand():
+    """Distilled COLT (2 shards x 40 at cycles 0 and 1, each ticket's retraining 100, the teacher 100, trained
+    once by the first distilled retraining, cycle 1, whose row holds it: sample_epochs 200,
+    teacher_sample_epochs 100): ticket 1 cost 80 + 100 + 100 = 280, ticket 2 160 + 100 + 100 = 360, and the
+    run 560 (the teacher once). Evaluating only the last ticket moves the teacher to its row, not the ticket's
+    cost (360; the run 360). A resumed distilled IMP whose level 1 retrained the teacher (level 100,
+    retraining 50, teacher 100): tickets 50, 250, 350."""
+    import pandas as pd
+
+    from colt_ray.results.tables import _cumulative_compute
+
+    def row(run, c, se, shard=None, mask=None, teacher=None):
+        return dict(run_id=run, cycle=c, shard=shard, sample_epochs=se, mask_sample_epochs=mask,
+                    teacher_sample_epochs=teacher)  # fmt: skip
+
+    rows = [row("kd", 0, 100), row("kd", 1, 200, teacher=100), row("kd", 2, 100)]
+    rows += [row("final", 0, 0), row("final", 1, 0), row("final", 2, 200, teacher=100)]
+    rows += [row(run, c, 40, shard=s) for run in ("kd", "final") for c in (0, 1) for s in (0, 1)]
+    rows += [row("imp", 0, 150, mask=100), row("imp", 1, 250, mask=100, teacher=100), row("imp", 2, 150, mask=100)]
+    cycles = pd.DataFrame(rows).assign(wall_seconds=1.0)
+    for col in ("shard", "mask_sample_epochs", "teacher_sample_epochs"):
+        cycles[col] = cycles[col].astype("Int64")
+    got = _cumulative_compute(cycles).set_index(["run_id", "cycle"])
+    search = {r: list(got.loc[r, "search_sample_epochs"]) for r in ("kd", "final", "imp")}
+    assert search == {"kd": [100, 280, 360], "final": [0, 80, 360], "imp": [50, 250, 350]}
+    assert list(got.loc["kd", "cum_sample_epochs"]) == [180, 460, 560]  # 3 x 100 + 4 x 40 + the teacher once
+    assert list(got.loc["final", "cum_sample_epochs"]) == [80, 160, 360]  # 4 x 40 + one retraining + the teacher
+
+
 def test_the_report_answers_whether_colt_is_worth_it_at_the_sparsest_matched_point():
     import pandas as pd
 

@@ -26,6 +26,7 @@ from colt_ray.core.errors import ConfigError
 from colt_ray.core.models import build_model, param_groups, prunable_names
 from colt_ray.core.pruning import Mask
 from colt_ray.core.tickets.search import LocalBackend, make_ticket_trainer, prepare, run_method
+from colt_ray.core.tickets.teacher import DistillingTrainer
 from colt_ray.core.tickets.trainer import TicketTrainer
 from colt_ray.core.train import smoothed_cross_entropy
 from colt_ray.core.tweaks import (
@@ -70,6 +71,19 @@ def test_every_relu_is_replaced_and_the_state_dict_is_unchanged(name, arch):
 def test_unknown_activation_lists_the_valid_ones():
     with pytest.raises(ConfigError, match="activation: unknown 'relu6'; valid: relu, swish, mish, gelu, elu, softplus"):
         swap_activations(nn.Sequential(nn.ReLU()), "relu6")
+
+
+def test_tost_pswish_and_lisht_by_hand():
+    # ToST (LRsI/activations.py): swish_parametric = x * sigmoid(2x) (beta fixed at 2), lisht = x * tanh(x)
+    x = torch.tensor([-2.0, -0.5, 0.0, 1.0, 3.0], dtype=torch.float64)
+    sig = lambda v: 1.0 / (1.0 + math.exp(-v))  # noqa: E731
+    pswish = [v * sig(2.0 * v) for v in x.tolist()]  # -2 * sigmoid(-4) = -0.035972..., 1 * sigmoid(2) = 0.880797...
+    lisht = [v * math.tanh(v) for v in x.tolist()]  # 1 * tanh(1) = 0.761594..., and even: f(-x) = f(x)
+    assert FACTORIES["pswish"]()(x).tolist() == pytest.approx(pswish, abs=1e-12)
+    assert FACTORIES["pswish"]()(torch.tensor([1.0])).item() == pytest.approx(0.8807970779778823, abs=1e-6)
+    assert FACTORIES["lisht"]()(x).tolist() == pytest.approx(lisht, abs=1e-12)
+    assert FACTORIES["lisht"]()(torch.tensor([-1.0])).item() == pytest.approx(0.7615941559557649, abs=1e-6)
+    assert not list(FACTORIES["pswish"]().parameters())  # beta is not learned, as in ToST
 
 
 # ---- extra skip paths -------------------------------------------------------------------------------
@@ -276,19 +290,106 @@ def test_distillation_loss_equals_the_hand_computed_value():
     assert float(distillation_loss(student, student, target, 5.0, 1.0)) == pytest.approx(0.0, abs=1e-7)
 
 
-def test_distillation_retrains_sparse_tickets_against_the_runs_dense_model():
-    cfg = small_cfg(tweaks=["distill"])
+def distilled_run(method, tweaks, monkeypatch, activation="relu", eval_tickets="all"):
+    """A 2-cycle run of ``method`` with ``tweaks``; its records, its backend and how many teachers it trained."""
+    trained = []
+    train_teacher = DistillingTrainer.train_teacher
+
+    def counted(self, *args, **kwargs):
+        trained.append(1)
+        return train_teacher(self, *args, **kwargs)
+
+    monkeypatch.setattr(DistillingTrainer, "train_teacher", counted)
+    cfg = small_cfg("conv2", method=method).replace(
+        ticket=TicketConfig(method=method, cycles=2, shards=2, eval_tickets=eval_tickets),
+        retrain=TweaksConfig(tweaks=",".join(tweaks), activation=activation),
+    )
     prepared = prepare(cfg)
     backend = LocalBackend(prepared)
     records = []
     run_method(prepared, backend.callables(), records.append)
-    teacher = backend.retrainer.teacher
-    assert teacher is not None and records[1].ticket_row["acc_best"] is not None
+    return prepared, backend, records, len(trained)
+
+
+def plain_dense(prepared):
+    """The teacher by its definition: the run's dense training with the mask search's config (no tweak)."""
+    trainer = TicketTrainer.for_full(prepared.cfg.search_config(), prepared.bundle)
+    out = trainer.run(prepared.ctx.theta0, None, 0, False)
+    return trainer.state(), out.metrics["sample_epochs"]
+
+
+def same_state(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("method", ["colt", "imp"])
+def test_the_teacher_is_the_plain_dense_model_trained_once_and_charged_once(method, monkeypatch):
+    """With other tweaks on (label smoothing, swish) the teacher is still the plain dense model, as KD-ticket's.
+    COLT trains it once, at its first distilled retraining, whose row carries its cost; IMP's level 0 is that
+    very training, so IMP trains none and pays nothing more (the level-0 row holds it already)."""
+    tweaks = ["distill", "label-smoothing"]
+    prepared, backend, records, trained = distilled_run(method, tweaks, monkeypatch, "swish")
+    _, _, without, _ = distilled_run(method, ["label-smoothing"], monkeypatch, "swish")
+    state, teacher_se = plain_dense(prepared)
+    assert same_state(backend.retrainer.teacher.state, state)
+    tweaked = make_ticket_trainer(prepared.cfg, prepared.bundle).trainer  # the dense retraining, tweaks on
+    tweaked.run(prepared.ctx.theta0, None, 0, False)
+    assert not same_state(backend.retrainer.teacher.state, tweaked.state())  # what the teacher was before
+    se = [r.ticket_row["sample_epochs"] for r in records]
+    se_without = [r.ticket_row["sample_epochs"] for r in without]
+    carried = [r.ticket_row["teacher_sample_epochs"] for r in records]
+    if method == "colt":
+        assert trained == 1 and carried == [None, teacher_se, None]
+        assert se == [se_without[0], se_without[1] + teacher_se, se_without[2]]
+    else:
+        assert trained == 0 and carried == [None, None, None] and se == se_without
+
+
+def test_a_dense_retraining_no_tweak_changes_is_the_teacher_and_costs_nothing_more(monkeypatch):
+    """Distillation alone: COLT's dense ticket evaluation is the plain dense training (no second one); when the
+    dense ticket is not evaluated the first evaluated one trains the teacher and carries it."""
+    prepared, backend, records, trained = distilled_run("colt", ["distill"], monkeypatch)
+    assert trained == 0 and all(r.ticket_row["teacher_sample_epochs"] is None for r in records)
+    assert same_state(backend.retrainer.teacher.state, plain_dense(prepared)[0])
+    _, _, final, trained = distilled_run("colt", ["distill"], monkeypatch, eval_tickets="final")
+    teacher_se = plain_dense(prepared)[1]
+    assert trained == 1 and [r.ticket_row["teacher_sample_epochs"] for r in final] == [None, None, teacher_se]
+    assert final[2].ticket_row["sample_epochs"] == records[2].ticket_row["sample_epochs"] + teacher_se
+    assert final[2].ticket_row["acc_best"] == records[2].ticket_row["acc_best"]  # the same teacher either way
+
+
+def test_a_trainer_that_never_saw_the_dense_training_trains_the_same_teacher():
+    """A resumed run or another actor: the teacher trained afresh equals the run's, bit for bit."""
+    cfg = small_cfg(tweaks=["distill"])
+    prepared = prepare(cfg)
+    backend = LocalBackend(prepared)
+    run_method(prepared, backend.callables(), lambda record: None)
+    teacher = backend.retrainer.teacher.state
     assert not np.array_equal(teacher["layers.1.weight"], prepared.ctx.theta0["layers.1.weight"])  # trained
-    # a trainer that never saw cycle 0 (a resumed run) retrains the same dense teacher, bit for bit
-    fresh = make_ticket_trainer(cfg, prepared.bundle)
-    fresh.distiller(prepared.ctx.theta0)
-    assert all(np.array_equal(fresh.teacher[k], v) for k, v in teacher.items())
+    fresh = make_ticket_trainer(cfg, prepared.bundle).train_teacher()
+    assert same_state(fresh.state, teacher) and fresh.cost["sample_epochs"] == plain_dense(prepared)[1]
+
+
+def test_a_distilled_transfer_trains_its_teacher_on_the_new_data_and_carries_its_cost(monkeypatch):
+    """A transfer has no dense training of its own: it trains the plain dense teacher on the new dataset (from
+    the ticket's theta with the new head) once, and its outcome's cost holds it."""
+    from colt_ray.core.data import load_dataset
+    from colt_ray.core.tickets.io import Ticket
+    from colt_ray.core.tickets.transfer import transfer
+
+    source = prepare(small_cfg("conv2"))
+    theta = source.ctx.theta0
+    mask = Mask.from_numpy({n: np.random.default_rng(0).random(theta[n].shape) > 0.5 for n in source.ctx.groups})
+    ticket = Ticket(theta, mask, {"arch": "conv2", "in_shape": list(source.bundle.in_shape)})
+    trained = []
+    train_teacher = DistillingTrainer.train_teacher
+    monkeypatch.setattr(DistillingTrainer, "train_teacher", lambda *a, **k: trained.append(1) or train_teacher(*a, **k))
+    cfg = small_cfg("conv2", ["distill", "label-smoothing"], dataset="synthetic")
+    out = transfer(ticket, cfg).metrics
+    without = transfer(ticket, small_cfg("conv2", ["label-smoothing"], dataset="synthetic")).metrics
+    teacher_se = len(load_dataset(cfg.data, cfg.ticket.seed).train.x) * cfg.recipe.epochs
+    assert trained == [1] and out["teacher_sample_epochs"] == teacher_se
+    assert out["sample_epochs"] == without["sample_epochs"] + teacher_se
 
 
 # ---- layer-wise re-scaled initialisation ------------------------------------------------------------

@@ -35,6 +35,7 @@ from colt_ray.core.data import bundle_from_arrays
 from colt_ray.core.errors import RunError
 from colt_ray.core.pruning import Mask, PackedMask, pack_mask, unpack_mask
 from colt_ray.core.tickets.search import make_full_trainer, make_shard_trainer, make_ticket_trainer, shard_trainer
+from colt_ray.core.tickets.teacher import DistillingTrainer, Teacher, keeps_teacher
 from colt_ray.core.tickets.trainer import FULL, TrainOutcome
 from colt_ray.parallel.resources import ActorResources
 
@@ -153,6 +154,7 @@ class ShardTrainer:
             train.BAR_FACTORY = RayBar
         self.trainer: Any = None
         self.evaluator: Any = None
+        self.kept: Optional[Teacher] = None  # IMP's level 0 trained here: the distillation teacher, kept
         self.bundle: Any = None  # the full-data trainer's bundle (its evaluations retrain on it too)
         self._data_key: Any = None
         self._eval_key: Any = None
@@ -189,13 +191,45 @@ class ShardTrainer:
         """Train from ``theta`` under ``mask`` (None = dense) and prune if ``prune_next``; the proposal comes
         back packed."""
         self.attach(data)
-        return packed_outcome(self.trainer.run(writable(theta), unpacked(mask), cycle, prune_next, capture_step))
+        mask = unpacked(mask)
+        out = self.trainer.run(writable(theta), mask, cycle, prune_next, capture_step)
+        if self.index == FULL and keeps_teacher(self.cfg, cycle, mask):
+            self.kept = Teacher(self.trainer.state())  # IMP's level 0: the teacher of this actor's retrainings
+        return packed_outcome(out)
 
-    def evaluate(self, data: Data, theta: dict[str, np.ndarray], mask: Optional[PackedMask], cycle: int) -> dict:
+    def evaluate(
+        self,
+        data: Data,
+        theta: dict[str, np.ndarray],
+        mask: Optional[PackedMask],
+        cycle: int,
+        teacher: Optional[dict[str, np.ndarray]] = None,
+    ) -> dict:
         """A ticket retraining (full data, the run's tweaks, nothing pruned). The full-data trainer retrains on
         its own data (with its own trainer unless a retraining tweak makes the retrainer differ); a shard
         trainer fetches the full set and builds the retrainer the first time (it evaluates only once the mask
-        chain is over, see ``EvalScheduler``), so it never holds the full set before."""
+        chain is over, see ``EvalScheduler``), so it never holds the full set before. ``teacher``: the run's
+        distillation teacher (``teacher``'s state, trained once per run), for a retrainer without one."""
+        evaluator = self._evaluator(data)
+        if isinstance(evaluator, DistillingTrainer) and evaluator.teacher is None:
+            if teacher is not None:
+                evaluator.set_teacher(Teacher(writable(teacher)))
+            elif self.kept is not None:
+                evaluator.set_teacher(self.kept)
+        return evaluator.run(writable(theta), unpacked(mask), cycle, False, 0).metrics
+
+    def teacher(self, data: Data) -> tuple[dict[str, np.ndarray], Optional[dict]]:
+        """The run's distillation teacher, trained here unless this actor's retrainer has it already (from a
+        dense retraining that no tweak changes): its weights, for every evaluating actor, and its cost (None
+        when a row holds it already), for the row that needs it first (``evaluation.TeacherShare``)."""
+        evaluator = self._evaluator(data)
+        if evaluator.teacher is None:
+            trained = evaluator.train_teacher()
+            return trained.state, trained.cost
+        return evaluator.teacher.state, None
+
+    def _evaluator(self, data: Data) -> Any:
+        """The retrainer of this actor's ticket evaluations, built once per data reference."""
         key = source_key(data[0])
         if self.index == FULL:
             self.attach(data)
@@ -206,7 +240,7 @@ class ShardTrainer:
                 full = self.bundle if self.index == FULL else bundle_from_arrays(fetch(data[0]))
                 self.evaluator = make_ticket_trainer(self.cfg, full)
             self._eval_key = key
-        return self.evaluator.run(writable(theta), unpacked(mask), cycle, False, 0).metrics
+        return self.evaluator
 
     def pid(self) -> int:
         """The process id (tests kill actors; a restarted actor has a new one)."""

@@ -30,9 +30,11 @@ from colt_ray.core.pruning import Mask, pack_mask, unpack_mask
 from colt_ray.core.tickets.methods import Backend, Resume, Sink
 from colt_ray.core.tickets.records import CycleRecord
 from colt_ray.core.tickets.search import Prepared, run_method
+from colt_ray.core.tickets.teacher import dense
 from colt_ray.core.tickets.trainer import FULL, TrainOutcome
+from colt_ray.core.tweaks import uses
 from colt_ray.parallel.actors import BatchedShardTrainer, LocalPool, RayPool, ShardTrainer
-from colt_ray.parallel.evaluation import EvalScheduler
+from colt_ray.parallel.evaluation import EvalScheduler, TeacherShare
 from colt_ray.parallel.resources import (
     DEFAULT_RESTARTS,
     cpus_needed,
@@ -108,6 +110,7 @@ class Coordinator:
         self.owned_group: Optional[PlacementGroup] = None  # a group made for this run, removed at close
         self.prepared: Optional[Prepared] = None
         self.scheduler: Optional[EvalScheduler] = None
+        self.teacher: Optional[TeacherShare] = None  # COLT with distillation on Ray: the run's one teacher
         self._puts: dict[int, tuple[dict, Any]] = {}
         self._mask: Optional[tuple[Mask, Any]] = None  # the mask put last, and its reference
         self.data: Any = None  # the full set (None: no trainer of the run needs it)
@@ -140,6 +143,8 @@ class Coordinator:
         self.theta0 = any_pool.put(prepared.ctx.theta0)
         if isinstance(self.full, RayPool):  # COLT's evaluations, or IMP's tweaked retrainings
             self.scheduler = EvalScheduler(self.full, self.shards, self.data)
+            if self.shards is not None and uses(self.cfg, "distill"):  # several actors may evaluate: one teacher
+                self.teacher = TeacherShare(self.full, self.data)
         return self
 
     def _shard_groups(self) -> list[Any]:
@@ -172,7 +177,11 @@ class Coordinator:
         """Start a ticket retraining of ``cycle`` (COLT's evaluation, through the scheduler; IMP's tweaked
         retraining, on its full-data trainer); picked up later."""
         if self.scheduler is not None:
-            return self.scheduler.submit(self._ref(theta), self._mask_ref(mask), cycle)
+            # a dense ticket needs no teacher; IMP has no share: its one actor keeps its level 0 as the teacher
+            share = self.teacher if not dense(mask) else None
+            teacher = share.for_cycle(cycle) if share is not None else None
+            pending = self.scheduler.submit(self._ref(theta), self._mask_ref(mask), cycle, teacher)
+            return share.charged(pending, cycle) if share is not None else pending
         return self.full.submit([self.data, None], self._ref(theta), self._mask_ref(mask), cycle)
 
     def _mask_ref(self, mask: Mask) -> Any:

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import ray
 
+from colt_ray.core.tickets.teacher import charge
 from colt_ray.parallel.actors import POLL_SECONDS, MaskRef, RayPool
 
 
@@ -25,10 +26,11 @@ class EvalScheduler:
         self.running: dict[Any, tuple[RayPool, int, int]] = {}  # future -> (pool, position, cycle)
         self.results: dict[int, Any] = {}  # cycle -> metrics, or the exception its evaluation raised
 
-    def submit(self, theta: Any, mask: MaskRef, cycle: int) -> SchedPending:
-        """Queue the evaluation of ``cycle``'s ticket (``mask``: the packed mask's reference, already put)."""
+    def submit(self, theta: Any, mask: MaskRef, cycle: int, teacher: Any = None) -> SchedPending:
+        """Queue the evaluation of ``cycle``'s ticket (``mask``: the packed mask's reference, already put;
+        ``teacher``: the reference of the run's distillation teacher, for a distilled evaluation)."""
         self.evaluator.submitted.append(cycle)
-        self.queue.append((cycle, theta, mask))
+        self.queue.append((cycle, theta, mask, teacher))
         self.pump()
         return SchedPending(self, cycle)
 
@@ -52,8 +54,8 @@ class EvalScheduler:
                 self.idle.append((pool, position))
         while self.queue and self.idle:
             pool, position = self.idle.pop(0)
-            cycle, theta, mask_ref = self.queue.popleft()
-            future = pool.actors[position].evaluate.remote([self.data, None], theta, mask_ref, cycle)
+            cycle, theta, mask_ref, teacher = self.queue.popleft()
+            future = pool.actors[position].evaluate.remote([self.data, None], theta, mask_ref, cycle, teacher)
             self.running[future] = (pool, position, cycle)
 
     def result(self, cycle: int) -> dict:
@@ -79,3 +81,42 @@ class SchedPending:
 
     def result(self) -> dict:
         return self.scheduler.result(self.cycle)
+
+
+class TeacherShare:
+    """COLT's distillation teacher on Ray: trained once per run, by the evaluator actor, when the first
+    distilled (sparse) evaluation is submitted; its weights stay in the object store and every evaluating actor
+    gets their reference (a shard actor taking evaluations after the mask chain included), so no actor trains
+    one of its own. Its cost goes to the row of that first evaluation, as the local backend charges it."""
+
+    def __init__(self, evaluator: RayPool, data_ref: Any):
+        self.evaluator, self.data = evaluator, data_ref
+        self.state: Any = None  # the reference of the teacher's weights, once asked for
+        self.cost: Any = None
+        self.charged_cycle: Optional[int] = None
+
+    def for_cycle(self, cycle: int) -> Any:
+        """The teacher's reference for the distilled evaluation of ``cycle`` (trained at the first call)."""
+        if self.state is None:
+            actor = self.evaluator.actors[0]
+            self.state, self.cost = actor.teacher.options(num_returns=2).remote([self.data, None])
+            self.charged_cycle = cycle
+        return self.state
+
+    def charged(self, pending: SchedPending, cycle: int) -> Any:
+        """``pending``, with the teacher's cost added to its metrics if ``cycle`` is the one that needed it."""
+        return Charged(pending, self) if cycle == self.charged_cycle else pending
+
+
+class Charged:
+    """The evaluation that needed the teacher first: its metrics carry the teacher's training (``charge``)."""
+
+    def __init__(self, pending: SchedPending, share: TeacherShare):
+        self.pending, self.share = pending, share
+
+    def done(self) -> bool:
+        return self.pending.done()
+
+    def result(self) -> dict:
+        metrics = self.pending.result()
+        return charge(metrics, self.share.evaluator.get(0, self.share.cost, "training the distillation teacher"))

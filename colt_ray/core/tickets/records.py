@@ -41,14 +41,19 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def mask_summary(mask: Mask, groups: dict[str, str], total_params: Optional[int] = None) -> dict:
-    """Sparsity over the prune groups (``sparsity``, what ``target_sparsity`` means) and over every parameter
-    of the retrained ticket (``sparsity_all``: heads, BatchNorm, biases and skip paths count as kept)."""
+def mask_summary(
+    mask: Mask, groups: dict[str, str], total_params: Optional[int] = None, weight_params: Optional[int] = None
+) -> dict:
+    """Sparsity over the prune groups (``sparsity``, what ``target_sparsity`` means), over every parameter of
+    the retrained ticket (``sparsity_all``: heads, BatchNorm, biases and skip paths count as kept), and over
+    the weights of its Linear, Conv and BatchNorm layers (``sparsity_weights``, biases left out: the "prune
+    rate" of the COLT paper, ``prune_rate_calculator`` in the COLT code's ``prune.py``, as a fraction)."""
     conv = [n for n in mask if groups.get(n) == "conv"]
     pruned = mask.numel() - mask.kept()
     return {
         "sparsity": mask.sparsity(),
         "sparsity_all": pruned / total_params if total_params else None,
+        "sparsity_weights": pruned / weight_params if weight_params else None,
         "conv_sparsity": mask.sparsity(conv) if conv else None,
         "kept_weights": mask.kept(),
         "prunable_weights": mask.numel(),
@@ -63,9 +68,10 @@ def ticket_row(
     metrics: Optional[dict],
     merged_from: Sequence[Mask],
     total_params: Optional[int] = None,
+    weight_params: Optional[int] = None,
 ) -> dict:
     """The merged ticket's row (shard = None). ``metrics`` None when the ticket was not evaluated."""
-    row = {"run_id": run_id, "cycle": cycle, "shard": None, **mask_summary(mask, groups, total_params)}
+    row = {"run_id": run_id, "cycle": cycle, "shard": None, **mask_summary(mask, groups, total_params, weight_params)}
     row.update(_metric_cols(metrics))
     row["overlap"] = jaccard(list(merged_from)) if len(merged_from) > 1 else None
     row["finished_at"] = _now()
@@ -80,9 +86,10 @@ def shard_row(
     groups: dict[str, str],
     metrics: dict,
     total_params: Optional[int] = None,
+    weight_params: Optional[int] = None,
 ) -> dict:
     """One shard's training in this cycle (under the cycle's ticket mask), accuracy on its own test shard."""
-    row = {"run_id": run_id, "cycle": cycle, "shard": shard, **mask_summary(mask, groups, total_params)}
+    row = {"run_id": run_id, "cycle": cycle, "shard": shard, **mask_summary(mask, groups, total_params, weight_params)}
     row.update(_metric_cols(metrics))
     row["overlap"] = None
     row["finished_at"] = _now()
@@ -104,6 +111,7 @@ def _metric_cols(metrics: Optional[dict]) -> dict:
         "loss",
         "sample_epochs",
         "mask_sample_epochs",
+        "teacher_sample_epochs",
         "wall_seconds",
         "cpu_seconds",
     )

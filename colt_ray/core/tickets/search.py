@@ -14,12 +14,12 @@ import torch
 
 from colt_ray.core.config import RunConfig, check_classes, validate
 from colt_ray.core.data import DatasetBundle, Shard, load_dataset, make_shards, shard_bundle
-from colt_ray.core.models import check_fits, param_groups, prunable_names
+from colt_ray.core.models import check_fits, layer_weight_count, param_groups, prunable_names
 from colt_ray.core.pruning import Mask
 from colt_ray.core.tickets.io import load_weights
 from colt_ray.core.tickets.methods import Backend, Context, Finished, Resume, Sink, State
 from colt_ray.core.tickets.records import CycleRecord
-from colt_ray.core.tickets.teacher import DistillingTrainer
+from colt_ray.core.tickets.teacher import DistillingTrainer, Teacher, keeps_teacher
 from colt_ray.core.tickets.trainer import TicketTrainer, TrainOutcome, build_theta0, shard_head_seed
 from colt_ray.core.tweaks import build_run_model, uses
 
@@ -63,7 +63,8 @@ def prepare(
     prunable = {n: groups[n] for n in prunable_names(model, cfg.prune.prune_groups)}
     run_id = run_id or cfg.run_id()
     total = sum(p.numel() for p in retrained.parameters())  # every parameter of the retrained ticket
-    return Prepared(cfg, run_id, bundle, shards, Context(cfg, run_id, theta0, prunable, total))
+    ctx = Context(cfg, run_id, theta0, prunable, total, layer_weight_count(retrained))
+    return Prepared(cfg, run_id, bundle, shards, ctx)
 
 
 def run_method(prepared: Prepared, backend: Backend, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
@@ -79,8 +80,8 @@ def make_full_trainer(cfg: RunConfig, bundle: DatasetBundle) -> Any:
 
 def make_ticket_trainer(cfg: RunConfig, bundle: DatasetBundle) -> Any:
     """The trainer that retrains tickets on the full data with the run's tweaks: COLT's ticket evaluations and,
-    when a tweak is on, IMP's per-level retraining; with distillation, sparse retrainings learn from the dense
-    retrained model."""
+    when a tweak is on, IMP's per-level retraining; with distillation, sparse retrainings learn from the run's
+    plain dense model (``teacher.DistillingTrainer``)."""
     trainer: Any = TicketTrainer.for_full(cfg, bundle)
     if uses(cfg, "distill"):
         trainer = DistillingTrainer(trainer)
@@ -110,7 +111,7 @@ class LocalBackend:
     batched model (``--backend batched``); evaluations run at once."""
 
     def __init__(self, prepared: Prepared):
-        cfg = prepared.cfg
+        cfg = self.cfg = prepared.cfg
         torch.set_num_threads(cfg.resources.threads)
         self.full = make_full_trainer(cfg, prepared.bundle)
         # tickets are retrained by the search's own full-data trainer unless a tweak makes them differ
@@ -128,7 +129,10 @@ class LocalBackend:
         return [t.run(theta, mask, cycle, True) for t in self.shards]
 
     def train_full(self, theta: State, mask: Mask, cycle: int, prune_next: bool, capture_step: int) -> TrainOutcome:
-        return self.full.run(theta, mask, cycle, prune_next, capture_step)
+        out = self.full.run(theta, mask, cycle, prune_next, capture_step)
+        if isinstance(self.retrainer, DistillingTrainer) and keeps_teacher(self.cfg, cycle, mask):
+            self.retrainer.set_teacher(Teacher(self.full.state()))  # IMP's level 0: the teacher, already paid for
+        return out
 
     def evaluate(self, theta: State, mask: Mask, cycle: int) -> Finished:
         return Finished(evaluation(self.retrainer, theta, mask, cycle))

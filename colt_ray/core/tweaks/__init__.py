@@ -3,11 +3,12 @@
 They apply only where a ticket is retrained (COLT's ticket evaluations, IMP's per-level retraining, transfer),
 never to the mask search: ``RunConfig.search_config`` switches them off for shard trainings and IMP's levels.
 
-* ``activation``: every ReLU replaced by swish, mish, GELU, ELU or softplus (``swap_activations``);
+* ``activation``: every ReLU replaced by swish, mish, GELU, ELU, softplus, pswish or LiSHT (``swap_activations``);
 * ``skip-paths``: two 1x1 conv + BN paths per residual block, after the block's BNs, never pruned
   (``add_skip_paths``);
 * ``label-smoothing``: tickets retrained with alpha ``tweak_label_smoothing`` (default 0.1; ``retrain_recipe``);
-* ``distill``: sparse full-data retraining against the run's dense trained model (``Distiller``);
+* ``distill``: sparse full-data retraining against the run's plain dense model (``Distiller``;
+  the teacher: ``tickets.teacher``);
 * ``density-rescale`` (formerly ``rescale-init``): surviving initial weights scaled by
   ``1/sqrt(layer density)`` (``rescale_to_density``); a fixed rule, not GradInit.
 

@@ -1,4 +1,4 @@
-"""Retraining losses: knowledge distillation from the run's dense trained model (label smoothing lives in
+"""Retraining losses: knowledge distillation from the run's plain dense model (label smoothing lives in
 ``colt_ray.core.train.smoothed_cross_entropy``)."""
 
 from __future__ import annotations
