@@ -7,7 +7,7 @@ Architectures: lenet300, conv2, conv3, conv4, conv6, vgg16, vgg19, resnet18, res
 
 from colt_ray.core.models import convnets, lenet, mobilenet, resnet, vgg  # noqa: F401  (register the archs)
 from colt_ray.core.models.base import MODELS, ModelSpec, build_model, check_fits, head_module, replace_head
-from colt_ray.core.models.groups import GROUPS, param_groups, prunable_names
+from colt_ray.core.models.groups import GROUPS, layer_weight_count, param_groups, prunable_names
 from colt_ray.core.models.resnet import BasicBlock
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "check_fits",
     "head_module",
     "replace_head",
+    "layer_weight_count",
     "param_groups",
     "prunable_names",
 ]

@@ -59,6 +59,14 @@ def param_groups(model: nn.Module) -> dict[str, str]:
     return {name: by_id.get(id(p), "skip") for name, p in model.named_parameters()}
 
 
+def layer_weight_count(model: nn.Module) -> int:
+    """Elements of the ``weight`` of every Linear, Conv and BatchNorm layer of ``model`` (biases, BatchNorm
+    shifts and other parameters left out): the total the COLT code's ``prune_rate_calculator`` (``prune.py``)
+    divides by, every such layer counted, the head and never-pruned skip paths included."""
+    layers = (nn.Linear, _ConvNd, _BatchNorm)
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, layers) and m.weight is not None)
+
+
 def prunable_names(model: nn.Module, groups: Iterable[str]) -> list[str]:
     """Names of parameters whose group is in ``groups``, in ``named_parameters()`` order.
 

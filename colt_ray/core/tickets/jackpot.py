@@ -11,8 +11,10 @@ with the short restriction, the reference's matched in/out swaps (``matched_swap
 
 Weights and BatchNorm affine parameters stay frozen, but the network runs in train mode during the search,
 as the reference's ``cifar.py`` does: BatchNorm normalises with batch statistics, and its running statistics
-are updated by the *sparse* network's forward passes. Evaluation (eval mode) uses those statistics, so the
-jackpot is the final mask on the unchanged weights plus the BatchNorm statistics the search collected.
+are updated by the *sparse* network's forward passes. Evaluation (eval mode, after every search epoch) uses
+those statistics, so a jackpot is a mask on the unchanged weights plus the BatchNorm statistics the search had
+collected by then. The reported jackpot is that of the selected epoch (best validation accuracy, else best
+test accuracy: the rule of every method's rows, and the reference's best-epoch checkpoint).
 
 Ties between equal scores keep the higher flat index, the rule ``pruning.prune`` uses, so with zero search
 epochs the jackpot *is* the magnitude mask (the initial scores select it exactly).
@@ -33,7 +35,7 @@ from colt_ray.core.data import DatasetBundle
 from colt_ray.core.pruning import Mask
 from colt_ray.core.seeds import generator
 from colt_ray.core.tickets.trainer import TicketTrainer, TrainOutcome
-from colt_ray.core.train import BaseCallback, TrainResult, train
+from colt_ray.core.train import BaseCallback, MaskApplier, TrainResult, train
 from colt_ray.core.tweaks import retrain_recipe
 
 
@@ -162,6 +164,36 @@ class _UpdateMasks(BaseCallback):
         model.update_masks()
 
 
+class _SelectEpoch(BaseCallback):
+    """Keeps the jackpot of the selected search epoch, by the rule every method's rows follow
+    (``train.Evaluation``, ``selection_acc``): the first epoch of the best validation accuracy, or, without a
+    validation split, of the best test accuracy (the reference's ``cifar.py`` keeps its best epoch's model).
+    Runs after the evaluation callback, so ``metrics`` holds the epoch's accuracies of the current mask under
+    the BatchNorm statistics collected so far; it keeps that mask and those statistics."""
+
+    def __init__(self, net: JackpotNet):
+        self.net, self.best = net, None
+        self.mask: Optional[Mask] = None
+        self.buffers: dict[str, Tensor] = {}
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float], model: nn.Module) -> None:
+        acc = metrics.get("val_acc", metrics["acc"])
+        if self.best is None or acc > self.best:
+            self.best = acc
+            self.mask = Mask({n: m.clone() for n, m in self.net.found().items()})
+            self.buffers = {k: v.clone() for k, v in self.net.net.named_buffers()}
+
+    def restore(self) -> Mask:
+        """Put the selected epoch's BatchNorm statistics back into the network; its mask (the final one when
+        no epoch ran)."""
+        if self.mask is None:
+            return self.net.found()
+        with torch.no_grad():
+            for k, v in self.net.net.named_buffers():
+                v.copy_(self.buffers[k])
+        return self.mask
+
+
 def score_recipe(cfg: RunConfig) -> RecipeConfig:
     """The score-training recipe: SGD on scores with ``score_lr``, cosine decay, no warm-up, score decay."""
     j = cfg.jackpot
@@ -197,11 +229,14 @@ def search_jackpot(
     desc: str = "jackpot",
 ) -> tuple[Mask, TrainResult]:
     """Search a jackpot on ``model``'s weights (left bit-identical) starting from ``start``, whose per-layer
-    kept counts are the budgets. Returns the final mask and the score training's result. ``model``'s
-    BatchNorm running statistics are updated in place by the search (train mode): afterwards they are the
-    jackpot's, and the model in eval mode under the returned mask is the jackpot as the search evaluated it."""
+    kept counts are the budgets. Returns the jackpot, the mask of the selected epoch (``_SelectEpoch``: best
+    validation accuracy, else best test accuracy), and the score training's result, whose accuracies come from
+    its per-epoch history as every training's do. ``model``'s BatchNorm running statistics are updated in
+    place by the search (train mode) and left at the selected epoch's: the model in eval mode under the
+    returned mask is the jackpot as the search evaluated it at that epoch."""
     j = cfg.jackpot
     net = JackpotNet(model, start, j.short_restriction, j.first_order_swaps)
+    select = _SelectEpoch(net)
     try:
         result = train(
             net,
@@ -210,11 +245,11 @@ def search_jackpot(
             None,
             generator=generator,
             device=device,
-            callbacks=[_UpdateMasks()],
+            callbacks=[_UpdateMasks(), select],
             progress=progress,
             desc=desc,
         )
-        return net.found(), result
+        return select.restore(), result
     finally:
         for p in model.parameters():
             p.requires_grad_(True)
@@ -243,9 +278,13 @@ class JackpotTrainer:
 
     def search(self, theta, start: Mask, cycle: int) -> TrainOutcome:
         """Search a mask on the frozen weights ``theta`` from ``start`` (whose per-layer counts are the
-        budgets), then evaluate it without any weight training, with the BatchNorm running statistics the
-        search collected. ``mask`` of the outcome = the jackpot; ``captured`` = ``theta`` with those statistics
-        (the weights are unchanged), the state that gives the reported accuracy under the jackpot."""
+        budgets); no weight is trained. The search evaluates the jackpot after every epoch, with the BatchNorm
+        running statistics collected so far, and its accuracy columns come from that history by the rule
+        every method's rows follow (``acc_best`` the best epoch's test accuracy, ``acc_final`` the last's,
+        ``test_acc_at_best_val`` the test accuracy at the best validation epoch). ``mask`` of the outcome =
+        the jackpot of the selected epoch; ``captured`` = ``theta`` with that epoch's statistics (the weights
+        are unchanged): the state that gives, under the jackpot, ``test_acc_at_best_val`` (with a validation
+        split) or ``acc_best`` (without)."""
         t, t0 = self.trainer, time.perf_counter()
         cfg, seed = t.cfg, t.cfg.ticket.seed
         t.load(theta)
@@ -260,14 +299,7 @@ class JackpotTrainer:
             desc=f"cycle {cycle} jackpot search",
         )
         searched = t.state()  # not reloading theta: its BatchNorm statistics are the dense network's
-        evaluated = train(
-            t.model,
-            t.bundle,
-            dataclasses.replace(t.recipe, epochs=0),
-            found,
-            generator=generator(seed, "eval", cycle),
-            device=t.device,
-        )
-        metrics = evaluated.metrics()
-        metrics.update(loss=search.loss, sample_epochs=search.sample_epochs, wall_seconds=time.perf_counter() - t0)
+        MaskApplier(t.model, found, t.device).apply_to_weights()  # the model is the jackpot: pruned weights zero
+        metrics = search.metrics()
+        metrics["wall_seconds"] = time.perf_counter() - t0
         return TrainOutcome(t.index, cycle, metrics, found.to_numpy(), searched)

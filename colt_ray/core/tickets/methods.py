@@ -94,6 +94,7 @@ class Context:
     theta0: State
     groups: dict[str, str]  # prunable tensor name -> group (conv/linear/output/batchnorm)
     total_params: Optional[int] = None  # every parameter of the retrained ticket (skip paths included)
+    weight_params: Optional[int] = None  # the weights of its Linear, Conv and BatchNorm layers (``sparsity_weights``)
 
     def ones(self) -> Mask:
         return Mask.ones_like({n: self.theta0[n] for n in self.groups})
@@ -118,9 +119,9 @@ class Context:
         proposals: list[Mask],
         done: bool,
     ) -> CycleRecord:
-        total = self.total_params
-        rows = [ticket_row(self.run_id, cycle, mask, self.groups, metrics, merged_from, total)]
-        rows += [shard_row(self.run_id, cycle, o.index, mask, self.groups, o.metrics, total) for o in shards]
+        total, weights = self.total_params, self.weight_params
+        rows = [ticket_row(self.run_id, cycle, mask, self.groups, metrics, merged_from, total, weights)]
+        rows += [shard_row(self.run_id, cycle, o.index, mask, self.groups, o.metrics, total, weights) for o in shards]
         layers = layer_rows(self.run_id, cycle, mask, self.groups, merged_from)
         return CycleRecord(self.run_id, cycle, mask, theta, rows, layers, proposals, done)
 
