@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import statistics
 
+import pandas as pd
 import pytest
 
 from colt_ray.core.config import RunConfig
@@ -121,9 +122,157 @@ def test_markdown_shows_mean_plus_minus_std_and_n(results_dir, tmp_path):
     text = report(str(results_dir), str(tmp_path / "rep")).text
     section = text.split("## COLT vs IMP at matched sparsity")[1].split("\n## ")[0]
     assert "(mean ± std over seeds, n runs)" in section and "Runs that differ only by seed" in section
-    header = next(line for line in section.splitlines() if line.startswith("| dataset"))
+    assert "In every row: dataset `digits`, arch `conv2`" in section  # said once, not in every row
+    header = next(line for line in section.splitlines() if line.startswith("| sparsity"))
     assert "| colt_acc | colt_n | imp_acc | imp_n |" in header and "_std" not in header
-    first = next(line for line in section.splitlines() if line.startswith("| digits"))
+    first = next(line for line in section.splitlines() if line.startswith("| 0.5000"))
     assert "| 0.8800 ± 0.0100 | 3 | 0.8700 ± 0.0141 | 2 |" in first
-    last = [line for line in section.splitlines() if line.startswith("| digits")][-1]
+    last = [line for line in section.splitlines() if line.startswith("| 0.8067")][-1]
     assert "| yes | 0.8708 | 1 | 0.8364 ± 0.0206 | 2 |" in last  # one run: the mean alone
+
+
+# A compare sweep with ``eval_tickets: final`` (digits, val_fraction .1, prune_rate .2, target .5): COLT trains
+# no dense ticket and evaluates only its final one; IMP trains every level. Per evaluated cycle: (sparsity,
+# val_acc_best, test_acc_at_best_val); acc_best is .02 above the test accuracy at the best-validation epoch.
+# conv2: IMP seeds 1, 2 (dense val .90 / .92, test .89 / .91) and COLT seeds 1, 2, 3 of the same recipe (lr .1):
+# COLT seeds 1 and 2 take their seed's IMP dense ticket, seed 3 (no IMP seed 3) the mean over seeds (.91).
+# conv4: COLT (lr .1) and IMP of another recipe (lr .05): COLT has no dense reference at all.
+FINAL = {
+    "i1": ("imp", "conv2", 0.1, 1, [(0.0, 0.90, 0.89), (0.2, 0.905, 0.90), (0.36, 0.90, 0.895),
+                                    (0.488, 0.895, 0.885), (0.59, 0.88, 0.87)]),
+    "i2": ("imp", "conv2", 0.1, 2, [(0.0, 0.92, 0.91), (0.2, 0.915, 0.905), (0.36, 0.91, 0.90),
+                                    (0.488, 0.905, 0.895), (0.59, 0.89, 0.88)]),
+    "c1": ("colt", "conv2", 0.1, 1, [None, None, (0.51, 0.895, 0.885)]),
+    "c2": ("colt", "conv2", 0.1, 2, [None, None, (0.53, 0.89, 0.88)]),
+    "c3": ("colt", "conv2", 0.1, 3, [None, None, (0.45, 0.905, 0.895)]),
+    "d1": ("colt", "conv4", 0.1, 1, [None, None, (0.51, 0.80, 0.79)]),
+    "e1": ("imp", "conv4", 0.05, 1, [(0.0, 0.90, 0.90), (0.2, 0.91, 0.905), (0.36, 0.895, 0.89)]),
+}  # fmt: skip
+
+
+def _final_row(cycle, point, overlap):
+    if point is None:  # a ticket the eval_tickets policy skipped: written, not trained
+        skipped = _row(cycle, 0.2 * cycle, None, None)
+        return dict(skipped, acc_best=None, acc_final=None, evaluated=False, sample_epochs=0, wall_seconds=0.0)
+    sp, val, test = point
+    return dict(_row(cycle, sp, val, test), acc_best=test + 0.02, evaluated=True, overlap=overlap)
+
+
+@pytest.fixture(scope="module")
+def final_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("final")
+    w = ResultsWriter(str(out))
+    for run_id, (method, arch, lr, seed, cycles) in FINAL.items():
+        flat = RunConfig().to_flat()
+        flat.update(method=method, dataset="digits", arch=arch, lr=lr, seed=seed, val_fraction=0.1, prune_rate=0.2)
+        flat.update(target_sparsity=0.5, eval_tickets="final" if method == "colt" else "all")
+        w.write_run({"run_id": run_id, **flat, "status": "completed", "started_at": T0})
+        for c, point in enumerate(cycles):
+            w.write_cycle(run_id, c, [_final_row(c, point, 0.9 if method == "colt" else None)], [])
+    return out
+
+
+@pytest.fixture(scope="module")
+def final_tables(final_dir):
+    return build_tables(load_results(str(final_dir)))
+
+
+def test_a_run_without_a_dense_ticket_takes_its_recipes_and_every_method_gets_the_same_rule(final_tables):
+    pts = final_tables["points"].drop_duplicates("run_id").set_index("run_id")
+    assert pts.loc[["i1", "c1", "c2", "c3"], "dense_source"].tolist() == [
+        "own", "same_recipe_seed", "same_recipe_seed", "same_recipe"
+    ]  # fmt: skip
+    assert pts.loc[["c1", "c2", "c3"], "dense_select"].tolist() == pytest.approx([0.90, 0.92, 0.91])
+    assert pts.loc[["c1", "c2", "c3"], "dense_report"].tolist() == pytest.approx([0.89, 0.91, 0.90])
+    assert pts.loc["c1", "dense_acc"] == pytest.approx(0.91)  # i1's dense acc_best (test .89 + .02)
+    assert pd.isna(pts.loc["d1", "dense_source"]) and pd.isna(pts.loc["d1", "dense_select"])  # no run of its recipe
+    best = final_tables["best_tickets"].set_index(["arch", "method"])
+    # conv2: both within one point of their own recipe's dense ticket; COLT seed 2 (.89 vs .92) does not qualify
+    assert best.loc[("conv2", "colt"), ["run_id", "sparsity", "rule"]].tolist() == ["c1", 0.51, "within_tol"]
+    assert best.loc[("conv2", "colt"), "dense_select"] == pytest.approx(0.90)
+    assert best.loc[("conv2", "imp"), ["run_id", "sparsity", "rule"]].tolist() == ["i1", 0.488, "within_tol"]
+    # conv4: COLT has no dense reference, so IMP is not held to one either: both take their most accurate ticket
+    # (IMP's .2 at val .91, not .36, which is within one point of its dense .90)
+    assert best.loc[("conv4", "colt"), "rule"] == best.loc[("conv4", "imp"), "rule"] == "best_acc_no_dense"
+    assert best.loc[("conv4", "imp"), "sparsity"] == 0.2
+
+
+def test_matched_sparsity_says_one_evaluated_point_per_run_and_what_to_do(final_dir, final_tables, tmp_path):
+    from colt_ray.results.report import answer_lines
+
+    assert final_tables["matched_sparsity"].empty  # COLT has one point per run: no sparsity a run of each covers
+    made = report(str(final_dir), str(tmp_path / "rep"))
+    text = made.text
+    conv2, conv4 = answer_lines(made.tables, made.unmatched)  # the line printed at the end: the same reason
+    assert conv2.startswith("answer: COLT and IMP were both run, but no sparsity is matched on digits / conv2")
+    assert "evaluated only its final ticket" in conv2 and "on digits / conv4" in conv4
+    section = text.split("## COLT vs IMP at matched sparsity")[1].split("\n## ")[0]
+    assert "needs COLT and IMP runs" not in section  # both exist
+    line = next(x for x in section.splitlines() if x.startswith("No rows on digits / conv2"))
+    assert "COLT's tickets lie at sparsity 0.4500-0.5300, IMP's at 0.2000-0.5900" in line
+    assert "Each COLT run evaluated only its final ticket (`eval_tickets: final`): one point per run" in line
+    assert "`eval_tickets: all`" in line
+
+
+def test_markdown_tables_are_at_most_twelve_columns_and_print_integers_as_integers(final_dir, tmp_path):
+    text = report(str(final_dir), str(tmp_path / "rep")).text
+    widths = [line.count("|") - 1 for line in text.splitlines() if line.startswith("|")]
+    assert widths and max(widths) <= 12  # the 21-column best-ticket table is trimmed and split
+    best = text.split("## Best ticket per")[1].split("\n## ")[0]
+    assert "In every row: dataset `digits`, selected_by `val_acc_best`." in best
+    assert best.count("| method | arch |") == 2  # split in two, each part keyed by method and arch
+    assert "| colt | conv2 | colt k=2 prune_rate=0.2 lr=0.1 | c1 | 2 | 0.5100 | within_tol | same_recipe_seed |" in best
+    assert "| colt | conv2 | 0.8950 | 0.9000 | 0.0050 | 0.8850 | 0.8900 | 100 |" in best
+    target = text.split("## At the target sparsity")[1].split("\n## ")[0]
+    # rounds (the mean cycle) and sample-epochs are whole: "2" and "100", not "2.0000" and "100.0"
+    assert "| 0.8925 ± 0.0035 | 0.8825 ± 0.0035 | 2 | 100 | 1.0000 |" in target
+
+
+def test_markdown_table_prints_whole_counts_without_a_decimal_point():
+    from colt_ray.results.report import markdown_table
+
+    df = pd.DataFrame({"cycle": [2.0, 3.5], "colt_n": [3.0, 1.0], "sample_epochs": [12930.0, 233.6],
+                       "report_acc": [1.0, 0.5]})  # fmt: skip
+    assert markdown_table(df).splitlines()[2:] == ["| 2 | 3 | 12930 | 1.0000 |", "| 3.5 | 1 | 234 | 0.5000 |"]
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    from colt_ray.results import plots
+
+    monkeypatch.setattr(plots, "_png", lambda fig: fig)  # the figure itself, to read what was drawn
+    return plots
+
+
+def _labels(ax):
+    return ax.get_legend_handles_labels()[1]
+
+
+def test_accuracy_plot_draws_the_tables_figure_named_and_legends_name_recipes(figures, final_tables):
+    fig = figures.accuracy_vs_sparsity(final_tables["points"], final_tables["best_tickets"])
+    ax = fig.axes[0]  # digits / conv2
+    assert ax.get_title() == "digits / conv2"
+    assert ax.get_ylabel() == "report_acc: test accuracy at the best-validation epoch"
+    assert _labels(ax) == [
+        "colt k=2 prune_rate=0.2 lr=0.1 (best ticket's run)", "imp prune_rate=0.2 lr=0.1 (best ticket's run)",
+        "dense ticket, imp runs (0.9000)",
+    ]  # fmt: skip
+    colt, imp = ax.lines[0], ax.lines[1]
+    assert list(colt.get_ydata()) == pytest.approx([0.885])  # test at the best-validation epoch, not acc_best
+    assert list(imp.get_ydata()) == pytest.approx([0.89, 0.90, 0.895, 0.885, 0.87])
+    assert colt.get_marker() != imp.get_marker()
+    no_layers = pd.DataFrame(columns=["run_id", "cycle", "layer", "overlap"])
+    overlap = figures.mask_overlap(final_tables["points"], no_layers, ["c1"])
+    assert _labels(overlap.axes[0]) == ["all weights (colt k=2 prune_rate=0.2 lr=0.1)"]
+
+
+def test_pareto_plot_tells_colt_and_imp_points_apart(figures, final_tables):
+    fig = figures.pareto(final_tables["pareto_points"])
+    ax = fig.axes[0]
+    labels = _labels(ax)
+    assert labels[:2] == ["colt ticket", "imp ticket"] and "imp on the front" in labels
+    by_label = {c.get_label(): c for c in ax.collections}
+    colt, imp = by_label["colt ticket"], by_label["imp ticket"]
+    assert len(colt.get_offsets()) == 3 and len(imp.get_offsets()) == 10  # every ticket, in its method's set
+    assert (colt.get_facecolors()[0] != imp.get_facecolors()[0]).any()
+    assert len(colt.get_paths()[0].vertices) != len(imp.get_paths()[0].vertices)  # circle vs square

@@ -14,6 +14,7 @@ from typing import Any, Optional
 import pandas as pd
 
 COLORS = {"colt": "tab:blue", "imp": "tab:orange"}
+MARKERS = {"colt": "o", "imp": "s"}  # COLT and IMP apart in shape too, not only in colour
 DPI = 110
 
 
@@ -40,10 +41,16 @@ def _color(method: str) -> str:
     return COLORS.get(method, "tab:green")
 
 
+def _marker(method: str) -> str:
+    return MARKERS.get(method, "^")
+
+
 def accuracy_vs_sparsity(points: pd.DataFrame, best: pd.DataFrame) -> Optional[bytes]:
-    """Ticket accuracy vs sparsity: every ticket faded, each method's best run as a line, and each method's
-    mean dense accuracy as a dashed line."""
-    pts = points.dropna(subset=["acc_best"])
+    """Each ticket's reported accuracy (``report_acc``, the tables' figure: test accuracy at the
+    best-validation epoch, best test epoch where a run has no split) vs sparsity: every ticket faded, each
+    method's best run as a line named by its recipe, and each method's mean dense ticket as a dashed line
+    (runs that trained their own)."""
+    pts = points.dropna(subset=["report_acc"])
     if pts.empty:
         return None
     panels = list(pts.groupby(["dataset", "arch"], sort=True))
@@ -51,35 +58,51 @@ def accuracy_vs_sparsity(points: pd.DataFrame, best: pd.DataFrame) -> Optional[b
     best_runs = set(best["run_id"])
     for ax, ((dataset, arch), g) in zip(axes, panels):
         for method, m in g.groupby("method", sort=True):
-            ax.scatter(m["sparsity"], m["acc_best"], color=_color(method), alpha=0.3, s=18)
-            for run_id, r in m[m["run_id"].isin(best_runs)].groupby("run_id"):
+            ax.scatter(m["sparsity"], m["report_acc"], color=_color(method), marker=_marker(method), alpha=0.3, s=18)
+            for _, r in m[m["run_id"].isin(best_runs)].groupby("run_id"):
                 r = r.sort_values("sparsity")
-                ax.plot(r["sparsity"], r["acc_best"], "o-", color=_color(method), label=f"{method} ({run_id})")
-        for method, dense in g.drop_duplicates("run_id").groupby("method", sort=True)["dense_acc"]:
+                label = f"{r['recipe'].iloc[0]} (best ticket's run)"
+                ax.plot(r["sparsity"], r["report_acc"], "-", marker=_marker(method), color=_color(method), label=label)
+        own = g[g["dense_source"] == "own"].drop_duplicates("run_id")
+        for method, dense in own.groupby("method", sort=True)["dense_report"]:
             if dense.notna().any():
                 d = dense.mean()
-                ax.axhline(d, color=_color(method), ls="--", lw=1.2, label=f"dense, {method} runs ({d:.4f})")
-        _accuracy_axes(ax, dataset, arch)
+                ax.axhline(d, color=_color(method), ls="--", lw=1.2, label=f"dense ticket, {method} runs ({d:.4f})")
+        _accuracy_axes(ax, dataset, arch, report_label(g))
     return _png(fig)
 
 
+def report_label(points: pd.DataFrame) -> str:
+    """The y-axis name of ``report_acc``, as the runs of ``points`` define it (``tables.SELECTION_NOTE``)."""
+    by = set(points["selected_by"].dropna())
+    if by == {"acc_best"}:
+        return "report_acc: best test accuracy over epochs (no validation split)"
+    if by == {"val_acc_best"}:
+        return "report_acc: test accuracy at the best-validation epoch"
+    return "report_acc: test acc. at the best-validation epoch\n(best test epoch for runs without a split)"
+
+
 def pareto(pareto_pts: pd.DataFrame) -> Optional[bytes]:
-    """All tickets in (sparsity, selection accuracy), the front highlighted; stopped-early trials as crosses."""
+    """All tickets in (sparsity, selection accuracy), faded, in their method's colour and marker; the front as
+    a step line with its points in full colour; stopped-early trials' tickets as grey crosses."""
     if pareto_pts.empty:
         return None
     panels = list(pareto_pts.groupby(["dataset", "arch"], sort=True))
     fig, axes = _figure(len(panels), "Pareto front: accuracy vs sparsity (both maximised)")
     for ax, ((dataset, arch), g) in zip(axes, panels):
         inc, exc = g[~g["excluded"]], g[g["excluded"]]
-        ax.scatter(inc["sparsity"], inc["select_acc"], color="lightgray", s=20, label="ticket")
+        for method, m in inc.groupby("method", sort=True):
+            ax.scatter(m["sparsity"], m["select_acc"], color=_color(method), marker=_marker(method), alpha=0.3,
+                       s=22, label=f"{method} ticket")  # fmt: skip
         if len(exc):
             ax.scatter(exc["sparsity"], exc["select_acc"], color="gray", marker="x", s=20, label="stopped early")
         front = g[g["pareto"]].sort_values("sparsity")
         ax.plot(front["sparsity"], front["select_acc"], "-", color="black", lw=1, drawstyle="steps-post",
                 label="front")  # fmt: skip
         for method, f in front.groupby("method", sort=True):
-            ax.scatter(f["sparsity"], f["select_acc"], color=_color(method), s=40, zorder=3, label=f"front: {method}")
-        _accuracy_axes(ax, dataset, arch, "accuracy that selects (validation where the run has a split)")
+            ax.scatter(f["sparsity"], f["select_acc"], color=_color(method), marker=_marker(method), s=50, zorder=3,
+                       edgecolors="black", linewidths=0.8, label=f"{method} on the front")  # fmt: skip
+        _accuracy_axes(ax, dataset, arch, "select_acc (validation; best test without a split)")
     return _png(fig)
 
 
@@ -116,7 +139,7 @@ def mask_overlap(points: pd.DataFrame, layers: pd.DataFrame, runs: list[str]) ->
     for ax, ((dataset, arch), g) in zip(axes, panels):
         for run_id, r in g.groupby("run_id"):
             r = r.sort_values("cycle")
-            ax.plot(r["cycle"], r["overlap"], "o-", lw=2.5, color="black", label=f"all weights ({run_id})")
+            ax.plot(r["cycle"], r["overlap"], "o-", lw=2.5, color="black", label=f"all weights ({r['recipe'].iloc[0]})")
             lay = layers[(layers["run_id"] == run_id)].dropna(subset=["overlap"])
             for name, lg in lay.groupby("layer", sort=False):
                 ax.plot(lg["cycle"].astype(int), lg["overlap"].astype(float), ".-", lw=1, alpha=0.8, label=name)
@@ -127,7 +150,7 @@ def mask_overlap(points: pd.DataFrame, layers: pd.DataFrame, runs: list[str]) ->
     return _png(fig)
 
 
-def _accuracy_axes(ax, dataset: str, arch: str, ylabel: str = "test accuracy (best epoch)") -> None:
+def _accuracy_axes(ax, dataset: str, arch: str, ylabel: str) -> None:
     """Title, labels, grid and legend of a sparsity-vs-accuracy panel."""
     ax.set(title=f"{dataset} / {arch}", xlabel="sparsity (fraction of prunable weights pruned)", ylabel=ylabel)
     ax.grid(alpha=0.3)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from colt_ray.core.errors import ConfigError
-from colt_ray.results import layout, plots, tables
+from colt_ray.results import layout, mdtables, plots, tables
 from colt_ray.results.layout import PathLike
 from colt_ray.results.reader import Results, load_results
 from colt_ray.results.writer import check_writable, remove_file, write_bytes_atomic
@@ -40,7 +40,11 @@ EMPTY = {
     "at_target": "no run stops at a target sparsity (--target-sparsity)",
     "best_settings": "no ticket has an accuracy",
 }
-NOTES = {"matched_sparsity": tables.MATCHED_NOTE, "at_target": tables.AT_TARGET_NOTE}  # printed under a table's heading
+NOTES = {
+    "best_tickets": tables.BEST_NOTE,
+    "matched_sparsity": tables.MATCHED_NOTE,
+    "at_target": tables.AT_TARGET_NOTE,
+}  # printed under a table's heading
 PLOT_FILES = {
     "accuracy_vs_sparsity": "accuracy_vs_sparsity.png",
     "pareto_front": "pareto_front.png",
@@ -51,12 +55,14 @@ PLOT_FILES = {
 
 @dataclass
 class ReportOutput:
-    """What :func:`report` produced: the tables, the printed text, and every file written."""
+    """What :func:`report` produced: the tables, the printed text, every file written, and why a (dataset,
+    arch) with COLT and IMP has no matched-sparsity row (``tables.unmatched_reasons``)."""
 
     tables: dict[str, pd.DataFrame]
     text: str
     files: list[str] = field(default_factory=list)
     out_dir: str = ""
+    unmatched: list[str] = field(default_factory=list)
 
 
 def build_tables(results: Results, tol: float = tables.TOL) -> dict[str, pd.DataFrame]:
@@ -93,13 +99,14 @@ def report(results_dir: PathLike, out_dir: Optional[PathLike] = None, fmt: str =
     all_tables = build_tables(results)
     shown = {k: all_tables[k] for k in TITLES}
     pngs = _save_plots(all_tables, results, out)
+    unmatched = tables.unmatched_reasons(all_tables["points"], results.runs, shown["matched_sparsity"])
     if fmt == "md":
-        text = render_markdown(shown, pngs, results)
+        text = render_markdown(shown, pngs, results, {"matched_sparsity": unmatched})
         files = [_write_text(out, "report.md", text)]
     else:
         text = render_csv(shown)
         files = [_write_text(out, f"{k}.csv", t.to_csv(index=False)) for k, t in shown.items()]
-    return ReportOutput(tables=shown, text=text, files=files + list(pngs.values()), out_dir=out)
+    return ReportOutput(tables=shown, text=text, files=files + list(pngs.values()), out_dir=out, unmatched=unmatched)
 
 
 def report_main(results_dir: PathLike, out: Optional[PathLike] = None, fmt: str = "md") -> int:
@@ -109,16 +116,17 @@ def report_main(results_dir: PathLike, out: Optional[PathLike] = None, fmt: str 
     """
     output = report(results_dir, out, fmt)
     sys.stdout.write(output.text if output.text.endswith("\n") else output.text + "\n")
-    for line in answer_lines(output.tables):
+    for line in answer_lines(output.tables, output.unmatched):
         print(line)
     print(f"report: wrote {len(output.files)} files to {output.out_dir}", file=sys.stderr)
     return 0
 
 
-def answer_lines(t: dict[str, pd.DataFrame]) -> list[str]:
+def answer_lines(t: dict[str, pd.DataFrame], unmatched: Optional[list[str]] = None) -> list[str]:
     """The report's one-line answer per (dataset, arch) where COLT and IMP were both run: is COLT worth it
     here? At the sparsest point of the matched-sparsity table, COLT's accuracy against IMP's (as that table
-    reports it: test accuracy at the best-validation epoch where runs have a split) and its search compute."""
+    reports it: test accuracy at the best-validation epoch where runs have a split) and its search compute.
+    Where no sparsity is matched, why (``unmatched``: ``tables.unmatched_reasons``)."""
     matched, best = t.get("matched_sparsity"), t.get("best_tickets")
     lines = []
     if matched is not None and len(matched):
@@ -131,6 +139,8 @@ def answer_lines(t: dict[str, pd.DataFrame]) -> list[str]:
                 f" vs IMP {row['imp_acc']:.4f} ({diff:+.2f} points, {verdict} IMP), at {row['compute_ratio']:.2f}x "
                 f"IMP's search compute (n = {int(row['colt_n'])} / {int(row['imp_n'])} runs; see matched sparsity)"
             )
+    elif unmatched:
+        lines += [f"answer: COLT and IMP were both run, but no sparsity is matched {r}" for r in unmatched]
     elif best is not None and {"colt", "imp"} <= set(best["method"]):
         lines.append("answer: COLT and IMP were both run, but at no sparsity that both reach (see matched sparsity)")
     return lines
@@ -162,8 +172,11 @@ def _save_plots(t: dict[str, pd.DataFrame], results: Results, out: str) -> dict[
     return written
 
 
-def render_markdown(shown: dict[str, pd.DataFrame], pngs: dict[str, str], results: Results) -> str:
-    """The report as Markdown: a heading and a table per report table, then links to the plots."""
+def render_markdown(
+    shown: dict[str, pd.DataFrame], pngs: dict[str, str], results: Results, why: Optional[dict[str, list]] = None
+) -> str:
+    """The report as Markdown: a heading and a table per report table (``mdtables.readable``), then links to
+    the plots. ``why``: per table, lines that say why it has no rows where the generic ``EMPTY`` line does not."""
     from colt_ray.results.reader import describe
 
     parts = [f"# colt_ray report: {results.root}", "", describe(results) + ".", "", tables.SELECTION_NOTE, ""]
@@ -173,7 +186,11 @@ def render_markdown(shown: dict[str, pd.DataFrame], pngs: dict[str, str], result
         if key == "best_settings" and len(df):
             parts += settings_markdown(df)
             continue
-        parts += [markdown_table(with_std(df)) if len(df) else f"_No rows: {EMPTY[key]}._", ""]
+        if len(df):
+            parts += mdtables.readable(key, with_std(df))
+        else:
+            reasons = (why or {}).get(key) or [EMPTY[key]]
+            parts += [f"No rows {r}" if r.startswith("on ") else f"_No rows: {r}._" for r in reasons] + [""]
     if pngs:
         parts += ["## Plots", ""] + [f"![{k}]({os.path.basename(p)})" for k, p in pngs.items()] + [""]
     return "\n".join(parts)
@@ -215,11 +232,9 @@ def with_std(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown_table(df: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table of ``df`` (no index); floats to 4 decimals (1 above 100)."""
-    header = "| " + " | ".join(map(str, df.columns)) + " |"
-    rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(df[c]) else "---" for c in df.columns) + "|"
-    body = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
+    """A GitHub-flavoured Markdown table of ``df`` (no index); floats to 4 decimals (1 above 100), integer
+    columns as integers (``mdtables.table``)."""
+    return mdtables.table(df)
 
 
 def _missing(v: Any) -> bool:

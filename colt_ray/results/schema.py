@@ -62,6 +62,8 @@ CYCLES = pa.schema(
         _f("shard", pa.int32(), True),  # null = the merged ticket row
         _f("sparsity", pa.float64()),  # over the prune groups (what target_sparsity means)
         _f("sparsity_all", pa.float64(), True),  # over every parameter of the retrained ticket (skip paths too)
+        # over the Linear, Conv and BatchNorm weights of the retrained ticket: the COLT paper's "prune rate"
+        _f("sparsity_weights", pa.float64(), True),
         _f("conv_sparsity", pa.float64(), True),
         _f("kept_weights", pa.int64()),
         _f("prunable_weights", pa.int64()),
@@ -76,6 +78,9 @@ CYCLES = pa.schema(
         # the part of sample_epochs that proposed the next mask, where the row holds more than that training (an
         # IMP level whose ticket a tweak retrains apart: the plain level training; null: all of sample_epochs)
         _f("mask_sample_epochs", pa.int64(), True),
+        # the part of sample_epochs that trained the run's distillation teacher, in the one row that carries it
+        # (the first distilled retraining that needed it; null: none); every later distilled ticket needs it too
+        _f("teacher_sample_epochs", pa.int64(), True),
         _f("wall_seconds", pa.float64()),
         _f("cpu_seconds", pa.float64(), True),  # CPU time of the training's process (null: not trained)
         _f("finished_at", UTC_US),

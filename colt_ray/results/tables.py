@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from colt_ray.core.config import flat_field_owners
+from colt_ray.results.recipes import borrow_dense, recipe_labels
 
 TOL = 0.01  # "within 1 point": accuracies are fractions, so one percentage point is 0.01
 GRID = (0.5, 0.8, 0.9, 0.95)
@@ -34,12 +35,12 @@ POINT_COLUMNS = [
     "method", "dataset", "arch", "run_id", "cycle", "sparsity", "acc_best", "acc_final", "overlap",
     "dense_acc", "cum_sample_epochs", "search_sample_epochs", "cum_wall_seconds", "sweep", "trial_id",
     "val_acc_best", "test_acc_at_best_val", "select_acc", "report_acc", "dense_select", "selected_by",
-    "config_id",
+    "config_id", "dense_report", "dense_source", "recipe",
 ]  # fmt: skip
 BEST_COLUMNS = [
     "method", "dataset", "arch", "run_id", "cycle", "sparsity", "acc_best", "acc_final", "dense_acc",
     "acc_drop", "cum_sample_epochs", "search_sample_epochs", "cum_wall_seconds", "rule",
-    "selected_by", "select_acc", "dense_select", "report_acc",
+    "selected_by", "select_acc", "dense_select", "report_acc", "dense_report", "dense_source", "recipe",
 ]  # fmt: skip
 # what selects, and what is reported: validation where the run has a split, else (no split) the test set
 SELECTION_NOTE = (
@@ -47,6 +48,16 @@ SELECTION_NOTE = (
     "`val_acc_best`; `dense_select` = its dense ticket's) and reports `report_acc` = `test_acc_at_best_val`; a "
     "run without one (`selected_by` = `acc_best`) is selected and reported on best test accuracy, so its "
     "numbers are optimistic. `acc_best` is always the best test accuracy over epochs."
+)
+BEST_NOTE = (
+    "One rule for every method: the sparsest ticket whose `select_acc` is within 1 point of the dense ticket of "
+    "its own recipe (`dense_select`; rule `within_tol`), else the most accurate (`best_acc`). A run that trained "
+    "no dense ticket (COLT under `eval_tickets: final`) takes the dense ticket of the runs with the same data, "
+    "model, training recipe and seed (`dense_source` `same_recipe_seed`; `same_recipe`: the mean over its "
+    "seeds); where a method has none at all, every method of that dataset and arch takes its most accurate "
+    "ticket (`best_acc_no_dense`). `report_acc` is the ticket's reported figure (the plots draw it), "
+    "`dense_report` its dense ticket's. `colt-ray report --format csv` adds `acc_best`, `acc_final`, "
+    "`dense_acc` (best-epoch test accuracies) and the cumulative compute."
 )
 MATCHED_NOTE = (
     "Runs that differ only by seed form one configuration. Each method's configuration is the one whose "
@@ -85,7 +96,8 @@ def ticket_points(runs: pd.DataFrame, cycles: pd.DataFrame) -> pd.DataFrame:
 
     Per cycle, sample-epochs add up over every row (shards and ticket); wall time is the slowest shard
     (shards run in parallel) plus the ticket row's training. ``dense_acc`` is ``runs.dense_acc``, else the
-    run's cycle-0 ticket ``acc_best``.
+    run's cycle-0 ticket ``acc_best``; a run without a dense evaluation takes its recipe's
+    (``recipes.borrow_dense``, ``dense_source``). ``recipe`` names the run's recipe (``recipes.recipe_labels``).
     """
     if cycles.empty or runs.empty:
         return pd.DataFrame(columns=POINT_COLUMNS)
@@ -94,13 +106,18 @@ def ticket_points(runs: pd.DataFrame, cycles: pd.DataFrame) -> pd.DataFrame:
     tickets["cycle"] = tickets["cycle"].astype("int64")
     tickets = tickets.merge(per, on=["run_id", "cycle"], how="left")
     info = runs[["run_id", "method", "dataset", "arch", "dense_acc", "sweep", "trial_id"]]
-    info = info.assign(config_id=config_ids(runs).to_numpy(), dataset=data_labels(runs).to_numpy())
+    info = info.assign(
+        config_id=config_ids(runs).to_numpy(),
+        dataset=data_labels(runs).to_numpy(),
+        recipe=recipe_labels(runs).to_numpy(),
+    )
     pts = tickets.merge(info, on="run_id", how="inner")
     cycle0 = pts[pts["cycle"] == 0].set_index("run_id")["acc_best"]
     pts["dense_acc"] = pts["dense_acc"].astype("float64").fillna(pts["run_id"].map(cycle0))
     for col in ("sparsity", "acc_best", "acc_final", "overlap", "val_acc_best", "test_acc_at_best_val"):
         pts[col] = pts[col].astype("float64")
     _selection(pts)
+    borrow_dense(pts, runs)
     return pts[POINT_COLUMNS].sort_values(["dataset", "arch", "method", "run_id", "cycle"]).reset_index(drop=True)
 
 
@@ -142,8 +159,9 @@ def _selection(pts: pd.DataFrame) -> None:
     has_val = pts.groupby("run_id")["val_acc_best"].transform("count") > 0  # any validation figure in the run
     pts["select_acc"] = pts["val_acc_best"].where(has_val, pts["acc_best"])
     pts["report_acc"] = pts["test_acc_at_best_val"].where(has_val, pts["acc_best"])
-    dense_val = pts[pts["cycle"] == 0].set_index("run_id")["val_acc_best"]
-    pts["dense_select"] = pts["run_id"].map(dense_val).where(has_val, pts["dense_acc"])
+    dense = pts[pts["cycle"] == 0].set_index("run_id")
+    pts["dense_select"] = pts["run_id"].map(dense["val_acc_best"]).where(has_val, pts["dense_acc"])
+    pts["dense_report"] = pts["run_id"].map(dense["test_acc_at_best_val"]).where(has_val, pts["dense_acc"])
     pts["selected_by"] = np.where(has_val, "val_acc_best", "acc_best")
 
 
@@ -169,7 +187,9 @@ def _search_compute(c: pd.DataFrame, index: pd.MultiIndex) -> pd.Series:
     ticket's own training. COLT's evaluations of earlier tickets are not part of the search. An IMP level
     whose ticket a tweak retrains apart holds both trainings (``mask_sample_epochs``: the level training's
     part): a later ticket's chain counts only the level trainings, and ticket c's own training is its
-    retraining; earlier levels' retrainings formed no mask."""
+    retraining; earlier levels' retrainings formed no mask. A distilled ticket needs the run's teacher: the
+    row that trained it holds it (``teacher_sample_epochs``), and it counts for that ticket and every later
+    one (IMP's teacher is its level 0, already in every later ticket's chain)."""
     keys = ["run_id", "cycle"]
     has_shards = set(c.loc[c["shard"].notna(), "run_id"])
     tickets = c[c["shard"].isna()]
@@ -179,6 +199,10 @@ def _search_compute(c: pd.DataFrame, index: pd.MultiIndex) -> pd.Series:
         mask_se = pd.Series(np.nan, index=tickets.index)
     level = mask_se.fillna(tickets["se"])  # what proposed the next mask
     own = (tickets["se"] - mask_se).where(mask_se.notna(), tickets["se"])  # the ticket's own training
+    teacher = pd.Series(0.0, index=tickets.index)  # files written before the column: no teacher
+    if "teacher_sample_epochs" in tickets:
+        teacher = tickets["teacher_sample_epochs"].astype("float64").fillna(0.0)
+    own = own - teacher
 
     def per_cycle(values: pd.Series) -> pd.Series:
         return values.groupby([tickets["run_id"], tickets["cycle"]]).sum().reindex(index, fill_value=0.0)
@@ -187,7 +211,8 @@ def _search_compute(c: pd.DataFrame, index: pd.MultiIndex) -> pd.Series:
     is_imp_like = ~index.get_level_values("run_id").isin(has_shards)
     search_step = shard_se + per_cycle(level).where(is_imp_like, 0.0)
     before = search_step.groupby(level="run_id").cumsum() - search_step
-    return before + per_cycle(own)
+    needs_teacher = per_cycle(teacher).groupby(level="run_id").cumsum()  # from the row that trained it on
+    return before + per_cycle(own) + needs_teacher
 
 
 def best_tickets(points: pd.DataFrame, tol: float = TOL) -> pd.DataFrame:
@@ -195,18 +220,31 @@ def best_tickets(points: pd.DataFrame, tol: float = TOL) -> pd.DataFrame:
     highest sparsity whose ``select_acc >= dense_select - tol`` (rule ``within_tol``); if none qualifies,
     the highest ``select_acc`` (rule ``best_acc``). Ties: higher accuracy, then less compute, then run
     id/cycle. ``select_acc`` is validation accuracy where the run has a split (``SELECTION_NOTE``).
+    One rule for every method of a (dataset, arch): where a method there has no dense reference at all (not
+    even its recipe's, ``recipes.borrow_dense``), every method there takes the highest ``select_acc`` (rule
+    ``best_acc_no_dense``), so no method is held to a tolerance that another escapes.
     """
     rows = []
     pts = points.dropna(subset=["select_acc"])
-    for _, g in pts.groupby(GROUP, sort=True):
-        pick, rule = _pick(g, tol, "run_id")
+    blind = no_dense_groups(pts)
+    for (_, dataset, arch), g in pts.groupby(GROUP, sort=True):
+        pick, rule = _pick(g, tol, "run_id", (dataset, arch) in blind)
         rows.append({**pick.to_dict(), "acc_drop": pick["dense_select"] - pick["select_acc"], "rule": rule})
     return pd.DataFrame(rows, columns=BEST_COLUMNS)
 
 
-def _pick(g: pd.DataFrame, tol: float, key: str) -> tuple[pd.Series, str]:
-    """The best-ticket rule over the ticket rows ``g`` (``key``: the run or configuration column)."""
+def no_dense_groups(pts: pd.DataFrame) -> set:
+    """The (dataset, arch) pairs where some method's tickets all lack ``dense_select``."""
+    lacking = pts.groupby(GROUP, sort=False)["dense_select"].count() == 0
+    return {(d, a) for (_, d, a), no in lacking.items() if no}
+
+
+def _pick(g: pd.DataFrame, tol: float, key: str, no_dense: bool = False) -> tuple[pd.Series, str]:
+    """The best-ticket rule over the ticket rows ``g`` (``key``: the run or configuration column); with
+    ``no_dense`` (a method of the same dataset and arch has no dense reference) the highest ``select_acc``."""
     cand = g[g["sparsity"] > 0] if (g["sparsity"] > 0).any() else g
+    if no_dense:
+        return _first(cand, ["select_acc", "sparsity"], key), "best_acc_no_dense"
     ok = cand[cand["select_acc"] >= cand["dense_select"] - tol - _EPS]
     if len(ok):
         return _first(ok, ["sparsity", "select_acc"], key), "within_tol"
@@ -249,8 +287,10 @@ def matched_sparsity(
     ``compute_ratio = colt / imp`` (mean sample-epochs).
     """
     cfg, rows = config_points(points, trials), []
+    blind = no_dense_groups(cfg)
     for (dataset, arch), g in cfg.groupby(["dataset", "arch"], sort=True):
-        best = {m: _pick(mg, tol, "config_id")[0]["config_id"] for m, mg in g.groupby("method")}
+        no_dense = (dataset, arch) in blind
+        best = {m: _pick(mg, tol, "config_id", no_dense)[0]["config_id"] for m, mg in g.groupby("method")}
         if not {"colt", "imp"} <= set(best):
             continue
         curves = {m: _config_curves(points, best[m], trials) for m in ("colt", "imp")}
@@ -266,6 +306,36 @@ def matched_sparsity(
                 "compute_ratio": c["sample_epochs"] / i["sample_epochs"] if i["sample_epochs"] > 0 else float("nan"),
             })  # fmt: skip
     return pd.DataFrame(rows, columns=MATCHED_COLUMNS)
+
+
+def unmatched_reasons(points: pd.DataFrame, runs: pd.DataFrame, matched: pd.DataFrame) -> list[str]:
+    """Why each (dataset, arch) with COLT and IMP tickets has no row in ``matched``: a method whose runs
+    evaluated one ticket each (``eval_tickets: final``) has a point per run, not a curve; else the methods'
+    sparsities do not overlap. One line each."""
+    pts = points.dropna(subset=["report_acc"])
+    pts = pts[pts["sparsity"] > 0]
+    done = set(zip(matched["dataset"], matched["arch"]))
+    policy = runs.set_index("run_id")["eval_tickets"] if "eval_tickets" in runs else pd.Series(dtype=object)
+    lines = []
+    for (dataset, arch), g in pts.groupby(["dataset", "arch"], sort=True):
+        by = {m: mg for m, mg in g.groupby("method") if m in ("colt", "imp")}
+        if len(by) < 2 or (dataset, arch) in done:
+            continue
+        span = {m: f"{mg['sparsity'].min():.4f}-{mg['sparsity'].max():.4f}" for m, mg in by.items()}
+        single = [m for m, mg in by.items() if mg.groupby("run_id").size().max() == 1]
+        where = f"on {dataset} / {arch}: COLT's tickets lie at sparsity {span['colt']}, IMP's at {span['imp']}"
+        if not single:
+            lines.append(f"{where}: no sparsity that runs of both methods reach.")
+            continue
+        names = sorted(set(policy.reindex(by[single[0]]["run_id"].unique()).dropna()))
+        why = f"`eval_tickets: {', '.join(names)}`" if names else "one evaluated ticket"
+        lines.append(
+            f"{where}. Each {single[0].upper()} run evaluated only its final ticket ({why}): one point per run, "
+            "not a curve, so a run covers its own sparsity alone and the compared sparsities (the grid and the "
+            "mean ticket sparsity) rarely meet one of each method. Run with `eval_tickets: all` (or `every:N`) "
+            "to compare along the curves; the at-target table compares final tickets at a `target_sparsity`."
+        )
+    return lines
 
 
 def _config_curves(points: pd.DataFrame, config_id: str, trials: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -362,7 +432,7 @@ def best_settings(
     from colt_ray.results.commands import ticket_command
 
     cfg, rows = config_points(points, trials), []
-    chosen = {}
+    blind, chosen = no_dense_groups(cfg), {}
     if targets is not None and len(targets):
         for _, t in targets[targets["best"]].iterrows():
             chosen.setdefault((t["dataset"], t["arch"], t["method"]), t)
@@ -371,7 +441,7 @@ def best_settings(
         if t is not None:
             config_id, fig = t["config_id"], _target_figures(t)
         else:
-            pick, rule = _pick(g, tol, "config_id")
+            pick, rule = _pick(g, tol, "config_id", (dataset, arch) in blind)
             config_id, fig = pick["config_id"], _pick_figures(points, pick, rule, trials)
         ids = set(points.loc[points["config_id"] == config_id, "run_id"])
         seeded = runs[runs["run_id"].isin(ids)]  # the configuration's runs; the line runs its first seed
