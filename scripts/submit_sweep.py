@@ -68,11 +68,13 @@ def _declared(root: str) -> list[str]:
     return [d for d in deps if re.split(r"[\[<>=!~ ;]", d, maxsplit=1)[0].lower() not in IMAGE_PACKAGES]
 
 
-def runtime_env(install: str, root: str = ROOT) -> dict:
-    """The job's runtime env: the project as working dir (+ pip dependencies unless ``install == "none"``)."""
+def runtime_env(install: str, root: str = ROOT, s3: bool = False) -> dict:
+    """The job's runtime env: the project as working dir (+ pip dependencies unless ``install == "none"``; with
+    ``s3``, boto3 too: a sweep on s3:// takes its lease with S3's conditional writes)."""
     env: dict = {"excludes": EXCLUDES}
     if install == "deps":
-        env["pip"] = {"packages": job_pip_packages(root), "pip_check": False}
+        extra = [_pinned("boto3>=1.36")] if s3 else []
+        env["pip"] = {"packages": job_pip_packages(root) + extra, "pip_check": False}
     return env
 
 
@@ -111,7 +113,7 @@ def build_command(args: argparse.Namespace, name: str, submission_id: str) -> li
         "--working-dir",
         ".",
         "--runtime-env-json",
-        json.dumps(runtime_env(args.install)),
+        json.dumps(runtime_env(args.install, s3=args.storage.startswith("s3://"))),
         *([] if args.wait else ["--no-wait"]),
         "--",
         *entry,

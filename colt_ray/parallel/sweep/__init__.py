@@ -9,6 +9,8 @@
   stopped to Optuna as pruned (``OptunaPruning``);
 * ``tuner``: the Tuner (OptunaSearch, ASHA on cycles or percent sparsity, storage, failure retries) and its restore;
 * ``trials``: trials.parquet (status, objective, Pareto flag) and the runs rows of stopped trials;
+* ``lease`` + ``lease_stores``: one sweep per storage and name (``lease.json``, renewed while it runs, taken over
+  by ``--resume`` once it is not; a compare-and-swap on local disks and on S3);
 * ``driver`` + ``cli``: ``colt-ray sweep``.
 
 Import submodules explicitly; only ``searchers`` imports Ray at the top, and only ``tuner`` imports it (lazily);

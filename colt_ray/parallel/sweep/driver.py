@@ -106,6 +106,7 @@ def plan_sweep(
     """Load and check the search space ``space`` (``settings``: ``KEY=VALUE`` fixed over the file's) and the
     storage; raises ConfigError before anything starts. ``smoke_test`` shrinks the sweep (see
     ``SweepSpec.smoke``) before the overrides apply."""
+    from colt_ray.parallel.sweep.lease import check_free
     from colt_ray.parallel.sweep.tuner import can_restore
     from colt_ray.results.writer import check_writable
 
@@ -133,6 +134,7 @@ def plan_sweep(
         optuna_storage=optuna_storage,
     )
     check_spec(spec)
+    check_free(out, spec.name, resume)  # a sweep running on this name: say which (before "already exists")
     exists = can_restore(out)
     if resume and not exists:
         raise ConfigError("resume", f"no sweep to resume at {out} (check --storage and --name)")
@@ -232,10 +234,13 @@ def init_ray(address: Optional[str]) -> bool:
 
 
 def drop_orphan_runs(spec: SweepSpec, out: str) -> None:
-    """Before a resume: remove the runs of trials started after the killed driver's last snapshot
-    (``orphans``), saying so in one line."""
-    from colt_ray.parallel.sweep.orphans import drop_orphans
+    """Before a resume (this driver holds the lease): remove the temporary files of killed writers and the
+    runs of trials started after the killed driver's last snapshot (``orphans``), saying so in one line each."""
+    from colt_ray.parallel.sweep.orphans import drop_orphans, drop_temp_files
 
+    temp = drop_temp_files(out)
+    if temp:
+        stderr_line(f"sweep {spec.name}: removed {temp} temporary file(s) that the interrupted driver's writers left")
     dropped = drop_orphans(out)
     if dropped:
         stderr_line(
@@ -264,7 +269,19 @@ def run_sweep(
 ) -> list[dict]:
     """Run (or resume) the sweep of ``plan``; write trials.parquet and settle the runs rows; return the
     TRIALS rows (with ``_values``, the objective values). ``since``: when the command started (wall clock,
-    ``time.perf_counter()``), so the sweep's efficiency counts its checks and Ray's start-up too."""
+    ``time.perf_counter()``), so the sweep's efficiency counts its checks and Ray's start-up too.
+
+    The sweep holds the lease of its directory throughout (``lease``: taken before Ray starts or anything is
+    written, a one-line ConfigError when another sweep holds it; removed at the end, on an error or Ctrl-C too)."""
+    from colt_ray.parallel.sweep.lease import acquire
+
+    with acquire(plan.out, plan.spec.name, plan.resume) as lease:
+        return _run_leased(plan, lease, address, echo, verbose, since)
+
+
+def _run_leased(
+    plan: SweepPlan, lease: Any, address: Optional[str], echo: Echo, verbose: int, since: Any
+) -> list[dict]:
     import ray
 
     from colt_ray.parallel.cluster import stop_ray
@@ -324,6 +341,7 @@ def run_sweep(
             else build_tuner(spec, out, keep_gpus, verbose=verbose, data=data)
         )
         grid = tuner.fit()
+        lease.check_held()  # taken over while this driver stalled: the results are the other driver's now
         rows = rows_from_results(spec, grid)
         if interrupted(spec, rows):
             mark_interrupted(spec, rows)

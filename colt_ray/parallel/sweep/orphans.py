@@ -131,3 +131,16 @@ def _remove_dir(out: str, rel: tuple[str, ...]) -> None:
 
 def _object_store(fs: Any) -> bool:
     return getattr(fs, "type_name", "") in ("s3", "gcs")  # no directories to remove there
+
+
+def drop_temp_files(out: str) -> int:
+    """Remove the temporary files (``*.tmp-*``) that killed writers left in the table folders of ``out`` and
+    beside ``trials.parquet``; returns how many. Only for a resume that holds the sweep's lease: no other
+    driver, and none of its writers, can be writing there (a live writer renames its file within seconds)."""
+    removed = 0
+    for rel in ((), *((d,) for d in layout.TABLE_DIRS)):
+        for name in list_names(out, *rel):
+            if layout.TMP_MARK in name:
+                remove_file(out, (*rel, name))
+                removed += 1
+    return removed
