@@ -170,16 +170,40 @@ def cmd_ticket(args: argparse.Namespace) -> int:
         acc = "n/a" if done["final_acc_best"] is None else f"{done['final_acc_best']:.4f}"
         sparsity = "n/a" if done["final_sparsity"] is None else f"{done['final_sparsity']:.4f}"
         print(
-            f"run {done['run_id']}: already completed in {args.out} (sparsity {sparsity}, ticket accuracy {acc}); "
+            f"run {done['run_id']}: already completed in {args.out} (sparsity {sparsity}, test acc_best {acc}); "
             "reusing it, nothing run (pass --overwrite to run it again)"
         )
         return 0
+    if cfg.recipe.warmup_note():
+        print(f"note: {cfg.recipe.warmup_note()}")
     if cfg.backend == "ray":
         return _search_on_ray(cfg, args.out)
     validate(cfg)
     from colt_ray.core.tickets.search import run_local
 
     return _search(cfg, args.out, run_local)
+
+
+def cycles_text(last: int) -> str:
+    """What a run's records hold, counted as they are (cycle 0 is the dense training)."""
+    rounds = "1 prune round" if last == 1 else f"{last} prune rounds"
+    return f"cycles 0-{last} (cycle 0 dense, then {rounds})" if last else "cycle 0 only (dense)"
+
+
+def reported_text(record: Any) -> str:
+    """``reported ticket: cycle 2, sparsity 0.2775, test acc_best 0.9531`` naming the accuracy printed: with a
+    validation split, the best validation epoch's accuracy and the test accuracy at that epoch (what the report
+    shows), else the test accuracy of the best epoch."""
+    t = record.ticket_row
+    head = f"reported ticket: cycle {record.cycle}, sparsity {t['sparsity']:.4f}"
+    if t.get("val_acc_best") is not None:
+        test = t.get("test_acc_at_best_val")
+        return f"{head}, val_acc_best {t['val_acc_best']:.4f}, test_acc_at_best_val {_acc(test)}"
+    return f"{head}, test acc_best {_acc(t['acc_best'])} (no validation split: the best epoch on test)"
+
+
+def _acc(value: Optional[float]) -> str:
+    return "n/a (not evaluated)" if value is None else f"{value:.4f}"
 
 
 def bars_where_watched(cfg: RunConfig) -> RunConfig:
@@ -273,12 +297,7 @@ def _search(cfg: RunConfig, out: str, run: Any, prepared: Any = None, used: Opti
         sink.finish("failed", one_line(f"{type(exc).__name__}: {exc}"))
         raise
     sink.finish("completed")
-    t = sink.reported.ticket_row
-    acc = "n/a" if t["acc_best"] is None else f"{t['acc_best']:.4f}"
-    print(
-        f"done: run {prepared.run_id}, {sink.last.cycle} cycles; reported ticket: cycle {sink.reported.cycle}, "
-        f"sparsity {t['sparsity']:.4f}, ticket accuracy {acc}"
-    )
+    print(f"done: run {prepared.run_id}, {cycles_text(sink.last.cycle)}; {reported_text(sink.reported)}")
     print(
         f"results: {out}/ (runs/, cycles/, layers/ Parquet; tickets/{prepared.run_id}/); "
         f"summarise with: colt-ray report {out}"

@@ -88,7 +88,7 @@ class ResultsSink:
     # ---- run row --------------------------------------------------------------------------------
     def run_row(self, status: str, error: Optional[str] = None) -> dict[str, Any]:
         p = self.prepared
-        row = {"run_id": p.run_id, **p.cfg.to_flat(), **_versions(), **self.data, **self.extra}
+        row = {"run_id": p.run_id, **p.cfg.recorded_flat(), **_versions(), **self.data, **self.extra}
         row.update(
             status=status, error=error, started_at=self.started, num_classes=p.num_classes, dense_acc=self.dense_acc
         )
@@ -160,14 +160,17 @@ class ResultsSink:
 
 
 def progress_line(record: CycleRecord, elapsed: float) -> str:
-    """``cycle 2 | sparsity 0.2775 | ticket acc 0.953 | shard acc 0.991 0.978 | 12.3 s``"""
+    """``cycle 2 | sparsity 0.2775 | ticket test_acc 0.953 | shard test_acc 0.991 0.978 | 12.3 s``: the best
+    epoch's accuracy on the split that selects (``val_acc`` with a validation split, else ``test_acc``), as
+    the progress bars name it."""
     t = record.ticket_row
     parts = [f"cycle {record.cycle}", f"sparsity {t['sparsity']:.4f}"]
-    if t["acc_best"] is not None:
-        parts.append(f"ticket acc {t['acc_best']:.3f}")
-    shards = [r for r in record.cycle_rows if r["shard"] is not None]
+    key, name = ("val_acc_best", "val_acc") if t.get("val_acc_best") is not None else ("acc_best", "test_acc")
+    if t[key] is not None:
+        parts.append(f"ticket {name} {t[key]:.3f}")
+    shards = [r for r in record.cycle_rows if r["shard"] is not None and r.get(key) is not None]
     if shards:
-        parts.append("shard acc " + " ".join(f"{r['acc_best']:.3f}" for r in shards))
+        parts.append(f"shard {name} " + " ".join(f"{r[key]:.3f}" for r in shards))
     if t["overlap"] is not None:
         parts.append(f"overlap {t['overlap']:.3f}")
     parts.append(f"{elapsed:.1f} s")

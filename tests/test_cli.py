@@ -324,3 +324,62 @@ def test_progress_bars_in_a_terminal_on_every_backend_and_plain_lines_in_a_log(t
                              str(tmp_path / "f")], env=env, capture_output=True, text=True)  # fmt: skip
     assert logged.returncode == 0 and "\r" not in logged.stderr and "epoch/s" not in logged.stderr
     assert re.search(r"^cycle 1 \| sparsity ", logged.stderr, re.M), logged.stderr
+
+
+def test_the_runs_table_records_the_settings_a_method_resolved_and_their_lines_keep_the_run_id(tmp_path):
+    """``prune_rate``, ``vote`` and ``cycles`` left to the method are stored as the values used (not null, which
+    ``groupby`` drops); the best-settings line still gives the run's own id (no flag for a default, a flag for
+    a value given explicitly, even one equal to the default)."""
+    import shlex
+
+    from colt_ray.results.commands import ticket_command
+    from colt_ray.results.reader import load_results
+
+    out = tmp_path / "r"
+    base = ["ticket", "--out", str(out), *FAST, "--epochs", "0"]
+    run_ok([*base, "--method", "colt", "--shards", "2"])  # every resolved setting left to the method
+    run_ok([*base, "--method", "colt", "--shards", "2", "--prune-rate", "0.15", "--cycles", "5", "--seed", "3"])
+    run_ok([*base, "--method", "imp", "--cycles", "1"])
+    runs = load_results(str(out)).runs.set_index("run_id")
+    assert len(runs) == 3
+    by_seed_method = {(r.method, r.seed): r for r in runs.itertuples()}
+    colt, explicit, imp = by_seed_method["colt", 42], by_seed_method["colt", 3], by_seed_method["imp", 42]
+    assert (colt.prune_rate, colt.vote, colt.cycles) == (0.15, 2, 5)
+    assert (explicit.prune_rate, explicit.vote, explicit.cycles) == (0.15, 2, 5)
+    assert (imp.prune_rate, imp.cycles) == (0.2, 1) and pd.isna(imp.vote)  # IMP has no vote
+    assert runs.groupby("prune_rate").size().to_dict() == {0.15: 2, 0.2: 1}
+    for run_id, row in runs.iterrows():
+        command = ticket_command({"run_id": run_id, **row.to_dict()}, out="o")
+        args = build_parser().parse_args(shlex.split(command)[1:])
+        assert config_from_args(args).run_id() == run_id, command
+        assert ("--prune-rate" in command) == (run_id == explicit.Index)
+
+
+def test_a_warm_up_that_fills_the_training_is_left_out_with_a_note_or_refused(tmp_path, capsys):
+    """The default 1-epoch warm-up in a 1-epoch training would keep the lr below its peak throughout (near
+    chance accuracy): it is left out, and the command says so in one line; one given explicitly is refused."""
+    from colt_ray.core.config import RecipeConfig
+    from colt_ray.core.train import lr_factor
+
+    short, long = RecipeConfig(epochs=1, schedule="constant"), RecipeConfig(epochs=3, schedule="constant")
+    assert (short.warmup, long.warmup) == (0.0, 1.0)
+    assert lr_factor(0, 10, short) == 1.0 and lr_factor(0, 10, long) == 0.1  # (step + 1) / 10 warm-up steps
+    assert (
+        short.warmup_note().startswith("warmup-epochs: the default 1-epoch warm-up would fill")
+        and not long.warmup_note()
+    )
+    out = tmp_path / "r"
+    run_ok(["ticket", "--out", str(out), *FAST, "--cycles", "1"])
+    printed = capsys.readouterr().out
+    notes = [line for line in printed.splitlines() if line.startswith("note: warmup-epochs")]
+    assert len(notes) == 1
+    # the summary counts cycles as the records do (cycle 0 is the dense training) and names its accuracy
+    assert re.search(r"done: run \w+, cycles 0-1 \(cycle 0 dense, then 1 prune round\); reported ticket: cycle 1, "
+                     r"sparsity 0\.\d{4}, test acc_best 0\.\d{4} \(no validation split", printed)  # fmt: skip
+    bad = tmp_path / "bad"
+    assert main(["ticket", "--out", str(bad), *FAST, "--epochs", "2", "--warmup-epochs", "2.5"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("colt-ray: error: warmup-epochs: 2.5 fills the whole 2-epoch training") and err.count("\n") == 1
+    )
+    assert not bad.exists()

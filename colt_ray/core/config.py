@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import typing
@@ -38,10 +39,14 @@ BUDGETS = ("global", "layerwise")
 PRUNE_GROUPS = ("conv", "linear", "output", "batchnorm")
 TWEAKS = ("label-smoothing", "skip-paths", "distill", "density-rescale")  # docs/algorithms.md section 3
 RENAMED_TWEAKS = {"rescale-init": "density-rescale"}  # former tweak names, still read
+# settings whose None means "the method's default": the runs table records the value used (recorded_flat)
+RESOLVED = ("prune_rate", "vote", "cycles")
 DISTILL_REDUCTIONS = ("mean", "batchmean")
 BACKENDS = ("auto", "local", "ray", "batched")
 DEVICES = ("auto", "cpu", "cuda")
+REWIND_SCHEDULES = ("continue", "restart")  # IMP late rewinding: docs/algorithms.md, "IMP"
 DEFAULT_CYCLES = 5
+DEFAULT_WARMUP = 1.0  # epochs; RecipeConfig.warmup says when it is left out
 TWEAK_LABEL_SMOOTHING = 0.1  # default alpha of the label-smoothing tweak (tweak_label_smoothing)
 JACKPOT_SPARSITY = 0.9  # jackpot target when target_sparsity is not given
 
@@ -83,7 +88,12 @@ class RecipeConfig:
     lr: float = setting(0.05, "peak learning rate", lo=0.0, lo_open=True)
     momentum: float = setting(0.9, "SGD momentum", lo=0.0, hi=1.0, hi_open=True)
     weight_decay: float = setting(5e-4, "L2 weight decay", lo=0.0)
-    warmup_epochs: float = setting(1.0, "linear warm-up from ~0 to lr over this many epochs", lo=0.0)
+    warmup_epochs: float = setting(
+        DEFAULT_WARMUP,
+        "linear warm-up from ~0 to lr over this many epochs (must be below --epochs; "
+        "the default is left out of a training of 1 epoch or less, which it would fill)",
+        lo=0.0,
+    )
     schedule: str = setting("cosine", "lr schedule after warm-up", choices=SCHEDULES)
     milestones: tuple[int, ...] = setting((), "epochs for step (first = step size) / multistep, e.g. 20,30,45", lo=0)
     gamma: float = setting(0.2, "lr factor at each step/multistep milestone", lo=0.0, lo_open=True)
@@ -94,6 +104,25 @@ class RecipeConfig:
         "(needs --device cuda; evaluation stays float32). A recipe setting, in the run id: bfloat16's 8-bit "
         "mantissa changes which weights are pruned",
     )
+
+    @property
+    def warmup(self) -> float:
+        """The warm-up the training uses: ``warmup_epochs``, except that the default is left out (0) of a
+        training it would fill (``epochs`` <= the default), where the lr would never reach ``lr``
+        (``warmup_note`` says so in one line; a warm-up given explicitly that fills the training is refused)."""
+        if self.warmup_epochs == DEFAULT_WARMUP and self.epochs <= DEFAULT_WARMUP:
+            return 0.0
+        return self.warmup_epochs
+
+    def warmup_note(self) -> Optional[str]:
+        """One line for the user when ``warmup`` leaves the default warm-up out, else None."""
+        if self.warmup == self.warmup_epochs or self.epochs == 0:
+            return None
+        return (
+            f"warmup-epochs: the default {DEFAULT_WARMUP:g}-epoch warm-up would fill the whole {self.epochs}-epoch "
+            "training (the learning rate would never reach --lr); this training has no warm-up "
+            "(--warmup-epochs below --epochs sets one)"
+        )
 
 
 @dataclass(frozen=True)
@@ -139,6 +168,13 @@ class TicketConfig:
         default_text=f"none; jackpot {JACKPOT_SPARSITY}",
     )
     rewind_step: int = setting(0, "IMP: rewind to the weights after K steps (0 = init)", lo=0, metavar="K")
+    rewind_schedule: str = setting(
+        "continue",
+        "IMP with --rewind-step K: continue (open_lth's: every level trains steps K..T, the lr schedule and "
+        "the data order carried on from step K) or restart (every level trains all T steps from theta_K, "
+        "schedule and data order from step 0: colt_ray's behaviour before this setting existed)",
+        choices=REWIND_SCHEDULES,
+    )
     eval_tickets: str = setting(
         "all",
         "COLT: which cycles' tickets are trained on the full data: all, final, none "
@@ -215,7 +251,7 @@ class TweaksConfig:
     search over combinations as choices); ``activation`` replaces every ReLU. The label-smoothing tweak
     retrains with alpha ``tweak_label_smoothing`` (the recipe's ``label_smoothing`` is every training's own,
     the mask search's too, tweak or not: one meaning per setting). Distillation retrains a sparse
-    full-data ticket on the run's dense trained model: ``distill_weight * T^2 * KL + (1 - distill_weight) * CE``.
+    full-data ticket on the run's plain dense model: ``distill_weight * T^2 * KL + (1 - distill_weight) * CE``.
     """
 
     tweaks: str = setting(
@@ -377,6 +413,39 @@ class RunConfig:
                 out[f.name] = list(v) if isinstance(v, tuple) else v
         return out
 
+    def recorded_flat(self) -> dict[str, Any]:
+        """``to_flat()`` with the settings whose default depends on the method resolved to the value the run
+        used (what the ``runs`` table stores, so ``groupby('prune_rate')`` keeps default runs): ``prune_rate``
+        of an iterative method, ``vote`` of a sharded one, ``cycles`` when no target sparsity bounds the run.
+        A setting the method does not read stays null. The run id still hashes only the non-default settings
+        (``to_flat``); :meth:`from_recorded` finds them again."""
+        flat, spec = self.to_flat(), self.method
+        if spec.default_prune_rate is not None:
+            flat["prune_rate"] = self.prune_rate
+        if spec.uses_shards:
+            flat["vote"] = self.vote
+        if self.ticket.target_sparsity is None and spec.default_prune_rate is not None:
+            flat["cycles"] = self.max_cycles
+        return flat
+
+    @classmethod
+    def from_recorded(cls, flat: dict[str, Any], run_id: Optional[str] = None) -> RunConfig:
+        """The config of a ``runs`` row (``recorded_flat``): each resolved setting is tried at its default
+        (None) too, and the combination whose run id is ``run_id`` is returned (the run's own settings, given
+        explicitly or left to the method); without a match or a ``run_id``, the settings as recorded."""
+        if flat.get("rewind_step") and flat.get("rewind_schedule") is None:
+            flat = {**flat, "rewind_schedule": "restart"}  # a row from before the setting: trained as restart does
+        cfg = cls.from_flat(flat)
+        if run_id is None or cfg.run_id() == run_id:
+            return cfg
+        resolved = [k for k in RESOLVED if flat.get(k) is not None]
+        for n in range(1, len(resolved) + 1):
+            for keys in itertools.combinations(resolved, n):
+                trial = cls.from_flat({**flat, **dict.fromkeys(keys)})
+                if trial.run_id() == run_id:
+                    return trial
+        return cfg
+
     @classmethod
     def from_flat(cls, flat: dict[str, Any]) -> RunConfig:
         """Build from a flat dict (a Tune trial config); unknown keys are a ConfigError naming them. Former
@@ -399,6 +468,13 @@ class RunConfig:
         own = self.to_flat()
         skip = {f.name for f in fields(ResourcesConfig)}
         diff = {_hash_key(k): _hash_value(k, v) for k, v in own.items() if k not in skip and v != base[k]}
+        # rewind_schedule breaks the "default is absent" rule on purpose: runs with a rewind step made before
+        # the setting existed trained as ``restart`` does, so restart keeps their ids and the default
+        # (continue) joins the id of every late-rewinding run, where no old id names it; without a rewind
+        # step both schedules train alike and share one id
+        diff.pop("rewind_schedule", None)
+        if own["rewind_step"] and own["rewind_schedule"] == "continue":
+            diff["rewind_schedule"] = "continue"
         blob = json.dumps(diff, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -59,15 +59,22 @@ def validate(cfg: RunConfig, num_classes: Optional[int] = None, *, registries: b
         raise ConfigError("prune-groups", f"must name at least one of {', '.join(PRUNE_GROUPS)}")
     if t.vote is not None and not 1 <= t.vote <= cfg.num_shards:
         raise ConfigError("vote", f"must be in [1, shards={cfg.num_shards}], got {t.vote}")
-    if t.rewind_step and not spec.late_rewind:
-        raise ConfigError(
-            "rewind-step",
-            f"is an {_methods_with('late_rewind')} setting; {t.method.upper()} rewinds to the initialisation",
-        )
+    for flag, changed in (("rewind-step", bool(t.rewind_step)), ("rewind-schedule", t.rewind_schedule != "continue")):
+        if changed and not spec.late_rewind:
+            raise ConfigError(
+                flag, f"is an {_methods_with('late_rewind')} setting; {t.method.upper()} rewinds to the initialisation"
+            )
     if spec.uses_shards and t.split == "class" and "output" in p.prune_groups and t.shards > 1:
         raise ConfigError("prune-groups", "'output' cannot be pruned under a class split: shard heads differ")
     if num_classes is not None:
         check_classes(cfg, num_classes)
+    r = cfg.recipe
+    if r.epochs > 0 and r.warmup >= r.epochs:
+        raise ConfigError(
+            "warmup-epochs",
+            f"{r.warmup_epochs:g} fills the whole {r.epochs}-epoch training (the learning rate would never reach "
+            "--lr); must be below --epochs",
+        )
     if cfg.recipe.schedule in ("step", "multistep") and not cfg.recipe.milestones:
         raise ConfigError("milestones", f"schedule {cfg.recipe.schedule!r} needs at least one milestone epoch")
     _validate_tweaks(cfg)

@@ -26,7 +26,8 @@ def ticket_command(run: Mapping[str, Any], out: str = "results/best") -> str:
     owners = flat_field_owners()
     kept = [k for k in run if k in owners and k not in LEFT_OUT and owners[k] != EXECUTION]
     flat = {k: plain(run[k]) for k in kept}
-    cfg = RunConfig.from_flat({k: v for k, v in flat.items() if v is not None or default_of(k) is None})
+    given = {k: v for k, v in flat.items() if v is not None or default_of(k) is None}
+    cfg = RunConfig.from_recorded(given, run.get("run_id"))  # settings the method resolved: back to their default
     args = ["colt-ray", "ticket"]
     for name, value in cfg.to_flat().items():
         if name not in flat or _same(value, default_of(name)):

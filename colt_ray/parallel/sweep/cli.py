@@ -110,6 +110,18 @@ def add_sweep_parser(subparsers: Any, formatter_class: Any = argparse.HelpFormat
     return p
 
 
+def warmup_note(spec: Any) -> None:
+    """Say once when every trial's training leaves the default warm-up out (it would fill the training)."""
+    from colt_ray.core.config import RunConfig
+    from colt_ray.core.errors import stderr_line
+
+    if "epochs" in spec.search or "warmup_epochs" in spec.search:
+        return  # per trial: docs/algorithms.md gives the rule
+    note = RunConfig.from_flat(spec.base_config()).recipe.warmup_note()
+    if note:
+        stderr_line(f"sweep {spec.name}: note: {note}")
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run ``colt-ray sweep``; ConfigError propagates (the caller prints it and exits 2)."""
     import datetime as dt
@@ -130,6 +142,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         optuna_storage=args.optuna_storage,
         restart_errored=args.restart_errored,
     )
+    warmup_note(plan.spec)
+    if args.quiet:  # no Tune tables (verbose 0) and no Optuna info lines ("A new study created ...")
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = run_sweep(plan, address=args.address, verbose=0 if args.quiet else 1, since=since)
     from colt_ray.parallel.sweep.trials import interrupted
 
