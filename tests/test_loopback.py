@@ -155,3 +155,40 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_a_refused_auth_token_is_one_line_naming_the_fix_fast_and_writes_nothing(tmp_path, ray_tag):
+    """A head with token authentication on: a wrong token, and no token at all, each end in one line that
+    says which and how to fix it, within seconds (Ray's client retried for ~20 s, a log line per try), exit 2,
+    nothing written; the head's own token joins (checked by the probe, before Ray's client starts)."""
+    port, token = free_port(), "a" * 64
+    head_env = {**os.environ, "RAY_TMPDIR": ray_tag, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    head_env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    start = [ray_cli, "start", "--head", "--port", str(port), "--num-cpus", "1", "--include-dashboard", "false"]
+    started = subprocess.run(start, env=head_env, capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr[-2000:]
+    cmd = [sys.executable, "-m", "colt_ray", "ticket", "--dataset", "digits", "--epochs", "1", "--cycles", "1"]
+    home = tmp_path / "home"  # no ~/.ray/auth_token there
+    home.mkdir()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    base.update(RAY_TMPDIR=ray_tag, RAY_ADDRESS=f"127.0.0.1:{port}", HOME=str(home))
+    cases = {"wrong": {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "b" * 64}, "none": {}}
+    for case, extra in cases.items():
+        out = tmp_path / case
+        t0 = time.time()
+        done = subprocess.run(
+            [*cmd, "--out", str(out)], env={**base, **extra}, capture_output=True, text=True, timeout=90
+        )
+        assert done.returncode == 2 and time.time() - t0 < 15, (case, done.stderr[-2000:])
+        err = done.stderr.strip()
+        assert err.count("\n") == 0 and "InvalidAuthToken" not in err, (case, err)
+        assert f"the Ray cluster at 127.0.0.1:{port} refused to authenticate this machine" in err, err
+        assert ("is not the cluster's" if case == "wrong" else "sent no token") in err and "ray get-auth-token" in err
+        assert not out.exists()
+    # the head's own token passes the probe (in a process of its own: Ray reads the token at import)
+    probe = f"from colt_ray.parallel import cluster; cluster.check_token('127.0.0.1:{port}'); print('TOKEN-OK')"
+    env = {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    ok = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "TOKEN-OK" in ok.stdout, ok.stderr[-2000:]

@@ -39,6 +39,7 @@ def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, *, d
     if address:
         check_answers(address)
         send_token_if_any()
+        check_token(address)
         if on_loopback(address):  # a `ray start` head on 127.0.0.1: this driver must listen there too to join it
             loopback_only()
         try:
@@ -110,6 +111,44 @@ def send_token_if_any() -> None:
             AuthenticationTokenLoader.instance().reset_cache()
         except Exception:  # noqa: BLE001 - a private API: the variable still reaches the processes Ray starts
             pass
+
+
+def check_token(address: str, timeout: float = CONNECT_SECONDS) -> None:
+    """A ConfigError (one line, in milliseconds) when the Ray at ``address`` refuses this process's
+    authentication token: Ray's own client retries for some 20 s, printing a line per try, before it gives up
+    with a message that does not say why. Asks the GCS for its cluster id (one gRPC call, with the token Ray
+    would send); any other outcome is left to ``ray.init``, which reports it."""
+    if address == "auto" or "://" in address:
+        return
+    try:
+        import grpc
+        from ray._raylet import AuthenticationTokenLoader
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    except ImportError:  # a Ray without token authentication: nothing to check
+        return
+    loader = AuthenticationTokenLoader.instance()
+    sent = os.environ.get("RAY_AUTH_MODE") == "token" and loader.has_token()
+    metadata = tuple(loader.get_token_for_http_header().items()) if sent else ()
+    host, port = _host_port(address)
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        try:
+            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), metadata=metadata, timeout=timeout)
+            return
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
+                return
+    if sent:
+        fix = (
+            "the token this machine sent ($RAY_AUTH_TOKEN, else the file at $RAY_AUTH_TOKEN_PATH, else "
+            f"{TOKEN_FILE}) is not the cluster's: set RAY_AUTH_TOKEN to what `ray get-auth-token` prints on its head"
+        )
+    else:
+        fix = (
+            "it has token authentication on and this machine sent no token: `export RAY_AUTH_MODE=token "
+            "RAY_AUTH_TOKEN=...` with what `ray get-auth-token` prints on its head"
+        )
+    raise ConfigError("address", f"the Ray cluster at {address} refused to authenticate this machine: {fix}")
 
 
 def _host_port(address: str) -> tuple[str, int]:
