@@ -67,7 +67,12 @@ def _ticket_parser(sub: Any) -> None:
     )
     add_sections(t, TICKET_GROUPS)
     add_legacy(t)
-    t.add_argument("--list", dest="list_names", action="store_true", help="list the names each setting accepts")
+    t.add_argument(
+        "--list",
+        dest="list_names",
+        action="store_true",
+        help="list the names each registry-backed setting accepts, with descriptions, and the sweep metrics",
+    )
     t.add_argument("--out", default="results", help="results directory")
     t.add_argument(
         "--overwrite",
@@ -285,11 +290,11 @@ def _search(cfg: RunConfig, out: str, run: Any, prepared: Any = None, used: Opti
         f"run {prepared.run_id}: {cfg.ticket.method} on {cfg.data.dataset} with {cfg.model.arch}, "
         f"{prepared.num_classes} classes, backend {cfg.backend} -> {out}"
     )
-    if "skip-paths" in cfg.retrain.names:
-        from colt_ray.core.tweaks import skip_parameters
+    if cfg.retrain.names:
+        from colt_ray.core.tweaks import tweak_notes
 
-        n = skip_parameters(cfg, prepared.bundle.in_shape, prepared.num_classes)
-        stderr_line(f"skip paths: {n:,} dense parameters, never pruned, not counted in sparsity")
+        for line in tweak_notes(cfg, prepared.bundle.in_shape, prepared.num_classes):
+            stderr_line(line)  # skip paths: their size
     sink.start()
     try:
         run(prepared, sink)
@@ -363,11 +368,31 @@ def cmd_compact(args: argparse.Namespace) -> int:
     return 0
 
 
+# the settings whose names come from a registry, in the order ``--list`` prints them
+LISTED = ("method", "arch", "dataset", "split", "init", "activation", "optimizer", "schedule", "budget", "tweaks")
+
+
 def _list_names() -> int:
-    """Every name a registry-backed setting accepts (methods, architectures, datasets, splits, activations)."""
-    for name in ("method", "arch", "dataset", "split", "activation"):
-        print(f"{flag_name(name)}:", ", ".join(setting_of(name).allowed()))
+    """Every name a registry-backed setting accepts, each with its registry entry's description, then the
+    metrics a sweep may report and select on (``parallel/sweep/metrics.py``)."""
+    from colt_ray.core.registry import Registry
+    from colt_ray.parallel.sweep.metrics import METRICS
+
+    for name in LISTED:
+        spec = setting_of(name)
+        registry = spec.choices.registry() if hasattr(spec.choices, "registry") else None
+        entries = registry.describe() if isinstance(registry, Registry) else [(n, "") for n in spec.allowed()]
+        _print_entries(f"--{flag_name(name)}", entries)
+    metrics = [(n, f"{METRICS.get(n).mode}: {text}") for n, text in METRICS.describe()]
+    _print_entries("sweep metrics (objectives, scheduler.metric; mode: their default direction)", metrics)
     return 0
+
+
+def _print_entries(title: str, entries: list[tuple[str, str]]) -> None:
+    print(f"{title}:")
+    width = max(len(n) for n, _ in entries)
+    for n, text in entries:
+        print(f"  {n:<{width}}  {text}".rstrip())
 
 
 COMMANDS = {

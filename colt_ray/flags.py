@@ -7,6 +7,7 @@ import argparse
 from typing import Any, Optional
 
 from colt_ray.core.config import default_of, flag_name, item_type, section_fields, setting_of, value_type
+from colt_ray.core.settings import is_light
 
 # command-line groups of the ``ticket`` flags, each over whole config sections (every field becomes a flag)
 TICKET_GROUPS = [
@@ -58,7 +59,7 @@ def add_setting(group: Any, name: str, *, required: bool = False) -> None:
     """One flag for config field ``name``, from its ``Setting``: type, default, allowed names and help."""
     spec, kind, default = setting_of(name), value_type(name), default_of(name)
     help_text = spec.help
-    allowed = spec.allowed() if spec.choices is not None and not callable(spec.choices) else None
+    allowed = spec.allowed() if spec.choices is not None and is_light(spec.choices) else None
     if allowed:
         help_text += f": {', '.join(allowed)}"
     elif callable(spec.choices):

@@ -22,7 +22,8 @@ class Setting:
     ``hi_open``); ``choices`` are names (a tuple, or a callable reading a registry); ``check`` returns an
     error message for a value it refuses; ``default_text`` replaces the printed default (a None default
     that means "the method's own"); ``aliases`` are older flag spellings that still work; ``hash_key``
-    is the name the run id hashes (kept when a field is renamed, so run ids stay the same)."""
+    is the name the run id hashes (kept when a field is renamed, so run ids stay the same); ``separator``: the
+    value is a list of ``choices`` names joined by it (``tweaks``: "label-smoothing,distill"; "" is none)."""
 
     help: str
     lo: Optional[float] = None
@@ -35,11 +36,20 @@ class Setting:
     aliases: tuple[str, ...] = ()
     hash_key: Optional[str] = None
     metavar: Optional[str] = None
+    separator: Optional[str] = None
 
     def allowed(self) -> Optional[tuple[str, ...]]:
         if self.choices is None:
             return None
         return tuple(self.choices() if callable(self.choices) else self.choices)
+
+    def accepts(self, item: Any) -> bool:
+        """Whether ``item`` is one of the names allowed (a registry's former names included)."""
+        registry = getattr(self.choices, "registry", None)
+        try:
+            return item in (registry() if registry is not None else self.allowed())
+        except TypeError:  # an unhashable value (a YAML list where a name belongs)
+            return False
 
 
 def setting(default: Any, help: str, **spec: Any) -> Any:
@@ -47,14 +57,28 @@ def setting(default: Any, help: str, **spec: Any) -> Any:
     return field(default=default, metadata={"setting": Setting(help, **spec)})
 
 
-def registry_names(path: str) -> Callable[[], list[str]]:
-    """Names of the registry at ``module:attribute``, read when first needed (the registries import torch)."""
+def registry_names(path: str, light: bool = False) -> Callable[[], list[str]]:
+    """Names of the registry at ``module:attribute``, read when first needed (most registries import torch).
+
+    ``light``: the registry's module imports no torch (optimizers, schedules, budgets), so its names are read
+    wherever a fixed tuple would be: listed in the flag's ``--help`` and checked by ``validate(registries=False)``
+    before anything starts. ``names.registry()`` is the registry itself (``--list`` prints its entries' help)."""
+    module, attr = path.split(":")
+
+    def registry() -> Any:
+        return getattr(importlib.import_module(module), attr)
 
     def names() -> list[str]:
-        module, attr = path.split(":")
-        return list(getattr(importlib.import_module(module), attr))
+        return list(registry())
 
+    names.light = light  # type: ignore[attr-defined]
+    names.registry = registry  # type: ignore[attr-defined]
     return names
+
+
+def is_light(choices: Any) -> bool:
+    """Whether ``choices`` (a ``Setting.choices``) can be read without importing torch."""
+    return not callable(choices) or bool(getattr(choices, "light", False))
 
 
 def eval_policy_error(value: Any) -> Optional[str]:

@@ -22,8 +22,9 @@ import torch.nn.functional as F
 
 from colt_ray.core.config import RecipeConfig
 from colt_ray.core.data import DatasetBundle, Preprocess, TensorSplit
-from colt_ray.core.optim import SGD, Adam
+from colt_ray.core.optim import OPTIMIZERS
 from colt_ray.core.pruning.mask import Mask
+from colt_ray.core.schedules import SCHEDULES
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, targets, inputs)
 
@@ -148,27 +149,30 @@ def resolve_device(name: str) -> torch.device:
 
 
 def lr_factor(step: int, steps_per_epoch: int, recipe: RecipeConfig) -> float:
-    """Multiplier of ``recipe.lr`` at ``step`` (0-based): linear warm-up, then the schedule."""
-    epoch = step / steps_per_epoch
+    """Multiplier of ``recipe.lr`` at ``step`` (0-based): linear warm-up, then the schedule (``core/schedules.py``)."""
     warm = recipe.warmup * steps_per_epoch
     factor = min(1.0, (step + 1) / warm) if warm > 0 else 1.0
-    if recipe.schedule == "step":
-        factor *= recipe.gamma ** math.floor(epoch / recipe.milestones[0])
-    elif recipe.schedule == "multistep":
-        factor *= recipe.gamma ** sum(1 for m in recipe.milestones if epoch >= m)
-    elif recipe.schedule == "cosine":
-        total = max(1, recipe.epochs * steps_per_epoch)
-        factor *= 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-    return factor
+    return factor * SCHEDULES.get(recipe.schedule).factor(step, steps_per_epoch, recipe)
+
+
+def step_plan(
+    n: int, recipe: RecipeConfig, steps_like: Optional[int] = None, end_step: Optional[int] = None
+) -> tuple[int, int, int, int]:
+    """(steps per epoch over ``n`` examples, steps per epoch of the lr schedule, steps trained in all, epochs
+    begun) of a training with ``recipe``: by default ``recipe.epochs`` passes over the n examples; with
+    ``steps_like`` N the steps (and schedule) of ``recipe.epochs`` passes over N examples; ``end_step`` caps
+    the steps."""
+    per_epoch = max(1, math.ceil(n / recipe.batch_size))
+    schedule = per_epoch if steps_like is None else max(1, math.ceil(steps_like / recipe.batch_size))
+    total = recipe.epochs * schedule if end_step is None else min(end_step, recipe.epochs * schedule)
+    epochs = recipe.epochs if (steps_like, end_step) == (None, None) else math.ceil(total / per_epoch)
+    return per_epoch, schedule, total, epochs
 
 
 def make_optimizer(params, recipe: RecipeConfig) -> Any:
-    """The recipe's optimizer: ``torch.optim``'s arithmetic without its import cost (see ``core/optim.py``)."""
-    if recipe.optimizer == "sgd":
-        return SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    if recipe.optimizer == "adam":
-        return Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
+    """The recipe's optimizer (``core/optim.py`` ``OPTIMIZERS``): ``torch.optim``'s arithmetic without its
+    import cost."""
+    return OPTIMIZERS.get(recipe.optimizer).make(params, recipe)
 
 
 def smoothed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -254,6 +258,8 @@ def train(
     desc: str = "train",
     start_step: int = 0,
     fresh_optimizer_at: int = 0,
+    steps_like: Optional[int] = None,
+    end_step: Optional[int] = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data.train`` with ``recipe``; pruned weights (``mask`` False) stay 0.
 
@@ -267,6 +273,9 @@ def train(
     there; epochs that end before k are neither trained nor evaluated, and the cost counts steps k..T.
     ``fresh_optimizer_at`` k > 0 replaces the optimizer by a new one (no momentum or Adam moments) before step
     k: open_lth's level 0 under rewinding, a pre-training to step k and a training from k, each its own optimizer.
+    ``steps_like`` N (COLT ``shard_steps: match``): train as many steps as the recipe takes over N examples,
+    the lr schedule that of that training (the last epoch over ``data`` may be partial); ``end_step`` k: stop
+    after global step k (COLT's pre-training to its rewind point). Both: :func:`step_plan`.
     """
     start = time.perf_counter()
     model.to(device).train()
@@ -276,18 +285,20 @@ def train(
     prep = Preprocess(data.mean, data.std, data.augment, device=device)
     x_all, y_all = data.train.x.to(device), data.train.y.to(device)
     n = len(data.train)
-    steps_per_epoch = max(1, math.ceil(n / recipe.batch_size))
+    steps_per_epoch, schedule_steps, total_steps, epochs = step_plan(n, recipe, steps_like, end_step)
     loss_fn = loss_fn or (lambda logits, y, _x: smoothed_cross_entropy(logits, y, recipe.label_smoothing))
     evaluation = Evaluation(data, device)
     first_epoch = start_step // steps_per_epoch
-    hooks = [evaluation, Progress(max(0, recipe.epochs - first_epoch), desc, progress), *callbacks]
+    hooks = [evaluation, Progress(max(0, epochs - first_epoch), desc, progress), *callbacks]
     starts = [cb.on_step_start for cb in hooks if hasattr(cb, "on_step_start")]
     history: list[dict[str, float]] = []
     step, last_loss, trained = 0, None, 0
-    for epoch in range(recipe.epochs):
+    for epoch in range(epochs):
         order = torch.randperm(n, generator=generator).to(device)
         total_loss, seen = torch.zeros((), device=device), 0
         for lo in range(0, n, recipe.batch_size):
+            if step >= total_steps:
+                break
             idx = order[lo : lo + recipe.batch_size]
             if step < start_step:  # before the start: only the augmentation's draws, to keep the stream in step
                 if prep.augment.active:
@@ -297,7 +308,7 @@ def train(
             x = prep(x_all[idx], generator)
             if fresh_optimizer_at and step == fresh_optimizer_at:
                 opt = make_optimizer(model.parameters(), recipe)
-            lr = recipe.lr * lr_factor(step, steps_per_epoch, recipe)
+            lr = recipe.lr * lr_factor(step, schedule_steps, recipe)
             for group in opt.param_groups:
                 group["lr"] = lr
             for begin in starts:

@@ -8,7 +8,6 @@ from typing import Any, Optional
 
 from colt_ray.core.config import (
     PRUNE_GROUPS,
-    TWEAKS,
     ResourcesConfig,
     RunConfig,
     default_of,
@@ -17,7 +16,9 @@ from colt_ray.core.config import (
     value_type,
 )
 from colt_ray.core.errors import ConfigError
-from colt_ray.core.settings import check_number, flag_name
+from colt_ray.core.optim import OPTIMIZERS
+from colt_ray.core.schedules import SCHEDULES
+from colt_ray.core.settings import check_number, flag_name, is_light
 
 
 def check_value(name: str, value: Any, where: Optional[str] = None) -> None:
@@ -29,13 +30,15 @@ def check_value(name: str, value: Any, where: Optional[str] = None) -> None:
             raise ConfigError(label, f"{name} cannot be null")
         return
     items = value if isinstance(value, (tuple, list)) else (value,)
+    if spec.separator is not None and isinstance(value, str):
+        items = tuple(x.strip() for x in value.split(spec.separator) if x.strip())
     for item in items:
         if isinstance(item, (int, float)) and not isinstance(item, bool):
             check_number(
                 label, item, spec, integer=(item_type(name) if value_type(name) is tuple else value_type(name)) is int
             )
         allowed = spec.allowed()
-        if allowed is not None and item not in allowed:
+        if allowed is not None and not spec.accepts(item):
             raise ConfigError(label, f"unknown {item!r}; valid: {', '.join(allowed)}")
     if spec.check is not None:
         why = spec.check(value)
@@ -48,11 +51,12 @@ def validate(cfg: RunConfig, num_classes: Optional[int] = None, *, registries: b
 
     Each field is checked against its own ``Setting`` first; the rules that tie fields together follow.
     ``num_classes`` (when known) also checks that a class split can serve the shard count. ``registries``
-    False skips the names that registries own (datasets, architectures, splits, activations): the checks
-    left need no torch import, so the command line runs them before it starts anything.
+    False skips the names of registries whose modules import torch (datasets, architectures, splits,
+    activations; ``settings.is_light``): the checks left need no torch import, so the command line runs them
+    before it starts anything.
     """
     for name, value in cfg.to_flat().items():
-        if registries or not callable(setting_of(name).choices) or name == "method":
+        if registries or is_light(setting_of(name).choices) or name == "method":
             check_value(name, value)
     spec, t, p = cfg.method, cfg.ticket, cfg.prune
     if not p.prune_groups:
@@ -62,8 +66,9 @@ def validate(cfg: RunConfig, num_classes: Optional[int] = None, *, registries: b
     for flag, changed in (("rewind-step", bool(t.rewind_step)), ("rewind-schedule", t.rewind_schedule != "continue")):
         if changed and not spec.late_rewind:
             raise ConfigError(
-                flag, f"is an {_methods_with('late_rewind')} setting; {t.method.upper()} rewinds to the initialisation"
+                flag, f"is a {_methods_with('late_rewind')} setting; {t.method.upper()} rewinds to the initialisation"
             )
+    _validate_shard_variants(cfg)
     if spec.uses_shards and t.split == "class" and "output" in p.prune_groups and t.shards > 1:
         raise ConfigError("prune-groups", "'output' cannot be pruned under a class split: shard heads differ")
     if num_classes is not None:
@@ -75,8 +80,8 @@ def validate(cfg: RunConfig, num_classes: Optional[int] = None, *, registries: b
             f"{r.warmup_epochs:g} fills the whole {r.epochs}-epoch training (the learning rate would never reach "
             "--lr); must be below --epochs",
         )
-    if cfg.recipe.schedule in ("step", "multistep") and not cfg.recipe.milestones:
-        raise ConfigError("milestones", f"schedule {cfg.recipe.schedule!r} needs at least one milestone epoch")
+    if SCHEDULES.get(r.schedule).needs_milestones and not r.milestones:
+        raise ConfigError("milestones", f"schedule {r.schedule!r} needs at least one milestone epoch")
     _validate_tweaks(cfg)
     _validate_jackpot(cfg)
     _validate_resources(cfg.resources, cfg)
@@ -97,10 +102,31 @@ def _methods_with(flag: str) -> str:
     return "/".join(n.upper() for n in methods_with(lambda spec: getattr(spec, flag)))
 
 
+def _validate_shard_variants(cfg: RunConfig) -> None:
+    """COLT's own variants (docs/algorithms.md, COLT variants): read by shard-training methods only, and not
+    by stacked shard training (which keeps the paper's shard trainings)."""
+    t, res = cfg.ticket, cfg.resources
+    overlap, match, rewind = t.shard_overlap > 0, t.shard_steps != "epochs", t.rewind_step > 0
+    if not cfg.method.uses_shards:
+        for flag, on in (("shard-overlap", overlap), ("shard-steps", match)):
+            if on:
+                raise ConfigError(
+                    flag, f"is a {_methods_with('uses_shards')} setting; {t.method.upper()} trains no shards"
+                )
+        return
+    if rewind and "distill" in cfg.retrain.names:  # the teacher is the dense model of theta_0, not of theta_k
+        raise ConfigError("tweaks", "distill does not go with COLT's --rewind-step (its teacher trains from theta_0)")
+    if res.backend == "batched" or res.shards_per_actor > 1:
+        for flag, on in (("shard-steps", match), ("rewind-step", rewind)):
+            if on:
+                raise ConfigError(
+                    flag,
+                    "is not supported by stacked shard training (--backend batched, "
+                    "--shards-per-actor > 1); use --backend local or ray",
+                )
+
+
 def _validate_tweaks(cfg: RunConfig) -> None:
-    for name in cfg.retrain.names:
-        if name not in TWEAKS:
-            raise ConfigError("tweaks", f"unknown {name!r}; valid: {', '.join(TWEAKS)}")
     if cfg.retrain.active and not cfg.method.trains_weights:
         field = "tweaks" if cfg.retrain.names else "activation"
         raise ConfigError(
@@ -131,6 +157,9 @@ def _validate_resources(res: ResourcesConfig, cfg: RunConfig) -> None:
             "groups the shard actors of a COLT run on --backend ray "
             "(--backend batched stacks every shard in one process)",
         )
+    if res.backend == "batched" and OPTIMIZERS.get(cfg.recipe.optimizer).stacked is None:
+        stacked = [n for n in OPTIMIZERS if OPTIMIZERS.get(n).stacked is not None]
+        raise ConfigError("optimizer", f"--backend batched has a stacked step for {', '.join(stacked)} only")
     if res.backend == "batched" and not cfg.method.uses_shards:
         raise ConfigError(
             "backend", f"batched stacks a method's shard models; {cfg.ticket.method} trains none (use local or ray)"

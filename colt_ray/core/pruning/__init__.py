@@ -1,18 +1,31 @@
-"""Masks and magnitude pruning (score x budget x selection)."""
+"""Masks and magnitude pruning (score x budget x selection).
 
-from colt_ray.core.pruning.magnitude import count_to_prune, magnitude_scores, prune
-from colt_ray.core.pruning.mask import Mask, PackedMask, intersect, jaccard, layer_overlap, pack_mask, unpack_mask, vote
+The names below are loaded on first use (PEP 562), so that ``colt_ray.core.pruning.budgets`` (pure Python,
+read by the config) can be imported without torch.
+"""
 
-__all__ = [
-    "Mask",
-    "PackedMask",
-    "pack_mask",
-    "unpack_mask",
-    "intersect",
-    "vote",
-    "jaccard",
-    "layer_overlap",
-    "prune",
-    "magnitude_scores",
-    "count_to_prune",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "Mask": "mask",
+    "PackedMask": "mask",
+    "pack_mask": "mask",
+    "unpack_mask": "mask",
+    "intersect": "mask",
+    "vote": "mask",
+    "jaccard": "mask",
+    "layer_overlap": "mask",
+    "prune": "magnitude",
+    "magnitude_scores": "magnitude",
+    "count_to_prune": "magnitude",
+}
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

@@ -1,8 +1,8 @@
 """Pruning = score x budget x selection.
 
 * score: how much a weight matters (``magnitude_scores``: |w|);
-* budget: how many of the surviving weights each tensor loses (``global`` shares one threshold across all
-  tensors, ``layerwise`` prunes the same fraction of every tensor);
+* budget: how many of the surviving weights each tensor loses (``budgets.BUDGETS``: ``global`` shares one
+  threshold across all tensors, ``layerwise`` prunes the same fraction of every tensor);
 * selection: the lowest-scoring *surviving* weights go, ties broken by flat index (lower index first, in
   the mask's tensor order), so a mask is the same on every machine and a pruned weight never returns.
 """
@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
+from colt_ray.core.pruning.budgets import BUDGETS
 from colt_ray.core.pruning.mask import Mask
 
 ScoreFn = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]  # a score: weights -> per-weight scores
@@ -31,19 +32,17 @@ def count_to_prune(fraction: float, alive: int) -> int:
 def prune(scores: Mapping[str, torch.Tensor], mask: Mask, fraction: float, budget: str = "global") -> Mask:
     """Prune ``fraction`` of the weights still alive in ``mask`` by lowest score; return the new mask.
 
-    The result is a subset of ``mask``. ``budget`` is ``"global"`` or ``"layerwise"``.
+    The result is a subset of ``mask``. ``budget`` names a ``budgets.BUDGETS`` entry (``global``,
+    ``layerwise``): how the round's pruning is split into selections of one shared threshold each.
     """
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"prune fraction must be in [0, 1], got {fraction}")
+    plan = BUDGETS.get(budget).plan
     mask.check_like(scores)
-    if budget == "global":
-        return _select(scores, mask, mask.names(), fraction)
-    if budget == "layerwise":
-        out: dict[str, torch.Tensor] = {}
-        for n in mask:
-            out.update(_select(scores, mask, [n], fraction).items())
-        return Mask(out)
-    raise ValueError(f"unknown budget {budget!r}; valid: global, layerwise")
+    out: dict[str, torch.Tensor] = {}
+    for names, part in plan({n: int(mask[n].sum()) for n in mask.names()}, fraction):
+        out.update(_select(scores, mask, names, part).items())
+    return Mask({n: out.get(n, mask[n]) for n in mask.names()})  # a tensor the plan leaves out keeps its weights
 
 
 def _select(scores: Mapping[str, torch.Tensor], mask: Mask, names: list[str], fraction: float) -> Mask:

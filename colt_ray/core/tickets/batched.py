@@ -65,6 +65,7 @@ from colt_ray.core.config import RecipeConfig, RunConfig
 from colt_ray.core.data import DatasetBundle, Preprocess, shard_bundle
 from colt_ray.core.errors import ConfigError, RunError
 from colt_ray.core.models import head_module
+from colt_ray.core.optim import OPTIMIZERS
 from colt_ray.core.pruning import Mask
 from colt_ray.core.seeds import generator
 from colt_ray.core.tickets.memory import check_fits_memory, estimate_shard_bytes, free_memory, largest_fit
@@ -368,19 +369,19 @@ def shard_losses(logits: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, alp
 
 
 class StackedOptimizer:
-    """k independent SGD or Adam optimizers over stacked tensors ``[k, ...]`` (torch.optim's formulas).
+    """k independent optimizers over stacked tensors ``[k, ...]``: the recipe's ``OptimizerSpec.stacked`` step
+    (torch.optim's formulas for SGD and Adam, ``core/optim.py``).
 
     ``step(params, grads, lrs, active)``: ``lrs[k]`` per-shard learning rates; shards not in ``active`` keep
     their weights and optimizer state (and Adam step count) unchanged.
     """
 
     def __init__(self, params: Sequence[torch.Tensor], recipe: RecipeConfig, k: int):
-        if recipe.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
-        self.recipe, self.k = recipe, k
-        self.adam = recipe.optimizer == "adam"
-        slots = 2 if self.adam else (1 if recipe.momentum else 0)
-        self.state = [[torch.zeros_like(p) for p in params] for _ in range(slots)]
+        spec = OPTIMIZERS.get(recipe.optimizer)
+        if spec.stacked is None:
+            raise ConfigError("optimizer", f"{spec.name} has no stacked step for --backend batched")
+        self.recipe, self.k, self.stacked = recipe, k, spec.stacked
+        self.state = [[torch.zeros_like(p) for p in params] for _ in range(spec.slots(recipe))]
         self.steps = torch.zeros(k, dtype=torch.float64)
 
     @torch.no_grad()
@@ -396,31 +397,12 @@ class StackedOptimizer:
         for i, (p, g) in enumerate(zip(params, grads)):
             shape = (self.k,) + (1,) * (p.ndim - 1)
             g = g.add(p, alpha=wd) if wd != 0 else g
-            if self.adam:
-                new, slots = self._adam(p, g, i, lrs, shape)
-            else:
-                new, slots = self._sgd(p, g, i, lrs, shape)
+            slots = [s[i] for s in self.state]
+            new, values = self.stacked(p, g, slots, self.steps, lrs, shape, self.recipe)
             keep = None if every else on.to(dev).view(shape)
-            for slot, val in slots:
+            for slot, val in zip(slots, values):
                 slot.copy_(val if keep is None else torch.where(keep, val, slot))
             p.copy_(new if keep is None else torch.where(keep, new, p))
-
-    def _sgd(self, p, g, i, lrs, shape):
-        slots = []
-        if self.state:
-            buf = self.state[0][i] * self.recipe.momentum + g  # torch: buf = g on the first step (buf is 0 here)
-            slots, g = [(self.state[0][i], buf)], buf
-        lr = lrs.to(device=p.device, dtype=p.dtype).view(shape)
-        return p - lr * g, slots
-
-    def _adam(self, p, g, i, lrs, shape, beta1=0.9, beta2=0.999, eps=1e-8):
-        m = self.state[0][i].lerp(g, 1 - beta1)
-        v = self.state[1][i] * beta2 + (1 - beta2) * g * g
-        steps = self.steps.clamp_min(1)  # inactive shards at step 0 compute a discarded update
-        step_size = (lrs.double() / (1 - beta1**steps)).to(p.device, p.dtype).view(shape)
-        bc2_sqrt = torch.sqrt(1 - beta2**steps).to(p.device, p.dtype).view(shape)
-        denom = v.sqrt() / bc2_sqrt + eps
-        return p - step_size * m / denom, [(self.state[0][i], m), (self.state[1][i], v)]
 
 
 # ---- memory ----------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import torch
 from colt_ray.core.config import RecipeConfig
 from colt_ray.core.data import DatasetBundle
 from colt_ray.core.errors import ConfigError
+from colt_ray.core.optim import OPTIMIZERS
 
 USABLE_FRACTION = 0.9  # of the free device memory the stacked models may plan to use
 
@@ -20,7 +21,7 @@ def estimate_shard_bytes(model: torch.nn.Module, bundle: DatasetBundle, recipe: 
     (every leaf module's output, kept for backward and matched by a gradient: x2) and its data on the device."""
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
-    slots = 2 if recipe.optimizer == "adam" else (1 if recipe.momentum else 0)
+    slots = OPTIMIZERS.get(recipe.optimizer).slots(recipe)
     first = next(model.parameters())
     acts = _activation_elements(model, bundle.in_shape, recipe.batch_size, first.dtype)
     data = bundle.train.x.numel() * bundle.train.x.element_size() + bundle.train.y.numel() * 8

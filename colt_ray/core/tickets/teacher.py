@@ -25,11 +25,9 @@ import torch
 from colt_ray.core.config import RunConfig
 from colt_ray.core.pruning import Mask
 from colt_ray.core.tickets.trainer import State, TicketTrainer, TrainOutcome, build_theta0
-from colt_ray.core.tweaks import Distiller, uses
+from colt_ray.core.tweaks import TWEAKS, Distiller, uses
 
 COST_KEYS = ("sample_epochs", "wall_seconds", "cpu_seconds")
-# tweaks that leave a dense training as it is (density-rescale scales survivors under a sparse mask only)
-DENSE_NEUTRAL = frozenset({"distill", "density-rescale"})
 
 
 @dataclass
@@ -54,7 +52,8 @@ def keeps_teacher(cfg: RunConfig, cycle: int, mask: Optional[Mask]) -> bool:
 def dense_retraining_is_plain(cfg: RunConfig) -> bool:
     """Whether the run's dense retraining equals the plain dense training (no tweak but distillation or
     density-rescale, ReLU kept): its weights are then the teacher's."""
-    return set(cfg.retrain.names) <= DENSE_NEUTRAL and cfg.retrain.activation == "relu"
+    neutral = all(TWEAKS.get(n).dense_neutral for n in cfg.retrain.names)  # registry: ``Tweak.dense_neutral``
+    return neutral and cfg.retrain.activation == "relu"
 
 
 def charge(metrics: dict, cost: Optional[dict]) -> dict:

@@ -15,13 +15,12 @@ from typing import Any, Optional
 from colt_ray.core.config import RENAMED, check_value, flat_field_owners, upgrade_flat, value_type
 from colt_ray.core.errors import ConfigError, one_line
 from colt_ray.parallel.sweep.compare import parse_compare, parse_seeds
+from colt_ray.parallel.sweep.metrics import METRICS
 from colt_ray.parallel.sweep.spec import (
-    ACC_METRICS,
     BUDGET_KEYS,
     DIST_KINDS,
     INT_KINDS,
     MANY_RECIPES,
-    METRICS,
     MODES,
     MULTI_OBJECTIVE_SAMPLERS,
     OBJECTIVE_KEYS,
@@ -31,8 +30,6 @@ from colt_ray.parallel.sweep.spec import (
     SAMPLERS,
     SCHEDULER_KEYS,
     SINGLE_OBJECTIVE_SAMPLERS,
-    TARGET_METRICS,
-    TEST_METRICS,
     TIME_ATTRS,
     TOP_KEYS,
     VALUE_KINDS,
@@ -270,9 +267,10 @@ def _objectives(raw: Any, fixed: dict[str, Any]) -> tuple[Objective, ...]:
             raise ConfigError(where, "must be a mapping like {metric: acc, mode: max}")
         _known(item, OBJECTIVE_KEYS, where + ".", "key")
         metric = _metric(item.get("metric"), where + ".metric")
-        mode = _choice(item.get("mode", METRICS[metric]), MODES, where + ".mode")
-        target = item.get("target", fixed.get("target_sparsity")) if metric in TARGET_METRICS else None
-        if metric in TARGET_METRICS and not (is_number(target) and 0 < target < 1):
+        mode = _choice(item.get("mode", METRICS.get(metric).mode), MODES, where + ".mode")
+        at_target = METRICS.get(metric).target
+        target = item.get("target", fixed.get("target_sparsity")) if at_target else None
+        if at_target and not (is_number(target) and 0 < target < 1):
             raise ConfigError(
                 where + ".target", f"{metric} needs a target sparsity in (0, 1) (or fixed target_sparsity)"
             )
@@ -285,7 +283,7 @@ def _objectives(raw: Any, fixed: dict[str, Any]) -> tuple[Objective, ...]:
 def _check_acc_objectives(objectives: tuple[Objective, ...], fixed: dict[str, Any], search: dict[str, Dist]) -> None:
     """An accuracy objective needs its tickets evaluated: every one (``eval_tickets: all``), or the final one
     when every accuracy objective is at the target the runs stop at (the final ticket is the first past it)."""
-    acc = [o for o in objectives if o.metric in ACC_METRICS]
+    acc = [o for o in objectives if METRICS.get(o.metric).accuracy]
     policy = fixed.get("eval_tickets", "all")
     stop = fixed.get("target_sparsity")
     final_is_enough = policy == "final" and all(o.target is not None and o.target == stop for o in acc)
@@ -310,14 +308,14 @@ def _check_selection(
     if scheduler is not None:
         used.append(("scheduler.metric", scheduler.metric))
     for where, metric in used:
-        if metric in TEST_METRICS and not allow_test:
+        entry = METRICS.get(metric)
+        if entry.test and not allow_test:
             raise ConfigError(
                 where,
-                f"{metric} is measured on the test set, which must not select; use "
-                f"{'val_acc_at_target' if metric.endswith('_at_target') else 'val_acc'} with val_fraction "
+                f"{metric} is measured on the test set, which must not select; use {entry.instead} with val_fraction "
                 "> 0, or set allow_test_selection: true",
             )
-        if metric.startswith("val_") and not (fixed.get("val_fraction", 0) or "val_fraction" in search):
+        if entry.validation and not (fixed.get("val_fraction", 0) or "val_fraction" in search):
             raise ConfigError(where, f"{metric} needs a validation split: set val_fraction (e.g. 0.1) under fixed:")
 
 
@@ -396,12 +394,12 @@ def _scheduler(
     if len(objectives) > 1 and "metric" not in raw:
         raise ConfigError("scheduler.metric", "ASHA is single-objective: name the one metric it compares (e.g. acc)")
     metric = _metric(raw.get("metric", objectives[0].metric), "scheduler.metric")
-    if metric in TARGET_METRICS and not any(o.target for o in objectives) and "target_sparsity" not in fixed:
+    if METRICS.get(metric).target and not any(o.target for o in objectives) and "target_sparsity" not in fixed:
         raise ConfigError(
             "scheduler.metric", "acc_at_target needs a target: an acc_at_target objective or fixed target_sparsity"
         )
     same = [o.mode for o in objectives if o.metric == metric]
-    mode = _choice(raw.get("mode", same[0] if same else METRICS[metric]), MODES, "scheduler.mode")
+    mode = _choice(raw.get("mode", same[0] if same else METRICS.get(metric).mode), MODES, "scheduler.mode")
     time_attr = _time_attr(raw, fixed, search)
     top = 100 if time_attr == "sparsity_pct" else None  # percent sparsity ends at 100
     grace = int_at_least("scheduler.grace_period", raw.get("grace_period", 20 if top else 1), 1)
@@ -440,7 +438,7 @@ def _known(block: dict, valid: tuple[str, ...], prefix: str, what: str) -> None:
 
 
 def _metric(value: Any, where: str) -> str:
-    if value not in METRICS:
+    if not isinstance(value, str) or value not in METRICS:
         raise ConfigError(where, f"unknown metric {value!r}; valid: {', '.join(METRICS)}")
     return value
 

@@ -21,32 +21,7 @@ TOP_KEYS = (
 DIST_KINDS = ("float", "logfloat", "int", "logint", "choice", "grid")
 VALUE_KINDS = ("choice", "grid")  # listed values; a grid's are each tried (Optuna's GridSampler), a choice's sampled
 INT_KINDS = ("int", "logint")
-# metric reported after every cycle -> its natural direction
-METRICS = {
-    "val_acc": "max",  # the ticket's best validation accuracy (needs val_fraction > 0)
-    "val_acc_at_target": "max",  # val_acc of the first ticket at or past the target sparsity
-    "acc": "max",  # test-set metrics: selecting on them needs allow_test_selection: true
-    "acc_final": "max",
-    "acc_at_target": "max",
-    "test_acc_at_target": "max",  # test accuracy of that ticket at its best-validation epoch (reported beside)
-    "sparsity": "max",
-    "sample_epochs": "min",
-    "wall_seconds": "min",
-    # the cost of reaching the first ticket at or past the target sparsity (infinite until one does)
-    "rounds_at_target": "min",
-    "sample_epochs_at_target": "min",
-    "wall_at_target": "min",
-}
-ACC_METRICS = ("val_acc", "val_acc_at_target", "acc", "acc_final", "acc_at_target", "test_acc_at_target")
-TEST_METRICS = ("acc", "acc_final", "acc_at_target", "test_acc_at_target")  # never select unless a space says so
-TARGET_METRICS = (
-    "acc_at_target",
-    "val_acc_at_target",
-    "test_acc_at_target",
-    "rounds_at_target",
-    "sample_epochs_at_target",
-    "wall_at_target",
-)
+# the metrics a cycle reports, their directions and what selecting on them needs: ``metrics.METRICS``
 MODES = ("max", "min")
 SAMPLERS = ("tpe", "gp", "cmaes", "qmc", "nsga2", "random", "grid")
 # each sampler option and the kinds it applies to (Optuna's own names, passed through as keyword arguments)

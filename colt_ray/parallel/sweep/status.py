@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from colt_ray.core.errors import ConfigError
 from colt_ray.parallel.sweep.efficiency import SUMMARY_FILE
+from colt_ray.parallel.sweep.metrics import METRICS
 from colt_ray.results import layout
 from colt_ray.results.writer import read_bytes
 
@@ -65,10 +66,9 @@ def _best_lines(trials: Any, status: dict[str, Any]) -> list[str]:
         return []
     if completed.empty:
         return ["best: no trial completed yet"]
-    columns = {"acc": "final_acc_best", "acc_final": "final_acc_final", "sparsity": "final_sparsity"}
     lines = []
     for i, (metric, mode) in enumerate(objectives):
-        column = "objective" if i == 0 else columns.get(metric, metric)
+        column = "objective" if i == 0 else (METRICS.get(metric).column if metric in METRICS else None) or metric
         if column not in completed or completed[column].isna().all():
             continue
         values = completed[column]

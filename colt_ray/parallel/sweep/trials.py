@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import os
 from collections.abc import Iterable
 from typing import Any, Optional
 
 from colt_ray.core.config import RunConfig
+from colt_ray.parallel.sweep.metrics import METRICS
+from colt_ray.parallel.sweep.metrics import as_float as _val
 from colt_ray.parallel.sweep.spec import SweepSpec
 from colt_ray.parallel.sweep.trainable import trial_run_id
 from colt_ray.results.writer import ResultsWriter
@@ -42,17 +43,8 @@ def trial_row(
         "status": status,
         "stopped_early": status == "stopped_early",
         "config_json": json.dumps(config, sort_keys=True, default=str),
-        "final_sparsity": _val(metrics.get("sparsity")),
-        "final_acc_best": _val(metrics.get("acc")),
-        "final_acc_final": _val(metrics.get("acc_final")),
         "cycles_done": metrics.get("cycle"),
-        "sample_epochs": metrics.get("sample_epochs"),
-        "wall_seconds": _val(metrics.get("wall_seconds")),
-        "val_acc_at_target": _val(metrics.get("val_acc_at_target")),
-        "test_acc_at_target": _val(metrics.get("test_acc_at_target")),
-        "rounds_at_target": _count(metrics.get("rounds_at_target")),
-        "sample_epochs_at_target": _count(metrics.get("sample_epochs_at_target")),
-        "wall_at_target": _finite(metrics.get("wall_at_target")),
+        **{m.column: m.store(metrics.get(m.name)) for m in map(METRICS.get, METRICS) if m.column},
         "prepare_seconds": _val(metrics.get("prepare_seconds")),
         "checkpoint_seconds": _val(metrics.get("checkpoint_seconds")),
         "train_cpu_seconds": _val(metrics.get("train_cpu_seconds")),
@@ -193,23 +185,6 @@ def _run_id(config: dict[str, Any], trial_id: str) -> Optional[str]:
         return trial_run_id(RunConfig.from_flat(config), trial_id)
     except Exception:  # a config that never made a run has no run id
         return None
-
-
-def _val(value: Any) -> Optional[float]:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return float(value)
-
-
-def _finite(value: Any) -> Optional[float]:
-    """A float, or None for a missing, NaN or infinite value (a cost not yet paid: the target not reached)."""
-    v = _val(value)
-    return v if v is not None and math.isfinite(v) else None
-
-
-def _count(value: Any) -> Optional[int]:
-    v = _finite(value)
-    return None if v is None else int(v)
 
 
 def _short(value: Any) -> str:
