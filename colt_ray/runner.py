@@ -82,6 +82,8 @@ class ResultsSink:
         self.last: Optional[CycleRecord] = None
         self.reported: Optional[CycleRecord] = None  # the run's ticket: the last, or the sparsest within max_acc_drop
         self.sample_epochs = 0
+        self.chain_seconds = 0.0  # the critical path of the rounds so far (``critical_path_seconds``)
+        self.critical_path: Optional[float] = None
         self.dense_selection: Optional[float] = None
         self._theta0_written = False
 
@@ -104,6 +106,8 @@ class ResultsSink:
                 reported_cycle=self.reported.cycle,
                 cycles_done=self.last.cycle,
                 sample_epochs=self.sample_epochs,
+                critical_path_seconds=self.critical_path,
+                rounds=self.reported.cycle,
             )
         return row
 
@@ -155,8 +159,18 @@ class ResultsSink:
         self.last = record
         if self._within_limit(record):
             self.reported = record
+            self.critical_path = self.chain_seconds + float(record.ticket_row["wall_seconds"] or 0.0)
+        self.chain_seconds += round_seconds(record)
         if self.echo:
             self.echo(progress_line(record, time.perf_counter() - self._t0))
+
+
+def round_seconds(record: CycleRecord) -> float:
+    """The wall time this cycle adds to the mask chain on k + 1 workers: its slowest shard (the shards train
+    in parallel; the ticket evaluation beside them is off the chain), or, for a method without shards, its
+    level's training, which proposed the next mask."""
+    shards = [float(r["wall_seconds"] or 0.0) for r in record.cycle_rows if r["shard"] is not None]
+    return max(shards) if shards else float(record.ticket_row["wall_seconds"] or 0.0)
 
 
 def progress_line(record: CycleRecord, elapsed: float) -> str:

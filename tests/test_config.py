@@ -61,7 +61,12 @@ def test_method_defaults_for_prune_rate_cycles_and_vote():
     [
         ({"vote": 3}, "vote: must be in [1, shards=2]"),
         ({"schedule": "step"}, "milestones: schedule 'step' needs"),
-        ({"rewind_step": 10}, "rewind-step: is an IMP setting"),
+        ({"method": "jackpot", "rewind_step": 10}, "rewind-step: is a COLT/IMP setting"),
+        ({"method": "imp", "shard_overlap": 0.5}, "shard-overlap: is a COLT setting; IMP trains no shards"),
+        ({"method": "imp", "shard_steps": "match"}, "shard-steps: is a COLT setting"),
+        ({"shard_steps": "match", "backend": "batched"}, "shard-steps: is not supported by stacked shard training"),
+        ({"rewind_step": 5, "shards_per_actor": 2, "backend": "ray"}, "rewind-step: is not supported by stacked"),
+        ({"rewind_step": 5, "tweaks": "distill"}, "tweaks: distill does not go with COLT's --rewind-step"),
         ({"prune_groups": ["conv", "output"]}, "prune-groups: 'output' cannot be pruned under a class split"),
         ({"prune_groups": ["attention"]}, "prune-groups: unknown 'attention'"),
         ({"val_fraction": 1.0}, "val-fraction: must be in [0, 1)"),

@@ -155,7 +155,7 @@ def test_a_runs_row_from_before_the_setting_reproduces_as_restart():
 @pytest.mark.parametrize(
     "flags,message",
     [
-        (["--method", "colt", "--rewind-schedule", "restart"], "rewind-schedule: is an IMP setting"),
+        (["--method", "jackpot", "--rewind-schedule", "restart"], "rewind-schedule: is a COLT/IMP setting"),
         (["--method", "imp", "--rewind-schedule", "later"], "rewind-schedule"),
     ],
 )

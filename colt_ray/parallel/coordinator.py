@@ -29,7 +29,7 @@ from colt_ray.core.errors import stderr_line
 from colt_ray.core.pruning import Mask, pack_mask, unpack_mask
 from colt_ray.core.tickets.methods import Backend, Resume, Sink
 from colt_ray.core.tickets.records import CycleRecord
-from colt_ray.core.tickets.search import Prepared, run_method
+from colt_ray.core.tickets.search import Prepared, make_full_trainer, run_method
 from colt_ray.core.tickets.teacher import dense
 from colt_ray.core.tickets.trainer import FULL, TrainOutcome
 from colt_ray.core.tweaks import uses
@@ -184,6 +184,15 @@ class Coordinator:
             return share.charged(pending, cycle) if share is not None else pending
         return self.full.submit([self.data, None], self._ref(theta), self._mask_ref(mask), cycle)
 
+    def pretrain(self, theta: dict, steps: int) -> TrainOutcome:
+        """COLT's pre-training to its rewind point theta_k, in this process on the full set it holds (once per
+        run, before any shard trains: nothing runs beside it), on the CPU unless the trainers train on GPUs and
+        this process has one (as the trainers, which never touch CUDA without a GPU share)."""
+        cfg, res = self.cfg, self.cfg.resources
+        gpu = res.gpus_per_shard > 0 and res.device != "cpu" and torch.cuda.is_available()
+        cfg = cfg.replace(resources=dataclasses.replace(res, device="cuda" if gpu else "cpu"))
+        return make_full_trainer(cfg, self.prepared.bundle).pretrain(theta, steps)
+
     def _mask_ref(self, mask: Mask) -> Any:
         """The object-store reference of ``mask`` packed at one bit per weight, put once: a cycle's evaluation
         and its k shard trainings (IMP: its level's training and retraining) get the same mask object."""
@@ -210,6 +219,7 @@ class Coordinator:
             None if colt else self.train_full,
             self.evaluate if (colt or self.cfg.retrains_apart) and self.full is not None else None,
             self.chain_done if colt else None,
+            self.pretrain if colt else None,
         )
 
     # ---- driving a run --------------------------------------------------------------------------------

@@ -30,7 +30,19 @@ KEYS = {
     "layer_density": ["method", "dataset", "arch", "layer"],
     "at_target": ["method", "dataset", "arch", "config_id"],
 }
-_WHOLE = {"cycle", "n", "rounds", "numel", "kept", "shards", "epochs", "cycles", "cycles_done"}
+_WHOLE = {
+    "cycle",
+    "n",
+    "rounds",
+    "colt_rounds",
+    "imp_rounds",
+    "numel",
+    "kept",
+    "shards",
+    "epochs",
+    "cycles",
+    "cycles_done",
+}
 
 
 def readable(key: str, df: pd.DataFrame) -> list[str]:

@@ -121,6 +121,10 @@ RUN_EXTRA_FIELDS = [
     _f("num_classes", pa.int64(), True),
     _f("dense_acc", pa.float64(), True),
     *FINAL_FIELDS,
+    # the reported ticket's search on k + 1 workers: per round the slowest shard (IMP: its level's training),
+    # summed over the rounds before it, plus the ticket's own training (docs/results.md); and those rounds
+    _f("critical_path_seconds", pa.float64(), True),
+    _f("rounds", pa.int64(), True),
     _f("colt_ray_version", pa.string()),
     _f("torch_version", pa.string(), True),
     _f("python_version", pa.string()),

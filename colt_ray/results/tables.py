@@ -35,7 +35,7 @@ POINT_COLUMNS = [
     "method", "dataset", "arch", "run_id", "cycle", "sparsity", "acc_best", "acc_final", "overlap",
     "dense_acc", "cum_sample_epochs", "search_sample_epochs", "cum_wall_seconds", "sweep", "trial_id",
     "val_acc_best", "test_acc_at_best_val", "select_acc", "report_acc", "dense_select", "selected_by",
-    "config_id", "dense_report", "dense_source", "recipe",
+    "config_id", "dense_report", "dense_source", "recipe", "critical_path_seconds",
 ]  # fmt: skip
 BEST_COLUMNS = [
     "method", "dataset", "arch", "run_id", "cycle", "sparsity", "acc_best", "acc_final", "dense_acc",
@@ -69,15 +69,17 @@ AT_TARGET_NOTE = (
     "Runs that stop at a target sparsity: each run's first ticket at or past it. `select_acc` (validation) "
     "chooses the `best` configuration per method; `report_acc` is test accuracy at the best-validation "
     "epoch; `rounds` is the cycle, `sample_epochs` what finding and training that ticket cost, `wall_seconds` "
-    "the training wall time with shards in parallel (from the cycles' rows, not the sweep's clock)."
+    "the training wall time with shards in parallel (from the cycles' rows, not the sweep's clock), "
+    "`critical_path_seconds` that of the search alone on k + 1 workers (earlier tickets' evaluations beside it)."
 )
 MATCHED_COLUMNS = [
     "dataset", "arch", "sparsity", "colt_ticket", "colt_acc", "colt_acc_std", "colt_n", "imp_acc", "imp_acc_std",
-    "imp_n", "acc_diff", "colt_sample_epochs", "imp_sample_epochs", "compute_ratio", "colt_run_id", "imp_run_id",
+    "imp_n", "acc_diff", "colt_sample_epochs", "imp_sample_epochs", "compute_ratio", "colt_rounds", "imp_rounds",
+    "colt_critical_path_seconds", "imp_critical_path_seconds", "critical_path_ratio", "colt_run_id", "imp_run_id",
 ]  # fmt: skip
 AT_TARGET_COLUMNS = [
     "method", "dataset", "arch", "config_id", "target", "n", "sparsity", "select_acc", "select_acc_std",
-    "report_acc", "report_acc_std", "rounds", "sample_epochs", "wall_seconds", "best",
+    "report_acc", "report_acc_std", "rounds", "sample_epochs", "wall_seconds", "critical_path_seconds", "best",
 ]  # fmt: skip
 SETTINGS_COLUMNS = [
     "dataset", "arch", "method", "config_id", "n", "cycle", "sparsity", "select_acc", "report_acc",
@@ -178,7 +180,12 @@ def _cumulative_compute(cycles: pd.DataFrame) -> pd.DataFrame:
     per["cum_sample_epochs"] = by_run["se"].cumsum().round().astype("int64")
     per["cum_wall_seconds"] = by_run["wall"].cumsum()
     per["search_sample_epochs"] = _search_compute(c, per.index).round().astype("int64")
-    return per[["cum_sample_epochs", "search_sample_epochs", "cum_wall_seconds"]].reset_index()
+    # on k + 1 workers: the mask chain before the cycle (slowest shard per round; IMP: its levels) + the ticket
+    has_shards = per.index.get_level_values("run_id").isin(set(c.loc[c["shard"].notna(), "run_id"]))
+    step = per["shard_wall"].where(has_shards, per["ticket_wall"])
+    per["critical_path_seconds"] = step.groupby(level="run_id").cumsum() - step + per["ticket_wall"]
+    cols = ["cum_sample_epochs", "search_sample_epochs", "cum_wall_seconds", "critical_path_seconds"]
+    return per[cols].reset_index()
 
 
 def _search_compute(c: pd.DataFrame, index: pd.MultiIndex) -> pd.Series:
@@ -262,7 +269,9 @@ def curve(points: pd.DataFrame, run_id: str) -> pd.DataFrame:
     (the earliest cycle), tickets without accuracy dropped. ``report_acc``: see ``SELECTION_NOTE``."""
     c = points[(points["run_id"] == run_id)].dropna(subset=["report_acc"]).sort_values("cycle")
     c = c.drop_duplicates(subset=["sparsity"], keep="first").sort_values("sparsity")
-    return c[["sparsity", "report_acc", "search_sample_epochs", "cycle"]].reset_index(drop=True)
+    return c[["sparsity", "report_acc", "search_sample_epochs", "cycle", "critical_path_seconds"]].reset_index(
+        drop=True
+    )
 
 
 def config_points(points: pd.DataFrame, trials: pd.DataFrame = None) -> pd.DataFrame:
@@ -304,6 +313,7 @@ def matched_sparsity(
                 **{f"colt_{k}": v for k, v in c.items()}, **{f"imp_{k}": v for k, v in i.items()},
                 "acc_diff": c["acc"] - i["acc"],
                 "compute_ratio": c["sample_epochs"] / i["sample_epochs"] if i["sample_epochs"] > 0 else float("nan"),
+                "critical_path_ratio": _ratio(c["critical_path_seconds"], i["critical_path_seconds"]),
             })  # fmt: skip
     return pd.DataFrame(rows, columns=MATCHED_COLUMNS)
 
@@ -361,22 +371,34 @@ def _common_grid(
 def _cell(x: float, curves: dict[str, pd.DataFrame]) -> dict[str, Any]:
     """Mean ± std of accuracy, mean sample-epochs, ``n`` and the run ids over the runs whose curve covers ``x``."""
     cover = {r: c for r, c in curves.items() if c["sparsity"].min() - _EPS <= x <= c["sparsity"].max() + _EPS}
-    vals = np.array([_interp(x, c) for c in cover.values()], dtype=float).reshape(-1, 2)
+    vals = np.array([_interp(x, c) for c in cover.values()], dtype=float).reshape(-1, len(_INTERPOLATED))
     n = len(cover)
+    mean = {k: float(vals[:, j].mean()) if n else float("nan") for j, k in enumerate(_INTERPOLATED.values())}
     return {
-        "acc": float(vals[:, 0].mean()) if n else float("nan"),
+        "acc": mean["acc"],
         "acc_std": float(vals[:, 0].std(ddof=1)) if n > 1 else float("nan"),
         "n": n,
-        "sample_epochs": float(vals[:, 1].mean()) if n else float("nan"),
+        **{k: v for k, v in mean.items() if k != "acc"},
         "run_id": ",".join(cover),
     }
 
 
-def _interp(x: float, c: pd.DataFrame) -> tuple[float, float]:
+# curve column -> cell key, interpolated along each run (``rounds``: the cycle, i.e. prune rounds to the ticket)
+_INTERPOLATED = {
+    "report_acc": "acc",
+    "search_sample_epochs": "sample_epochs",
+    "cycle": "rounds",
+    "critical_path_seconds": "critical_path_seconds",
+}
+
+
+def _interp(x: float, c: pd.DataFrame) -> tuple[float, ...]:
     sp = c["sparsity"].to_numpy(dtype=float)
-    acc = float(np.interp(x, sp, c["report_acc"].to_numpy(dtype=float)))
-    se = float(np.interp(x, sp, c["search_sample_epochs"].to_numpy(dtype=float)))
-    return acc, se
+    return tuple(float(np.interp(x, sp, c[col].to_numpy(dtype=float))) for col in _INTERPOLATED)
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else float("nan")
 
 
 def pareto_points(points: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
@@ -487,7 +509,7 @@ def at_target(points: pd.DataFrame, runs: pd.DataFrame, trials: pd.DataFrame = N
         n=("run_id", "size"), sparsity=("sparsity", "mean"), select_acc=("select_acc", "mean"),
         select_acc_std=("select_acc", "std"), report_acc=("report_acc", "mean"),
         report_acc_std=("report_acc", "std"), rounds=("cycle", "mean"), sample_epochs=("search_sample_epochs", "mean"),
-        wall_seconds=("cum_wall_seconds", "mean"),
+        wall_seconds=("cum_wall_seconds", "mean"), critical_path_seconds=("critical_path_seconds", "mean"),
     ).reset_index()  # fmt: skip
     out = out[[c for c in AT_TARGET_COLUMNS if c != "best"]]
     top = out.groupby(GROUP + ["target"])["select_acc"].transform("max") if len(out) else out["select_acc"]

@@ -79,6 +79,9 @@ class DatasetBundle:
     std: tuple[float, ...]
     augment: AugmentSpec  # the dataset's standard augmentation (AugmentSpec() if none)
     class_names: Optional[tuple[str, ...]] = None
+    # a shard's bundle: the size of the training set it was cut from (``shard_bundle``; COLT's ``shard_steps:
+    # match`` trains a shard as many steps as a training over it); None for a whole dataset
+    full_train_size: Optional[int] = None
 
     def __post_init__(self) -> None:
         c = self.in_shape[0]

@@ -78,12 +78,54 @@ def _deal(y: np.ndarray, k: int, seed: int, part: str) -> list[np.ndarray]:
     return [np.sort(np.concatenate(p)).astype(np.int64) if p else np.zeros(0, np.int64) for p in out]
 
 
-def make_shards(bundle: DatasetBundle, k: int, kind: str, seed: int) -> list[Shard]:
+def overlap_share(overlap: float, k: int) -> float:
+    """The share q of every other shard's examples a shard adds to its own part, so that it holds the fraction
+    ``overlap`` of the set: q = (f - 1/k) / (1 - 1/k), 0 at or below 1/k (disjoint shards), 1 at f = 1."""
+    if k <= 1 or overlap <= 1.0 / k:
+        return 0.0
+    return min(1.0, (overlap - 1.0 / k) / (1.0 - 1.0 / k))
+
+
+def _widen(parts: list[np.ndarray], y: np.ndarray, q: float, seed: int, part: str) -> list[np.ndarray]:
+    """Each disjoint part plus, per class c, ``round(q * m_c)`` of the ``m_c`` examples of class c that the
+    other parts hold, drawn with ``generator(seed, "overlap", part, i, c)`` for shard i: each shard its own
+    draw, deterministic in the seed."""
+    out = []
+    for i, own in enumerate(parts):
+        others = np.setdiff1d(np.arange(len(y), dtype=np.int64), own, assume_unique=True)
+        extra = [own]
+        for c in np.unique(y[others]):
+            where = others[y[others] == c]
+            take = int(np.floor(q * len(where) + 0.5))
+            perm = torch.randperm(len(where), generator=generator(seed, "overlap", part, i, int(c))).numpy()
+            extra.append(where[perm[:take]])
+        out.append(np.sort(np.concatenate(extra)).astype(np.int64))
+    return out
+
+
+def make_shards(bundle: DatasetBundle, k: int, kind: str, seed: int, overlap: float = 0.0) -> list[Shard]:
     """Split ``bundle`` into ``k`` shards of kind "class" (class partition, relabelled) or "random" (stratified IID).
 
     The test (and val) sets are split the same way so each shard has its own evaluation data. Deterministic in
-    ``seed`` (which only the random split uses).
+    ``seed`` (which only the random split uses). ``overlap`` f > 1/k (``shard_overlap``): each shard holds its
+    disjoint part plus the share :func:`overlap_share` of each other part's examples, per class (about f of
+    the set); a class shard then holds examples of every class and keeps the original labels (its head has
+    every class, its own classes over-represented).
     """
+    shards = _disjoint_shards(bundle, k, kind, seed)
+    q = overlap_share(overlap, k)
+    if q == 0.0:
+        return shards
+    y_train, y_test, y_val = _labels(bundle.train), _labels(bundle.test), _labels(bundle.val)
+    train = _widen([s.train_idx for s in shards], y_train, q, seed, "train")
+    test = _widen([s.test_idx for s in shards], y_test, q, seed, "test")
+    val = _widen([s.val_idx for s in shards], y_val, q, seed, "val") if y_val is not None else None
+    every = tuple(range(bundle.num_classes)) if kind == "class" else shards[0].classes
+    return [Shard(i, every, False, train[i], test[i], val[i] if val is not None else None) for i in range(k)]
+
+
+def _disjoint_shards(bundle: DatasetBundle, k: int, kind: str, seed: int) -> list[Shard]:
+    """The paper's shards: a disjoint class partition or a stratified deal (see :func:`make_shards`)."""
     if kind not in SPLITS:
         raise ConfigError("split", f"unknown {kind!r}; valid: {', '.join(SPLITS)}")
     y_train, y_test, y_val = _labels(bundle.train), _labels(bundle.test), _labels(bundle.val)
@@ -111,8 +153,9 @@ def shard_bundle(bundle: DatasetBundle, shard: Shard) -> DatasetBundle:
     val = None
     if bundle.val is not None and shard.val_idx is not None:
         val = bundle.val.subset(shard.val_idx)
+    whole = bundle.full_train_size if bundle.full_train_size is not None else len(bundle.train)
     if not shard.relabel:
-        return dataclasses.replace(bundle, train=train, test=test, val=val)
+        return dataclasses.replace(bundle, train=train, test=test, val=val, full_train_size=whole)
     mapping = torch.full((bundle.num_classes,), -1, dtype=torch.int64)
     mapping[torch.as_tensor(shard.classes, dtype=torch.int64)] = torch.arange(len(shard.classes))
 
@@ -127,4 +170,5 @@ def shard_bundle(bundle: DatasetBundle, shard: Shard) -> DatasetBundle:
         test=remap(test),
         val=remap(val),
         class_names=tuple(names[c] for c in shard.classes) if names is not None else None,
+        full_train_size=whole,
     )

@@ -32,7 +32,7 @@ import numpy as np
 from colt_ray.core.config import RunConfig, eval_every
 from colt_ray.core.pruning import Mask, vote
 from colt_ray.core.tickets.records import CycleRecord, fill_ticket_metrics, layer_rows, shard_row, ticket_row
-from colt_ray.core.tickets.trainer import TrainOutcome
+from colt_ray.core.tickets.trainer import TrainOutcome, charge_pretraining
 
 State = dict[str, np.ndarray]
 TrainShards = Callable[..., Optional[Sequence[TrainOutcome]]]
@@ -83,6 +83,8 @@ class Backend:
     train_full: Optional[TrainFull] = None
     evaluate: Optional[Evaluate] = None
     chain_done: Optional[Callable[[], None]] = None  # told when no shard training follows (COLT's last cycle)
+    # COLT with rewind_step k: ``pretrain(theta_0, k)``, a full-data training of k steps whose ``captured`` is theta_k
+    pretrain: Optional[Callable[[State, int], TrainOutcome]] = None
 
 
 @dataclass
@@ -206,32 +208,41 @@ class HeldRecords:
 
 
 def run_colt(ctx: Context, backend: Backend, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
-    """COLT: k shard models from theta_0, AND of their pruned masks, rewind, repeat.
+    """COLT: k shard models from theta_0 (or theta_k), AND of their pruned masks, rewind, repeat.
+
+    With ``rewind_step`` k, theta_k is a full-data pre-training of k steps from theta_0 (``backend.pretrain``,
+    once per run, charged to cycle 0's shard rows); every shard and ticket training then starts from theta_k
+    (``trainer.rewind_start``), and a resumed run keeps the theta_k of its checkpoint.
 
     The mask chain (train k shards -> AND -> next cycle) never waits for a ticket evaluation: each is
     submitted, and its cycle's record is held until it lands, then emitted in cycle order. Once an evaluation
     crosses ``max_acc_drop``, cycles after it are abandoned and their records never written.
     """
-    cfg, theta0 = ctx.cfg, ctx.theta0
+    cfg, theta, pre = ctx.cfg, ctx.theta0, None
     cycle, mask, proposals, previous = 0, ctx.ones(), [], None
     records = HeldRecords(sink, DropRule(cfg, resume.dense_acc if resume else None))
     if resume is not None:
-        previous = resume.mask
+        previous, theta = resume.mask, resume.theta  # theta_k after late rewinding: never trained again
         cycle, mask, proposals = resume.cycle + 1, vote(resume.proposals, cfg.vote), resume.proposals
+    elif cfg.ticket.rewind_step > 0:
+        pre = backend.pretrain(theta, cfg.ticket.rewind_step)
+        theta = pre.captured
     while True:
         if cycle > 0 and previous is not None:
             mask.check_subset_of(previous)
         done = ctx.finished(cycle, mask, previous)
         if done and backend.chain_done:
             backend.chain_done()  # the shard trainers are free from now on
-        pending = backend.evaluate(theta0, mask, cycle) if (backend.evaluate and eval_due(cfg, cycle, done)) else None
+        pending = backend.evaluate(theta, mask, cycle) if (backend.evaluate and eval_due(cfg, cycle, done)) else None
         records.emit()
         done = done or records.ends_run(cycle, pending)  # a ticket that ends the run needs no shard training
-        outs = [] if done else backend.train_shards(theta0, mask, cycle, stop=records.emit)
+        outs = [] if done else backend.train_shards(theta, mask, cycle, stop=records.emit)
         if outs is None or records.rule.crossed:  # this cycle started after the crossing: abandoned, never written
             break
+        if pre is not None and cycle == 0:
+            outs = charge_pretraining(outs, pre.metrics)
         next_proposals = [Mask.from_numpy(o.mask) for o in outs]
-        records.hold(ctx.record(cycle, mask, theta0, None, proposals, outs, next_proposals, done), pending)
+        records.hold(ctx.record(cycle, mask, theta, None, proposals, outs, next_proposals, done), pending)
         if records.emit() or done:
             break
         previous, proposals = mask, next_proposals

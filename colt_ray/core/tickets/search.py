@@ -14,13 +14,21 @@ import torch
 
 from colt_ray.core.config import RunConfig, check_classes, validate
 from colt_ray.core.data import DatasetBundle, Shard, load_dataset, make_shards, shard_bundle
+from colt_ray.core.errors import ConfigError
 from colt_ray.core.models import check_fits, layer_weight_count, param_groups, prunable_names
 from colt_ray.core.pruning import Mask
 from colt_ray.core.tickets.io import load_weights
 from colt_ray.core.tickets.methods import Backend, Context, Finished, Resume, Sink, State
 from colt_ray.core.tickets.records import CycleRecord
 from colt_ray.core.tickets.teacher import DistillingTrainer, Teacher, keeps_teacher
-from colt_ray.core.tickets.trainer import TicketTrainer, TrainOutcome, build_theta0, shard_head_seed
+from colt_ray.core.tickets.trainer import (
+    TicketTrainer,
+    TrainOutcome,
+    build_theta0,
+    continues_after_rewind,
+    shard_head_seed,
+)
+from colt_ray.core.train import step_plan
 from colt_ray.core.tweaks import build_run_model, uses
 
 
@@ -51,7 +59,9 @@ def prepare(
     bundle = bundle if bundle is not None else load_dataset(cfg.data, cfg.ticket.seed)
     check_classes(cfg, bundle.num_classes)
     check_fits(cfg.model.arch, bundle.in_shape)
-    shards = make_shards(bundle, cfg.num_shards, cfg.ticket.split, cfg.ticket.seed) if cfg.method.uses_shards else []
+    t = cfg.ticket
+    shards = make_shards(bundle, cfg.num_shards, t.split, t.seed, t.shard_overlap) if cfg.method.uses_shards else []
+    check_shard_rewind(cfg, bundle, shards)
     # the retraining model first: an unknown activation or skip paths without residual blocks fail before any work
     retrained = build_run_model(cfg, bundle.in_shape, bundle.num_classes)
     search = cfg.search_config()
@@ -65,6 +75,21 @@ def prepare(
     total = sum(p.numel() for p in retrained.parameters())  # every parameter of the retrained ticket
     ctx = Context(cfg, run_id, theta0, prunable, total, layer_weight_count(retrained))
     return Prepared(cfg, run_id, bundle, shards, ctx)
+
+
+def check_shard_rewind(cfg: RunConfig, bundle: DatasetBundle, shards: list[Shard]) -> None:
+    """COLT with ``rewind_step`` k: ConfigError unless k falls inside the full-data training (its pre-training)
+    and, where trainings continue from step k, inside every shard's training (else it trains nothing)."""
+    k, recipe = cfg.ticket.rewind_step, cfg.recipe
+    if not shards or k == 0:
+        return
+    full = step_plan(len(bundle.train), recipe)[2]
+    match = cfg.ticket.shard_steps == "match"
+    shortest = min(step_plan(len(s.train_idx), recipe, len(bundle.train) if match else None)[2] for s in shards)
+    limit = min(full, shortest) if continues_after_rewind(cfg) else full
+    if k >= limit:
+        where = "a shard" if limit < full else "a full-data"
+        raise ConfigError("rewind-step", f"must be below the {limit} steps of {where} training, got {k}")
 
 
 def run_method(prepared: Prepared, backend: Backend, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:
@@ -137,8 +162,11 @@ class LocalBackend:
     def evaluate(self, theta: State, mask: Mask, cycle: int) -> Finished:
         return Finished(evaluation(self.retrainer, theta, mask, cycle))
 
+    def pretrain(self, theta: State, steps: int) -> TrainOutcome:
+        return self.full.pretrain(theta, steps)
+
     def callables(self) -> Backend:
-        return Backend(self.train_shards, self.train_full, self.evaluate)
+        return Backend(self.train_shards, self.train_full, self.evaluate, pretrain=self.pretrain)
 
 
 def run_local(prepared: Prepared, sink: Sink, resume: Optional[Resume] = None) -> CycleRecord:

@@ -56,6 +56,7 @@ METHODS.add(
         "k shard models from theta_0, AND of their pruned masks, rewind, repeat",
         uses_shards=True,
         default_prune_rate=0.15,
+        late_rewind=True,  # theta_k from a full-data pre-training of k steps (docs/algorithms.md, COLT variants)
     ),
 )
 METHODS.add(

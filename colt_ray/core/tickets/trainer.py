@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Optional
 
@@ -22,7 +22,7 @@ from colt_ray.core.models import head_module, prunable_names, replace_head
 from colt_ray.core.pruning import Mask, magnitude_scores, prune
 from colt_ray.core.seeds import derive_seed, generator
 from colt_ray.core.train import BaseCallback, LossFn, TrainResult, resolve_device, train
-from colt_ray.core.tweaks import build_run_model, rescale_to_density, retrain_recipe, skip_state_keys, uses
+from colt_ray.core.tweaks import build_run_model, retrain_recipe, skip_state_keys, start_retraining
 
 State = Mapping[str, np.ndarray]
 FULL = -1  # trainer index of the full-data model (IMP, ticket evaluation)
@@ -39,6 +39,21 @@ class TrainOutcome:
     # the rewind point for later cycles: the state after ``capture_step`` steps (IMP late rewinding), or the
     # trained dense weights (a jackpot's cycle 0: the pre-trained model the search keeps frozen)
     captured: Optional[dict[str, np.ndarray]] = None
+
+
+def charge_pretraining(outs: Sequence[TrainOutcome], cost: dict) -> list[TrainOutcome]:
+    """Cycle 0's shard outcomes with the pre-training of theta_k charged once: its sample-epochs and CPU time
+    to shard 0, its wall time to every shard (each waited for it), so the sums count it once and the slowest
+    shard's wall time is the cycle's critical path (docs/results.md)."""
+    charged = []
+    for o in outs:
+        m = dict(o.metrics)
+        m["wall_seconds"] = (m.get("wall_seconds") or 0.0) + cost["wall_seconds"]
+        if o is outs[0]:
+            m["sample_epochs"] = (m.get("sample_epochs") or 0) + cost["sample_epochs"]
+            m["cpu_seconds"] = (m.get("cpu_seconds") or 0.0) + cost["cpu_seconds"]
+        charged.append(dataclasses.replace(o, metrics=m))
+    return charged
 
 
 def state_to_numpy(model: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -120,8 +135,7 @@ class TicketTrainer:
         start, cpu = time.perf_counter(), time.process_time()
         mask = mask if mask is not None else Mask.ones_like(self.weights())
         self.load(theta)
-        if uses(self.cfg, "density-rescale") and mask.kept() < mask.numel():
-            rescale_to_density(self.model, mask)
+        start_retraining(self.model, mask, self.cfg)  # the tweaks' start hooks (density-rescale)
         capture = _Capture(capture_step) if capture_step > 0 else None
         recipe = self.recipe if epochs is None else dataclasses.replace(self.recipe, epochs=epochs)
         start_step = rewind_start(self.cfg, cycle)
@@ -139,6 +153,7 @@ class TicketTrainer:
             desc=self.label(cycle),
             start_step=start_step,
             fresh_optimizer_at=capture_step if continues_after_rewind(self.cfg) else 0,
+            steps_like=self.steps_like(),
         )
         proposal = self.prune(mask) if prune_next else None
         metrics = result.metrics()
@@ -147,6 +162,35 @@ class TicketTrainer:
         if capture is not None and capture.state is None:
             raise ValueError(f"rewind-step {capture_step} is beyond the {result.steps} steps of the first training")
         return TrainOutcome(self.index, cycle, metrics, proposal, capture.state if capture else None)
+
+    def steps_like(self) -> Optional[int]:
+        """``shard_steps: match``: a shard trains the steps of a full-data training (``train(steps_like=N)``,
+        N the full training set's size, which its bundle carries); else None (its own epochs)."""
+        if self.index == FULL or self.cfg.ticket.shard_steps != "match":
+            return None
+        return self.bundle.full_train_size
+
+    def pretrain(self, theta: State, steps: int) -> TrainOutcome:
+        """COLT's rewind point theta_k: ``steps`` steps of the full-data recipe from ``theta`` (dense, nothing
+        pruned), as open_lth's pre-training; ``captured`` is theta_k, ``metrics`` its cost."""
+        start, cpu = time.perf_counter(), time.process_time()
+        self.load(theta)
+        result = train(
+            self.model,
+            self.bundle,
+            self.recipe,
+            None,
+            generator=generator(self.cfg.ticket.seed, "train", 0, self.index),
+            device=self.device,
+            progress=self.cfg.resources.progress,
+            desc="pre-training",
+            end_step=steps,
+        )
+        if result.steps < steps:
+            raise ValueError(f"rewind-step {steps} is beyond the {result.steps} steps of a full-data training")
+        metrics = {"sample_epochs": result.sample_epochs, "wall_seconds": time.perf_counter() - start}
+        metrics["cpu_seconds"] = time.process_time() - cpu
+        return TrainOutcome(self.index, 0, metrics, None, self.state())
 
     def prune(self, mask: Mask) -> dict[str, np.ndarray]:
         """The run's prune rate of the survivors of ``mask``, by the magnitude of the current weights."""
@@ -170,9 +214,10 @@ class TicketTrainer:
 
 
 def continues_after_rewind(cfg: RunConfig) -> bool:
-    """Whether IMP's late rewinding is open_lth's (``rewind_schedule`` continue, a rewind step k > 0): the
+    """Whether late rewinding is open_lth's (``rewind_schedule`` continue, a rewind step k > 0). IMP: the
     first level trains steps 0..k and k..T with an optimizer each (open_lth's pre-training, then level 0),
-    every later level steps k..T from theta_k with a fresh optimizer (``lottery/runner.py``)."""
+    every later level steps k..T from theta_k with a fresh optimizer (``lottery/runner.py``). COLT: a
+    pre-training of k steps (``TicketTrainer.pretrain``), then every shard and ticket training steps k..T."""
     t = cfg.ticket
     return cfg.method.late_rewind and t.rewind_step > 0 and t.rewind_schedule == "continue"
 
@@ -181,7 +226,9 @@ def rewind_start(cfg: RunConfig, cycle: int) -> int:
     """The global step a training of ``cycle`` starts at: the rewind step k for IMP's levels after the first
     under :func:`continues_after_rewind` (their rewind point is theta_k), else 0. Derived here rather than
     passed in, so every backend's trainers (local, Ray actors) start the same levels at the same step."""
-    return cfg.ticket.rewind_step if cycle >= 1 and continues_after_rewind(cfg) else 0
+    # COLT's theta_k comes from its own pre-training: every training of every cycle starts at k
+    first = 0 if cfg.method.uses_shards else 1
+    return cfg.ticket.rewind_step if cycle >= first and continues_after_rewind(cfg) else 0
 
 
 def shard_head_seed(cfg: RunConfig, index: int) -> int:

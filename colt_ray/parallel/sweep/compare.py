@@ -26,6 +26,8 @@ METHOD_SETTINGS: dict[str, Callable[[MethodSpec], bool]] = {
     "shards": lambda m: m.uses_shards,
     "split": lambda m: m.uses_shards,
     "vote": lambda m: m.uses_shards,
+    "shard_overlap": lambda m: m.uses_shards,
+    "shard_steps": lambda m: m.uses_shards,
     "shards_per_actor": lambda m: m.uses_shards,
     "rewind_step": lambda m: m.late_rewind,
     "rewind_schedule": lambda m: m.late_rewind,

@@ -37,6 +37,7 @@ class Totals:
     """What a trial accumulates over cycles (kept across retries)."""
 
     sample_epochs: int = 0
+    chain_seconds: float = 0.0  # the mask chain's critical path so far (runner.ResultsSink.chain_seconds)
     wall_seconds: float = 0.0
     dense_acc: Optional[float] = None
     dense_selection: Optional[float] = None  # the dense ticket's accuracy that max_acc_drop compares against
@@ -71,7 +72,7 @@ def state_files(
 
     Masks are stored at one bit per weight (``masks.npz``: the ticket's mask and every shard proposal). The
     next cycle's rewind point is stored only when it is not ``theta0`` (a resumed trial rebuilds theta_0 from
-    its config): COLT's checkpoints hold no weights, IMP's hold theta_k after late rewinding.
+    its config): COLT's checkpoints hold no weights, except theta_k after late rewinding, as IMP's do.
     """
     bits, shapes = record.mask.packed()
     masks = {f"mask/{k}": v for k, v in bits.items()}

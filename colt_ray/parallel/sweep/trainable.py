@@ -26,6 +26,7 @@ from colt_ray.core.errors import one_line
 from colt_ray.core.tickets.methods import Resume
 from colt_ray.core.tickets.records import CycleRecord
 from colt_ray.parallel.sweep.efficiency import training_cpu_seconds
+from colt_ray.parallel.sweep.metrics import METRICS
 from colt_ray.parallel.sweep.state import Totals, TrialState, load_state, pack_state, resume_rel, unpack_state
 from colt_ray.results.writer import read_bytes, write_bytes_atomic
 
@@ -53,31 +54,19 @@ def cycle_metrics(record: CycleRecord, totals: Totals, target: Optional[float], 
         totals.test_acc_at_target = _num(t.get("test_acc_at_best_val"), 0.0)
         totals.sample_epochs_at_target = int(totals.sample_epochs)
         totals.wall_at_target = float(totals.wall_seconds)
+    values = {m.name: m.value(t, totals) for m in map(METRICS.get, METRICS) if target is not None or not m.target}
     metrics = {
         "cycle": record.cycle,
-        "sparsity": float(t["sparsity"]),
+        "sparsity": values["sparsity"],
         "sparsity_pct": sparsity_pct(t["sparsity"]),
-        "val_acc": _num(val),
-        "acc": _num(acc),
-        "acc_final": _num(t["acc_final"]),
-        "sample_epochs": int(totals.sample_epochs),
-        "wall_seconds": float(totals.wall_seconds),
+        **{n: v for n, v in values.items() if not METRICS.get(n).target},
         "prepare_seconds": float(totals.prepare_seconds),
         "checkpoint_seconds": float(totals.checkpoint_seconds),
         "train_cpu_seconds": float(totals.train_cpu_seconds),
         "search_done": bool(record.done),
         "run_id": run_id,
+        **{n: v for n, v in values.items() if METRICS.get(n).target},  # only with a target (``values``)
     }
-    if target is not None:
-        reached = totals.target_cycle is not None
-        metrics.update(
-            acc_at_target=totals.acc_at_target,
-            val_acc_at_target=totals.val_acc_at_target,
-            test_acc_at_target=totals.test_acc_at_target,
-            rounds_at_target=totals.target_cycle if reached else math.inf,
-            sample_epochs_at_target=totals.sample_epochs_at_target if reached else math.inf,
-            wall_at_target=totals.wall_at_target if reached else math.inf,
-        )
     return metrics
 
 
@@ -102,6 +91,7 @@ class TrialSink:
         start = time.perf_counter()
         self.results(record)  # the Parquet rows and ticket of this cycle, replacing any earlier attempt's
         self.totals.sample_epochs = self.results.sample_epochs
+        self.totals.chain_seconds = self.results.chain_seconds
         self.totals.dense_acc = self.results.dense_acc
         self.totals.dense_selection = self.results.dense_selection
         self.totals.wall_seconds = self._wall0 + time.perf_counter() - self._t0
@@ -151,6 +141,7 @@ def train_trial(
         totals = state.totals if state is not None else Totals()
         totals.prepare_seconds += time.perf_counter() - started
         results.sample_epochs, results.dense_acc = totals.sample_epochs, totals.dense_acc
+        results.chain_seconds = totals.chain_seconds
         results.start()
         try:
             resume = state.resume if state else None
