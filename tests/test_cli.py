@@ -368,6 +368,12 @@ def test_a_warm_up_that_fills_the_training_is_left_out_with_a_note_or_refused(tm
         short.warmup_note().startswith("warmup-epochs: the default 1-epoch warm-up would fill")
         and not long.warmup_note()
     )
+    # it trains as --warmup-epochs 0 does, under that run id (not the id it had when the warm-up filled it)
+    from colt_ray.core.config import RunConfig
+
+    left_out = RunConfig(recipe=RecipeConfig(epochs=1))
+    assert left_out.run_id() == RunConfig(recipe=RecipeConfig(epochs=1, warmup_epochs=0.0)).run_id()
+    assert left_out.recorded_flat()["warmup_epochs"] == 0.0
     out = tmp_path / "r"
     run_ok(["ticket", "--out", str(out), *FAST, "--cycles", "1"])
     printed = capsys.readouterr().out

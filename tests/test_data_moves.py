@@ -98,9 +98,9 @@ class Recorder(ShardTrainer):
         self.seen.append(("run", cycle, rows, type(mask).__name__, mask.bits.nbytes))
         return super().run(data, theta, mask, cycle, prune_next, capture_step)
 
-    def evaluate(self, data, theta, mask, cycle):
+    def evaluate(self, data, theta, mask, cycle, teacher=None):
         self.seen.append(("evaluate", cycle, len(ray.get(data[0])["train"][1]), type(mask).__name__, 0))
-        return super().evaluate(data, theta, mask, cycle)
+        return super().evaluate(data, theta, mask, cycle, teacher)
 
     def log(self) -> list[tuple]:
         return self.seen

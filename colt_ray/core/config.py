@@ -32,19 +32,16 @@ from colt_ray.core.settings import (  # noqa: F401  (eval_every, flag_name: part
     registry_names,
     setting,
 )
+from colt_ray.core.tweaks.registry import TWEAKS  # pure Python: the tweak names and their former names
 
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("constant", "step", "multistep", "cosine")
-BUDGETS = ("global", "layerwise")
 PRUNE_GROUPS = ("conv", "linear", "output", "batchnorm")
-TWEAKS = ("label-smoothing", "skip-paths", "distill", "density-rescale")  # docs/algorithms.md section 3
-RENAMED_TWEAKS = {"rescale-init": "density-rescale"}  # former tweak names, still read
 # settings whose None means "the method's default": the runs table records the value used (recorded_flat)
 RESOLVED = ("prune_rate", "vote", "cycles")
 DISTILL_REDUCTIONS = ("mean", "batchmean")
 BACKENDS = ("auto", "local", "ray", "batched")
 DEVICES = ("auto", "cpu", "cuda")
 REWIND_SCHEDULES = ("continue", "restart")  # IMP late rewinding: docs/algorithms.md, "IMP"
+SHARD_STEPS = ("epochs", "match")  # COLT shard training length: docs/algorithms.md, "COLT variants"
 DEFAULT_CYCLES = 5
 DEFAULT_WARMUP = 1.0  # epochs; RecipeConfig.warmup says when it is left out
 TWEAK_LABEL_SMOOTHING = 0.1  # default alpha of the label-smoothing tweak (tweak_label_smoothing)
@@ -84,7 +81,7 @@ class RecipeConfig:
 
     epochs: int = setting(10, "epochs per training", lo=0)
     batch_size: int = setting(64, "minibatch size", lo=1)
-    optimizer: str = setting("sgd", "optimizer", choices=OPTIMIZERS)
+    optimizer: str = setting("sgd", "optimizer", choices=registry_names("colt_ray.core.optim:OPTIMIZERS", light=True))
     lr: float = setting(0.05, "peak learning rate", lo=0.0, lo_open=True)
     momentum: float = setting(0.9, "SGD momentum", lo=0.0, hi=1.0, hi_open=True)
     weight_decay: float = setting(5e-4, "L2 weight decay", lo=0.0)
@@ -94,7 +91,9 @@ class RecipeConfig:
         "the default is left out of a training of 1 epoch or less, which it would fill)",
         lo=0.0,
     )
-    schedule: str = setting("cosine", "lr schedule after warm-up", choices=SCHEDULES)
+    schedule: str = setting(
+        "cosine", "lr schedule after warm-up", choices=registry_names("colt_ray.core.schedules:SCHEDULES", light=True)
+    )
     milestones: tuple[int, ...] = setting((), "epochs for step (first = step size) / multistep, e.g. 20,30,45", lo=0)
     gamma: float = setting(0.2, "lr factor at each step/multistep milestone", lo=0.0, lo_open=True)
     label_smoothing: float = setting(0.0, "alpha: true class 1-alpha, others alpha/(C-1)", lo=0.0, hi=1.0, hi_open=True)
@@ -139,7 +138,9 @@ class PruneConfig:
         default_text="COLT 0.15, IMP 0.20",
         hash_key="rate",
     )
-    budget: str = setting("global", "pruning budget", choices=BUDGETS)
+    budget: str = setting(
+        "global", "pruning budget", choices=registry_names("colt_ray.core.pruning.budgets:BUDGETS", light=True)
+    )
     prune_groups: tuple[str, ...] = setting(
         ("conv", "linear"), "tensor groups to prune", choices=PRUNE_GROUPS, hash_key="groups"
     )
@@ -152,6 +153,21 @@ class TicketConfig:
     method: str = setting("colt", "ticket method", choices=registry_names("colt_ray.core.tickets.specs:METHODS"))
     shards: int = setting(2, "COLT: number of shards k", lo=1)
     split: str = setting("class", "COLT shard split", choices=registry_names("colt_ray.core.data.shards:SPLITS"))
+    shard_overlap: float = setting(
+        0.0,
+        "COLT: fraction of the training set each shard holds, up to 1; at or below 1/k the shards are disjoint "
+        "(the paper); above, each shard also holds a seeded share of the other shards' examples "
+        "(docs/algorithms.md, COLT variants)",
+        lo=0.0,
+        hi=1.0,
+        metavar="F",
+    )
+    shard_steps: str = setting(
+        "epochs",
+        "COLT: epochs (each shard trains --epochs passes over its shard, the paper) or match (as many optimizer "
+        "steps as a full-data training of the recipe, its lr schedule stretched to them)",
+        choices=SHARD_STEPS,
+    )
     vote: Optional[int] = setting(
         None, "COLT: keep a weight kept by >= V shards", lo=1, default_text="all k, the AND", metavar="V"
     )
@@ -167,10 +183,15 @@ class TicketConfig:
         hi_open=True,
         default_text=f"none; jackpot {JACKPOT_SPARSITY}",
     )
-    rewind_step: int = setting(0, "IMP: rewind to the weights after K steps (0 = init)", lo=0, metavar="K")
+    rewind_step: int = setting(
+        0,
+        "IMP/COLT: rewind to the weights after K steps (0 = init; COLT: K steps of full-data pre-training)",
+        lo=0,
+        metavar="K",
+    )
     rewind_schedule: str = setting(
         "continue",
-        "IMP with --rewind-step K: continue (open_lth's: every level trains steps K..T, the lr schedule and "
+        "IMP/COLT with --rewind-step K: continue (open_lth's: every level trains steps K..T, the lr schedule and "
         "the data order carried on from step K) or restart (every level trains all T steps from theta_K, "
         "schedule and data order from step 0: colt_ray's behaviour before this setting existed)",
         choices=REWIND_SCHEDULES,
@@ -247,17 +268,20 @@ class ResourcesConfig:
 class TweaksConfig:
     """Retraining tweaks for sparse tickets (docs/algorithms.md section 3); every default is "no change".
 
-    ``tweaks`` switches on any of ``TWEAKS``, comma-separated ("" = none; a string, so that a sweep can
-    search over combinations as choices); ``activation`` replaces every ReLU. The label-smoothing tweak
-    retrains with alpha ``tweak_label_smoothing`` (the recipe's ``label_smoothing`` is every training's own,
-    the mask search's too, tweak or not: one meaning per setting). Distillation retrains a sparse
-    full-data ticket on the run's plain dense model: ``distill_weight * T^2 * KL + (1 - distill_weight) * CE``.
+    ``tweaks`` switches on any of the ``TWEAKS`` of ``core/tweaks/registry.py``, comma-separated ("" = none;
+    a string, so that a sweep can search over combinations as choices); ``activation`` replaces every ReLU.
+    The label-smoothing tweak retrains with alpha ``tweak_label_smoothing`` (the recipe's ``label_smoothing``
+    is every training's own, the mask search's too, tweak or not: one meaning per setting). Distillation
+    retrains a sparse full-data ticket on the run's plain dense model:
+    ``distill_weight * T^2 * KL + (1 - distill_weight) * CE``.
     """
 
     tweaks: str = setting(
         "",
-        f"comma-separated, from {', '.join(TWEAKS)} (label-smoothing: retrain with alpha "
+        "comma-separated retraining tweaks (label-smoothing: retrain with alpha "
         "--tweak-label-smoothing; distill: sparse full-data retraining against the run's dense model)",
+        choices=registry_names("colt_ray.core.tweaks.registry:TWEAKS", light=True),
+        separator=",",
         metavar="LIST",
     )
     activation: str = setting(
@@ -285,7 +309,8 @@ class TweaksConfig:
     @property
     def names(self) -> tuple[str, ...]:
         """The switched-on tweaks, in the order given (former names read as today's)."""
-        return tuple(RENAMED_TWEAKS.get(t.strip(), t.strip()) for t in self.tweaks.split(",") if t.strip())
+        formers = _tweak_formers()
+        return tuple(formers.get(t.strip(), t.strip()) for t in self.tweaks.split(",") if t.strip())
 
     @property
     def active(self) -> bool:
@@ -416,10 +441,12 @@ class RunConfig:
     def recorded_flat(self) -> dict[str, Any]:
         """``to_flat()`` with the settings whose default depends on the method resolved to the value the run
         used (what the ``runs`` table stores, so ``groupby('prune_rate')`` keeps default runs): ``prune_rate``
-        of an iterative method, ``vote`` of a sharded one, ``cycles`` when no target sparsity bounds the run.
-        A setting the method does not read stays null. The run id still hashes only the non-default settings
-        (``to_flat``); :meth:`from_recorded` finds them again."""
+        of an iterative method, ``vote`` of a sharded one, ``cycles`` when no target sparsity bounds the run,
+        and ``warmup_epochs`` as trained (``RecipeConfig.warmup``). A setting the method does not read stays
+        null. The run id still hashes only the non-default settings (``to_flat``); :meth:`from_recorded` finds
+        them again."""
         flat, spec = self.to_flat(), self.method
+        flat["warmup_epochs"] = self.recipe.warmup  # 0 where the default warm-up is left out of a short training
         if spec.default_prune_rate is not None:
             flat["prune_rate"] = self.prune_rate
         if spec.uses_shards:
@@ -475,6 +502,10 @@ class RunConfig:
         diff.pop("rewind_schedule", None)
         if own["rewind_step"] and own["rewind_schedule"] == "continue":
             diff["rewind_schedule"] = "continue"
+        # a default warm-up left out of a short training (RecipeConfig.warmup) trains as --warmup-epochs 0 does:
+        # the same id as that, and never the id such a run had when the warm-up filled its training
+        if self.recipe.warmup != self.recipe.warmup_epochs:
+            diff[_hash_key("warmup_epochs")] = _hash_value("warmup_epochs", self.recipe.warmup)
         blob = json.dumps(diff, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -491,6 +522,11 @@ def upgrade_flat(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _tweak_formers() -> dict[str, str]:
+    """Former tweak names -> today's (``core/tweaks/registry.py``): still read, and hashed as before."""
+    return TWEAKS.formers()
+
+
 def _hash_key(name: str) -> str:
     return setting_of(name).hash_key or name
 
@@ -499,7 +535,7 @@ def _hash_value(name: str, value: Any) -> Any:
     if name == "eval_tickets" and value == "none":  # was eval_tickets=False before the policies existed
         return False
     if name == "tweaks":  # a renamed tweak keeps its run ids
-        former = {new: old for old, new in RENAMED_TWEAKS.items()}
+        former = {new: old for old, new in _tweak_formers().items()}
         return ",".join(former.get(t.strip(), t.strip()) for t in value.split(","))
     return value
 
