@@ -216,3 +216,17 @@ def test_gap_space_on_digits_runs_resumes_after_an_interruption_and_reports_comm
     assert summary["parts_cpu_seconds"]["training"] == pytest.approx(training_cpu_seconds(res.cycles))
     text = report(str(out)).text
     assert "colt-ray ticket --val-fraction 0.1" in text and "--method imp" in text
+
+
+def test_at_target_breaks_a_tie_on_validation_by_less_compute_and_marks_one_best():
+    """Means of a few seeds' accuracies on one validation set tie exactly: the cheaper search wins, once."""
+    from colt_ray.results.tables import at_target
+
+    rows = []
+    for run_id, config_id, cycle, epochs in (("r1", "zz-cheap", 2, 100), ("r2", "aa-costly", 5, 400)):
+        rows.append(dict(run_id=run_id, config_id=config_id, method="imp", dataset="digits", arch="lenet300",
+                         cycle=cycle, sparsity=0.91, select_acc=0.97, report_acc=0.96, search_sample_epochs=epochs,
+                         cum_wall_seconds=1.0, critical_path_seconds=1.0))  # fmt: skip
+    runs = pd.DataFrame({"run_id": ["r1", "r2"], "target_sparsity": [0.9, 0.9]})
+    t = at_target(pd.DataFrame(rows), runs, None)
+    assert list(t["config_id"]) == ["zz-cheap", "aa-costly"] and list(t["best"]) == [True, False]

@@ -495,7 +495,8 @@ def at_target(points: pd.DataFrame, runs: pd.DataFrame, trials: pd.DataFrame = N
     mean ± std over the configuration's runs (seeds) of its ``select_acc`` (validation: what chooses) and
     ``report_acc`` (test at the best-validation epoch), with the mean rounds (cycle), search sample-epochs and
     modelled wall seconds (shards in parallel) it took, and ``n`` runs (runs that never got there left out).
-    ``best``: the configuration of its (dataset, arch, method) with the highest mean ``select_acc``."""
+    ``best``: the configuration of its (dataset, arch, method) with the highest mean ``select_acc`` (a tie:
+    the one with fewer search sample-epochs, then the lower config id)."""
     if points.empty or "target_sparsity" not in runs:
         return pd.DataFrame(columns=AT_TARGET_COLUMNS)
     target = runs.set_index("run_id")["target_sparsity"].astype("float64")
@@ -512,9 +513,14 @@ def at_target(points: pd.DataFrame, runs: pd.DataFrame, trials: pd.DataFrame = N
         wall_seconds=("cum_wall_seconds", "mean"), critical_path_seconds=("critical_path_seconds", "mean"),
     ).reset_index()  # fmt: skip
     out = out[[c for c in AT_TARGET_COLUMNS if c != "best"]]
-    top = out.groupby(GROUP + ["target"])["select_acc"].transform("max") if len(out) else out["select_acc"]
-    out["best"] = out["select_acc"] >= top - _EPS
-    return out.sort_values(GROUP + ["select_acc"], ascending=[True, True, True, False]).reset_index(drop=True)
+    # one best per (method, dataset, arch, target): the highest mean select_acc; ties (means of a few seeds'
+    # accuracies on one validation set often tie exactly) go to less search compute, then the config id
+    keys = GROUP + ["target"]
+    out = out.sort_values(
+        [*keys, "select_acc", "sample_epochs", "config_id"], ascending=[True] * len(keys) + [False, True, True]
+    ).reset_index(drop=True)
+    out["best"] = ~out.duplicated(keys, keep="first")
+    return out
 
 
 def _mean_std(g: pd.DataFrame, col: str) -> dict[str, float]:
