@@ -276,3 +276,28 @@ def test_pareto_plot_tells_colt_and_imp_points_apart(figures, final_tables):
     assert len(colt.get_offsets()) == 3 and len(imp.get_offsets()) == 10  # every ticket, in its method's set
     assert (colt.get_facecolors()[0] != imp.get_facecolors()[0]).any()
     assert len(colt.get_paths()[0].vertices) != len(imp.get_paths()[0].vertices)  # circle vs square
+
+
+def test_the_colt_variants_plot_draws_each_configuration_by_its_variant_beside_the_best_imp(monkeypatch):
+    from colt_ray.results import plots
+
+    def row(method, config_id, acc, best=False):
+        return dict(method=method, dataset="digits", arch="conv2", config_id=config_id, target=0.9, n=3,
+                    report_acc=acc, report_acc_std=0.01, best=best)  # fmt: skip
+
+    targets = pd.DataFrame([row("colt", "a", 0.93), row("colt", "b", 0.95), row("imp", "i", 0.96, True)])
+    settings = pd.DataFrame(
+        {"config_id": ["a", "b"], "shard_overlap": [0.0, 0.5], "shard_steps": ["epochs", "match"],
+         "rewind_step": [0, 20], "shards": [2, 2]}
+    )  # fmt: skip
+    drawn = []
+    monkeypatch.setattr(plots, "_png", lambda fig: drawn.append(fig) or b"png")
+    assert plots.colt_variants(targets, settings) == b"png"
+    (ax,) = drawn[0].axes
+    lines = [line for line in ax.lines if len(line.get_xdata()) == 1 and line.get_marker() in ("o", "^")]
+    points = [(round(float(ln.get_xdata()[0]), 4), float(ln.get_ydata()[0]), ln.get_marker()) for ln in lines]
+    assert sorted(points) == [(-0.01, 0.93, "o"), (0.49, 0.95, "^")]  # x: overlap, k = 2 shifted left a little
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[0] == "best IMP configuration (0.9600)" and "shard_steps: match" in labels
+    same = settings.assign(shard_overlap=0.0, shard_steps="epochs", rewind_step=0)
+    assert plots.colt_variants(targets, same) is None  # nothing varies: no plot

@@ -155,3 +155,43 @@ def _accuracy_axes(ax, dataset: str, arch: str, ylabel: str) -> None:
     ax.set(title=f"{dataset} / {arch}", xlabel="sparsity (fraction of prunable weights pruned)", ylabel=ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
+
+
+VARIANTS = ("shard_overlap", "shard_steps", "rewind_step")  # COLT's own settings (docs/algorithms.md)
+
+
+def colt_variants(targets: pd.DataFrame, settings: pd.DataFrame) -> Optional[bytes]:
+    """Where COLT configurations differ in the COLT variants: each one's test accuracy at the target sparsity
+    (``report_acc``, mean ± std over seeds) against its
+    ``shard_overlap``, the marker saying ``shard_steps`` (o: epochs, ^: match), filled where it rewinds late
+    (``rewind_step`` > 0), beside the best IMP configuration's (dashed). ``settings``: one row per config_id
+    with the variant columns and ``shards``."""
+    colt = targets[targets["method"] == "colt"].merge(settings, on="config_id", how="left")
+    if colt.empty or colt[list(VARIANTS)].drop_duplicates().shape[0] < 2:
+        return None
+    panels = list(colt.groupby(["dataset", "arch"], sort=True))
+    fig, axes = _figure(len(panels), "COLT variants: accuracy at the target sparsity")
+    for ax, ((dataset, arch), g) in zip(axes, panels):
+        for _, r in g.iterrows():
+            late, match = r["rewind_step"] > 0, r["shard_steps"] == "match"
+            x = r["shard_overlap"] + 0.01 * (r["shards"] - 3)  # k apart, a little
+            std = r["report_acc_std"] if pd.notna(r["report_acc_std"]) else 0.0
+            ax.errorbar(x, r["report_acc"], yerr=std, color=_color("colt"), alpha=0.5, capsize=2)
+            ax.plot(x, r["report_acc"], "^" if match else "o", color=_color("colt"), markersize=8,
+                    markerfacecolor=_color("colt") if late else "white")  # fmt: skip
+        imp = targets[(targets["method"] == "imp") & targets["best"]]
+        imp = imp[(imp["dataset"] == dataset) & (imp["arch"] == arch)]
+        if len(imp):
+            acc = float(imp["report_acc"].iloc[0])
+            ax.axhline(acc, color=_color("imp"), linestyle="--", label=f"best IMP configuration ({acc:.4f})")
+        for label, marker, face in (
+            ("shard_steps: epochs", "o", "white"), ("shard_steps: match", "^", "white"),
+            ("rewind_step > 0 (filled)", "o", _color("colt")),
+        ):  # fmt: skip
+            ax.plot([], [], marker, color=_color("colt"), markerfacecolor=face, label=label)
+        ax.set_title(f"{dataset} / {arch}")
+        ax.set_xlabel("shard_overlap (fraction of the training set per shard; <= 1/k: disjoint)")
+        ax.set_ylabel("report_acc at the target (test, best-val epoch)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _png(fig)

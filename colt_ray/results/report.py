@@ -50,6 +50,7 @@ PLOT_FILES = {
     "pareto_front": "pareto_front.png",
     "layer_density": "layer_density.png",
     "mask_overlap": "mask_overlap.png",
+    "colt_variants": "colt_variants.png",
 }
 
 
@@ -162,6 +163,7 @@ def _save_plots(t: dict[str, pd.DataFrame], results: Results, out: str) -> dict[
         "pareto_front": plots.pareto(t["pareto_points"]),
         "layer_density": plots.layer_density(t["layer_density"]),
         "mask_overlap": plots.mask_overlap(t["points"], results.layers, colt_runs),
+        "colt_variants": plots.colt_variants(t["at_target"], variant_settings(results.runs)),
     }
     written = {}
     for key, png in made.items():
@@ -170,6 +172,18 @@ def _save_plots(t: dict[str, pd.DataFrame], results: Results, out: str) -> dict[
         else:
             written[key] = write_bytes_atomic(out, (PLOT_FILES[key],), png)
     return written
+
+
+def variant_settings(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration: its ``config_id``, ``shards`` and COLT variant settings (runs written before
+    a variant existed: its default)."""
+    defaults = {"shard_overlap": 0.0, "shard_steps": "epochs", "rewind_step": 0, "shards": 2}
+    if runs.empty:
+        return pd.DataFrame(columns=["config_id", *defaults])
+    out = runs.assign(config_id=tables.config_ids(runs).values)
+    for col, value in defaults.items():
+        out[col] = out[col].fillna(value) if col in out else value
+    return out.drop_duplicates("config_id")[["config_id", *defaults]]
 
 
 def render_markdown(
