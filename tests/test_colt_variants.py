@@ -22,7 +22,7 @@ from colt_ray.core.errors import ConfigError
 from colt_ray.core.tickets import trainer as trainer_module
 from colt_ray.core.tickets.methods import Resume
 from colt_ray.core.tickets.search import LocalBackend, prepare, run_local, run_method
-from colt_ray.core.train import lr_factor
+from colt_ray.core.train import BaseCallback, lr_factor
 
 
 def split(labels: list[int]) -> TensorSplit:
@@ -115,7 +115,7 @@ def colt(**ticket) -> RunConfig:
     return cfg.replace(resources=dataclasses.replace(cfg.resources, progress=False, backend="local"))
 
 
-class Recorder:
+class Recorder(BaseCallback):
     """One training: its keyword arguments, its starting weights, and every step (global step, lr)."""
 
     def __init__(self, model, kw):
@@ -125,15 +125,6 @@ class Recorder:
 
     def on_step_start(self, step, lr, indices):
         self.steps.append((step, lr))
-
-    def on_step_end(self, step, model):
-        pass
-
-    def on_epoch_end(self, epoch, metrics, model):
-        pass
-
-    def on_train_end(self, model):
-        pass
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from colt_ray.core.data import AugmentSpec
 from colt_ray.core.seeds import generator
 from colt_ray.core.tickets import trainer as trainer_module
 from colt_ray.core.tickets.search import make_full_trainer, prepare, run_local
+from colt_ray.core.train import BaseCallback
 
 N, BATCH, PER_EPOCH, EPOCHS, T = 1438, 128, 12, 3, 36
 
@@ -35,7 +36,7 @@ def cfg_for(k: int, schedule: str = "continue", **ticket) -> RunConfig:
     ).replace(resources=dataclasses.replace(RunConfig().resources, progress=False))
 
 
-class Recorder:
+class Recorder(BaseCallback):
     """Every trained step of one training: (global step, learning rate, batch indices)."""
 
     def __init__(self):
@@ -43,15 +44,6 @@ class Recorder:
 
     def on_step_start(self, step, lr, indices):
         self.steps.append((step, lr, indices.tolist()))
-
-    def on_step_end(self, step, model):
-        pass
-
-    def on_epoch_end(self, epoch, metrics, model):
-        pass
-
-    def on_train_end(self, model):
-        pass
 
 
 @pytest.fixture
